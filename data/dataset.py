@@ -1,0 +1,330 @@
+"""Discover a 2D segmentation dataset on disk and read its image/mask pairs.
+
+Layout: ``<root>/<split>/images/*`` and ``<root>/<split>/masks/*`` for the splits ``train``, ``valid`` (or
+``val``) and ``test``; an image and its mask share a file stem. Only numpy and OpenCV are used here, so the CLI's
+data commands stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data.errors import DatasetError
+
+__all__ = ["IMAGE_EXTENSIONS", "SPLITS", "DatasetIndex", "LoadSettings", "Pair", "discover", "read_pair"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {"valid": ("val",)}
+MAX_LISTED = 10
+_LAYOUT = "<root>/{train,valid,test}/{images,masks}/<stem>.png"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask, matched by file stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """The pairs of every split of a dataset, sorted by stem."""
+
+    root: Path
+    splits: dict[str, tuple[Pair, ...]]
+
+    def pairs(self) -> list[tuple[str, Pair]]:
+        """All (split, pair) tuples in split order then stem order."""
+        return [(name, pair) for name, pairs in self.splits.items() for pair in pairs]
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How pairs are decoded: square size, image channels and the mask threshold."""
+
+    image_size: int
+    channels: int = 3
+    mask_threshold: int = 128
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"LoadSettings.image_size must be a positive int. Received: image_size={self.image_size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"LoadSettings.channels must be 1 or 3. Received: channels={self.channels!r}")
+        if (
+            isinstance(self.mask_threshold, bool)
+            or not isinstance(self.mask_threshold, int)
+            or not 1 <= self.mask_threshold <= 255
+        ):
+            raise ValueError(
+                f"LoadSettings.mask_threshold must be an int in 1..255. Received: mask_threshold={self.mask_threshold!r}"
+            )
+
+
+def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetIndex:
+    """Index ``<root>/<split>/{images,masks}`` and pair images with masks by file stem.
+
+    Args:
+        root: the dataset folder.
+        splits: the split folders to index (``valid`` also accepts a folder named ``val``).
+
+    Returns:
+        A DatasetIndex whose splits are keyed by the canonical split names, pairs sorted by stem.
+
+    Raises:
+        DatasetError: for the first problem found (missing folders, unpaired or duplicate files, empty split).
+    """
+    index, problems = scan(root, splits=splits)
+    if problems:
+        more = f" (+{len(problems) - 1} more problems; `data check` lists them all)" if len(problems) > 1 else ""
+        raise DatasetError(problems[0] + more)
+    return index
+
+
+def scan(root: Path | str, *, splits: Sequence[str] = SPLITS) -> tuple[DatasetIndex, list[str]]:
+    """Like `discover`, but return every problem instead of raising; the index holds the pairs that matched."""
+    root = Path(root).expanduser().absolute()
+    problems: list[str] = []
+    found: dict[str, tuple[Pair, ...]] = {}
+    if not root.exists():
+        return DatasetIndex(root, found), [f"dataset {root}: folder not found; expected {_LAYOUT}"]
+    if not root.is_dir():
+        return DatasetIndex(root, found), [f"dataset {root}: is not a folder; expected {_LAYOUT}"]
+    for split in splits:
+        split_dir, problem = _split_folder(root, split)
+        if split_dir is None:
+            problems.append(problem)
+            continue
+        pairs, split_problems = _scan_split(split_dir)
+        problems.extend(split_problems)
+        if pairs:
+            found[split] = pairs
+    return DatasetIndex(root, found), problems
+
+
+def read_pair(pair: Pair, settings: LoadSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair at ``settings.image_size``.
+
+    Returns:
+        image: uint8 [S, S, C] (RGB when C == 3); mask: uint8 [S, S] with values in {0, 1}.
+
+    Raises:
+        DatasetError: a file is unreadable or corrupt, or the image and mask sizes differ.
+    """
+    raw_image = decode_raw(read_bytes(pair.image, what="image"), pair.image, what="image")
+    raw_mask = decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask")
+    check_sizes(pair, raw_image, raw_mask)
+    image = resize_image(to_channels(raw_image, settings.channels), settings.image_size)
+    mask = resize_mask(binarise(to_gray(raw_mask), settings.mask_threshold), settings.image_size)
+    return image, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# package-internal helpers (used by fingerprint and cache)
+
+
+def read_bytes(path: Path, *, what: str) -> bytes:
+    """Read a file's bytes; an OSError becomes a DatasetError naming the file."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{what} {path}: cannot be read ({exc.strerror or exc}); expected a readable file") from exc
+
+
+def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
+    """Decode image bytes to uint8: 2D for grayscale, [H, W, 3] BGR for colour (alpha dropped).
+
+    16-bit files are reduced to 8 bits like OpenCV's own loaders do (high byte), except masks whose values all
+    fit in 8 bits (label maps saved as 16-bit), which are kept as they are.
+    """
+    try:
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:
+        array = None
+    if array is None or array.size == 0:
+        raise DatasetError(
+            f"{what} {path}: cannot be decoded (corrupt, truncated or not an image); "
+            f"expected a readable {'/'.join(IMAGE_EXTENSIONS)} file"
+        )
+    if array.dtype == np.uint16:
+        array = array.astype(np.uint8) if what == "mask" and int(array.max()) <= 255 else (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise DatasetError(f"{what} {path}: pixel type {array.dtype} is not supported; expected 8- or 16-bit pixels")
+    if array.ndim == 3:
+        n = array.shape[2]
+        if n == 1:
+            array = array[:, :, 0]
+        elif n == 4:
+            array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+        elif n != 3:
+            raise DatasetError(f"{what} {path}: has {n} channels; expected 1 (grayscale), 3 (colour) or 4 (with alpha)")
+    return np.ascontiguousarray(array)
+
+
+def check_sizes(pair: Pair, image: np.ndarray, mask: np.ndarray) -> None:
+    """Raise a DatasetError naming both files when the image and mask sizes differ."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise DatasetError(
+            f"pair {pair.stem!r}: image {pair.image} is {_wh(image)} but mask {pair.mask} is {_wh(mask)} (WxH); "
+            "expected the same size"
+        )
+
+
+def to_channels(raw: np.ndarray, channels: int) -> np.ndarray:
+    """Grayscale or BGR → uint8 [H, W, channels] (grayscale repeated, colour converted to RGB or gray)."""
+    if channels == 1:
+        gray = raw if raw.ndim == 2 else cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
+        return gray[:, :, None]
+    if raw.ndim == 2:
+        return np.repeat(raw[:, :, None], channels, axis=2)
+    return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+
+
+def to_gray(raw: np.ndarray) -> np.ndarray:
+    """Grayscale or BGR → uint8 [H, W]."""
+    return raw if raw.ndim == 2 else cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
+
+
+def binarise(gray: np.ndarray, threshold: int) -> np.ndarray:
+    """uint8 [H, W] → {0, 1} at ``>= threshold``."""
+    return (gray >= threshold).astype(np.uint8)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize [H, W, C] to [size, size, C]: INTER_AREA when shrinking, INTER_LINEAR when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image)
+    interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    out = cv2.resize(image, (size, size), interpolation=interpolation)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a {0, 1} mask [H, W] to [size, size] with nearest neighbour (never creates new values)."""
+    if mask.shape == (size, size):
+        return np.ascontiguousarray(mask)
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def list_names(names: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """``a, b, c`` or ``a, …, j and 5 more`` for messages."""
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _wh(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[0]}"
+
+
+def _split_folder(root: Path, split: str) -> tuple[Path | None, str]:
+    candidates = [root / split, *(root / alias for alias in SPLIT_ALIASES.get(split, ()))]
+    present = [path for path in candidates if path.is_dir()]
+    if len(present) > 1:
+        names = " and ".join(path.name for path in present)
+        return None, f"dataset {root}: both {names} exist for split {split!r}; expected only one of them"
+    if not present:
+        also = SPLIT_ALIASES.get(split, ())
+        alias_note = f" (nor {', '.join(also)})" if also else ""
+        return None, (
+            f"dataset {root}: split folder {split!r} not found{alias_note}; "
+            f"expected {root / split}/images and {root / split}/masks"
+        )
+    return present[0], ""
+
+
+def _scan_split(split_dir: Path) -> tuple[tuple[Pair, ...], list[str]]:
+    problems: list[str] = []
+    files: dict[str, dict[str, Path]] = {}
+    for kind in ("images", "masks"):
+        folder = split_dir / kind
+        if not folder.is_dir():
+            problems.append(f"dataset {split_dir}: no {kind}/ folder; expected {folder} holding the {kind[:-1]} files")
+            continue
+        by_stem, duplicates = _image_files(folder)
+        if duplicates:
+            problems.append(
+                f"dataset {folder}: {len(duplicates)} stems appear with several extensions "
+                f"({list_names(duplicates)}); expected one file per stem"
+            )
+        files[kind] = by_stem
+    if problems:
+        return (), problems
+    images, masks = files["images"], files["masks"]
+    if not images and not masks:
+        return (), [
+            f"dataset {split_dir}: split is empty (no {'/'.join(IMAGE_EXTENSIONS)} files in images/ and masks/); "
+            "expected at least one image/mask pair"
+        ]
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask:
+        problems.append(
+            f"dataset {split_dir / 'masks'}: {len(no_mask)} images have no mask "
+            f"({list_names([images[s].name for s in no_mask])}); expected a mask with the same stem for every image"
+        )
+    if no_image:
+        problems.append(
+            f"dataset {split_dir / 'images'}: {len(no_image)} masks have no image "
+            f"({list_names([masks[s].name for s in no_image])}); expected an image with the same stem for every mask"
+        )
+    pairs = tuple(Pair(stem, images[stem], masks[stem]) for stem in sorted(set(images) & set(masks)))
+    return pairs, problems
+
+
+def _image_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Image files by stem (hidden and non-image files ignored) and the names of stems seen twice."""
+    by_stem: dict[str, Path] = {}
+    clashes: dict[str, list[str]] = {}
+    ignored: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+            ignored.append(path.name)
+            continue
+        if path.stem in by_stem:
+            clashes.setdefault(path.stem, [by_stem[path.stem].name]).append(path.name)
+        else:
+            by_stem[path.stem] = path
+    if ignored:
+        logger.debug("dataset %s: ignoring %d non-image entries (%s)", folder, len(ignored), list_names(ignored))
+    return by_stem, [f"{stem}: {', '.join(names)}" for stem, names in sorted(clashes.items())]
+
+
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` items by ``fractions`` (largest remainder), every share at least one item.
+
+    Raises:
+        ValueError: fractions not positive or not summing to 1, or fewer items than shares.
+    """
+    if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be positive and sum to 1. Received: split={tuple(fractions)}")
+    if n < len(fractions):
+        raise ValueError(f"need at least {len(fractions)} items to fill {len(fractions)} splits. Received: n={n}")
+    exact = [n * f for f in fractions]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    for i in range(len(counts)):
+        while counts[i] < 1:
+            donor = max(range(len(counts)), key=lambda j: counts[j])
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts

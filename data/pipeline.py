@@ -1,0 +1,186 @@
+"""tf.data input pipelines: shuffled, augmented training batches and fixed-order evaluation batches.
+
+Both read samples out of numpy arrays (a ``np.memmap`` works) by index inside ``tf.numpy_function``, so the
+arrays never become graph constants. Training: one permutation per epoch, drawn from ``(seed, epoch)``; each
+sample is augmented on its own with ``np.random.default_rng((seed, epoch, index))``, in a parallel map (OpenCV
+is kept to one thread per call, parallelism comes from tf.data), so the batches of epoch k are the same for
+the same seed however many threads run. One iteration of a dataset is one epoch (no ``repeat``): pass it
+to ``fit(epochs=...)``. TensorFlow is imported when a pipeline is built, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from data.augment import Augmenter, AugmentSpec
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["eval_dataset", "train_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def train_dataset(
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int,
+    augment: AugmentSpec | None,
+    seed: int,
+    shuffle: bool = True,
+    num_parallel_calls: int | None = None,
+) -> tf.data.Dataset:
+    """Training batches: (images uint8 [B, H, W, C], masks float32 [B, H, W, 1]), one epoch per iteration.
+
+    Args:
+        images: uint8 [N, H, W, C] (may be a ``np.memmap``).
+        masks: uint8 [N, H, W] with values in {0, 1}.
+        batch_size: samples per batch; the last batch of an epoch may be smaller.
+        augment: strengths of the paired augmentations; None or all-zero trains on the images as they are.
+        seed: non-negative int; the order and the augmentation of every epoch derive from it.
+        shuffle: reshuffle every epoch (otherwise index order, still augmented per epoch).
+        num_parallel_calls: parallel augmentation calls; None = ``tf.data.AUTOTUNE``.
+
+    Raises:
+        ValueError: arrays of the wrong dtype/shape, or an invalid argument (the message names it).
+    """
+    import tensorflow as tf
+
+    n, height, width, channels = _check_arrays(images, masks)
+    _check_batch_size(batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"train_dataset: expected seed to be an int >= 0. Received: seed={seed!r}")
+    if num_parallel_calls is not None and (
+        isinstance(num_parallel_calls, bool) or not isinstance(num_parallel_calls, int)
+        or (num_parallel_calls < 1 and num_parallel_calls != tf.data.AUTOTUNE)
+    ):
+        raise ValueError(
+            "train_dataset: expected num_parallel_calls to be None, tf.data.AUTOTUNE or an int >= 1. "
+            f"Received: num_parallel_calls={num_parallel_calls!r}"
+        )
+    augmenter: Augmenter | None = None
+    if augment is not None and augment.enabled:
+        if height != width:
+            raise ValueError(
+                f"train_dataset: augmentation needs square images. Received: images shape={images.shape}"
+            )
+        augmenter = Augmenter(augment, size=height)
+    seed = int(seed)
+    epochs = itertools.count()
+
+    def epoch_order() -> Iterator[np.ndarray]:
+        # Called once per iteration of the dataset, i.e. once per epoch.
+        epoch = next(epochs)
+        order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
+        logger.debug("train_dataset: epoch %d of %d samples (seed %d)", epoch, n, seed)
+        yield np.stack([order, np.full(n, epoch)], axis=1).astype(np.int64)
+
+    def load(pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index, epoch = int(pair[0]), int(pair[1])
+        image, mask = _read(images, masks, index)
+        if augmenter is not None:
+            cv2.setNumThreads(1)
+            image, mask = augmenter(image, mask, np.random.default_rng((seed, epoch, index)))
+        return image, mask
+
+    ds = tf.data.Dataset.from_generator(
+        epoch_order, output_signature=tf.TensorSpec(shape=(n, 2), dtype=tf.int64)
+    ).unbatch()
+    ds = ds.map(
+        _numpy_map(load, shapes=((height, width, channels), (height, width))),
+        num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
+        deterministic=True,
+    )
+    return _finish(ds.batch(batch_size))
+
+
+def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
+    """Evaluation batches in index order, never augmented: (uint8 [B, H, W, C], float32 [B, H, W, 1])."""
+    import tensorflow as tf
+
+    n, height, width, channels = _check_arrays(images, masks)
+    _check_batch_size(batch_size)
+
+    def load(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        begin = int(start)
+        stop = min(begin + batch_size, n)
+        image = np.array(images[begin:stop], dtype=np.uint8)
+        mask = np.array(masks[begin:stop], dtype=np.uint8)
+        _check_mask_values(mask, where=f"masks[{begin}:{stop}]")
+        return image, mask
+
+    ds = tf.data.Dataset.range(0, n, batch_size).map(
+        _numpy_map(load, shapes=((None, height, width, channels), (None, height, width))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return _finish(ds)
+
+
+def _numpy_map(
+    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *, shapes: tuple[tuple[int | None, ...], ...]
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Wrap a numpy (image, mask) function as a tf.data map function with static shapes."""
+    import tensorflow as tf
+
+    def mapped(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, mask = tf.numpy_function(fn, [x], (tf.uint8, tf.uint8), stateful=False)
+        image.set_shape(shapes[0])
+        mask.set_shape(shapes[1])
+        return image, mask
+
+    return mapped
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Masks to float32 [B, H, W, 1]; prefetch."""
+    import tensorflow as tf
+
+    ds = ds.map(lambda image, mask: (image, tf.cast(mask, tf.float32)[..., tf.newaxis]))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _read(images: np.ndarray, masks: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Copy sample ``index`` out of the (possibly memory-mapped) arrays."""
+    image = np.array(images[index], dtype=np.uint8)
+    mask = np.array(masks[index], dtype=np.uint8)
+    _check_mask_values(mask, where=f"masks[{index}]")
+    return image, mask
+
+
+def _check_mask_values(mask: np.ndarray, *, where: str) -> None:
+    if mask.size and int(mask.max()) > 1:
+        raise ValueError(f"{where}: expected mask values in {{0, 1}}. Received: max={int(mask.max())}")
+
+
+def _check_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[int, int, int, int]:
+    """Validate the arrays; return (N, H, W, C)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            "images: expected a uint8 array [N, H, W, C]. "
+            f"Received: {type(images).__name__} dtype={getattr(images, 'dtype', None)}, "
+            f"shape={getattr(images, 'shape', None)}"
+        )
+    if not isinstance(masks, np.ndarray) or masks.dtype != np.uint8 or masks.shape != images.shape[:3]:
+        raise ValueError(
+            f"masks: expected a uint8 array [N, H, W] = {list(images.shape[:3])}. "
+            f"Received: {type(masks).__name__} dtype={getattr(masks, 'dtype', None)}, "
+            f"shape={getattr(masks, 'shape', None)}"
+        )
+    n, height, width, channels = (int(v) for v in images.shape)
+    if n < 1:
+        raise ValueError(f"images: expected at least one sample. Received: shape={images.shape}")
+    return n, height, width, channels
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1. Received: batch_size={batch_size!r}")

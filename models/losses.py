@@ -1,0 +1,100 @@
+"""Segmentation losses (DESIGN §8), written with ``keras.ops`` so they run on any backend.
+
+All functions take ``y_true`` (masks in {0, 1}, any numeric dtype) and ``y_pred`` (sigmoid probabilities) of
+shape ``[B, H, W, C]``; a ``[B, H, W]`` mask next to ``[B, H, W, 1]`` predictions is expanded. They return
+scalars pooled over the whole batch, computed in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = [
+    "LOSSES",
+    "bce_dice_loss",
+    "bce_iou_loss",
+    "bce_loss",
+    "dice_coef",
+    "dice_loss",
+    "get_loss",
+    "iou_coef",
+]
+
+_PACKAGE = "unet_search"
+
+
+def _as_float_pair(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """Cast both to float32 and give ``y_true`` the channel axis of ``y_pred`` if it lacks one."""
+    y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+    y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    if len(y_true.shape) == len(y_pred.shape) - 1:
+        y_true = ops.expand_dims(y_true, -1)
+    return y_true, y_pred
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def dice_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
+    """Reference soft dice pooled over the whole batch: ``(2·Σ t·p + s) / (Σ t + Σ p + s)``."""
+    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    intersection = ops.sum(y_true * y_pred)
+    return (2.0 * intersection + smooth) / (ops.sum(y_true) + ops.sum(y_pred) + smooth)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
+    """Soft IoU (Jaccard) pooled over the whole batch: ``(Σ t·p + s) / (Σ t + Σ p − Σ t·p + s)``."""
+    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    intersection = ops.sum(y_true * y_pred)
+    union = ops.sum(y_true) + ops.sum(y_pred) - intersection
+    return (intersection + smooth) / (union + smooth)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def bce_loss(y_true: Any, y_pred: Any) -> Any:
+    """Mean pixel binary cross-entropy; predictions are clipped to ``[ε, 1 − ε]`` (``keras.config.epsilon()``)."""
+    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    eps = keras.config.epsilon()
+    y_pred = ops.clip(y_pred, eps, 1.0 - eps)
+    return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def dice_loss(y_true: Any, y_pred: Any) -> Any:
+    """``1 − dice_coef``."""
+    return 1.0 - dice_coef(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def bce_dice_loss(y_true: Any, y_pred: Any) -> Any:
+    """Reference loss: ``0.5 · bce + 0.5 · (1 − dice_coef)``."""
+    return 0.5 * bce_loss(y_true, y_pred) + 0.5 * (1.0 - dice_coef(y_true, y_pred))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def bce_iou_loss(y_true: Any, y_pred: Any) -> Any:
+    """``0.5 · bce + 0.5 · (1 − iou_coef)``."""
+    return 0.5 * bce_loss(y_true, y_pred) + 0.5 * (1.0 - iou_coef(y_true, y_pred))
+
+
+LOSSES: dict[str, Callable[[Any, Any], Any]] = {
+    "bce_dice": bce_dice_loss,
+    "dice": dice_loss,
+    "bce": bce_loss,
+    "bce_iou": bce_iou_loss,
+}
+
+
+def get_loss(name: str) -> Callable[[Any, Any], Any]:
+    """Return the loss registered under ``name``.
+
+    Raises:
+        ValueError: if the name is unknown (the message lists valid names).
+    """
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Expected `loss` to be one of {sorted(LOSSES)}. Received: loss={name!r}") from None

@@ -1,0 +1,99 @@
+"""The 2D UNet builder (TensorflowSlightlyFlexibleUNet, DESIGN §7)."""
+
+from __future__ import annotations
+
+import keras
+
+from models.spec import UNetSpec
+
+__all__ = ["build_unet", "conv_block"]
+
+
+def conv_block(
+    x: keras.KerasTensor,
+    *,
+    filters: int,
+    kernel: int,
+    dilation: int,
+    dropout_rate: float,
+    batch_norm: bool,
+    activation: str,
+    name: str,
+) -> keras.KerasTensor:
+    """Two convolutions with a dropout between them: ``{name}_conv1 → [bn1] → drop → conv2 → [bn2]``.
+
+    The dropout layer is always created (rate 0 is a no-op) so layer names do not depend on the rate.
+    """
+
+    def conv(inputs: keras.KerasTensor, index: int) -> keras.KerasTensor:
+        out = keras.layers.Conv2D(
+            filters,
+            kernel,
+            dilation_rate=dilation,
+            padding="same",
+            activation=activation,
+            kernel_initializer="he_normal",
+            name=f"{name}_conv{index}",
+        )(inputs)
+        if batch_norm:
+            out = keras.layers.BatchNormalization(name=f"{name}_bn{index}")(out)
+        return out
+
+    x = conv(x, 1)
+    x = keras.layers.Dropout(dropout_rate, name=f"{name}_drop")(x)
+    return conv(x, 2)
+
+
+def build_unet(spec: UNetSpec) -> keras.Model:
+    """Build the UNet described by ``spec``.
+
+    Input ``image`` takes raw pixels (H, W, C), any numeric dtype (uint8 is cast to float32 by Keras); output
+    ``head`` is float32 sigmoid probabilities (H, W, num_classes), also under mixed precision.
+
+    Raises:
+        ValueError: if ``spec.validate()`` fails.
+    """
+    spec.validate()
+    filters = spec.filters_schedule()
+    kernels = spec.kernel_schedule()
+    dilations = spec.dilation_schedule()
+    rates = spec.dropout_schedule()
+
+    inputs = keras.Input(
+        shape=(spec.image_size, spec.image_size, spec.channels), dtype="float32", name="image"
+    )
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs) if spec.rescale_input else inputs
+
+    skips: list[keras.KerasTensor] = []
+    last = spec.num_layers - 1
+    for i in range(spec.num_layers):
+        x = conv_block(
+            x,
+            filters=filters[i],
+            kernel=kernels[i],
+            dilation=dilations[i],
+            dropout_rate=rates[i],
+            batch_norm=spec.batch_norm,
+            activation=spec.activation,
+            name=f"enc{i}",
+        )
+        if i < last:
+            skips.append(x)
+            x = keras.layers.MaxPooling2D(pool_size=2, name=f"enc{i}_pool")(x)
+
+    for f in range(spec.num_layers - 2, -1, -1):
+        x = keras.layers.Conv2DTranspose(filters[f], 2, strides=2, padding="same", name=f"dec{f}_up")(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"dec{f}_concat")([x, skips[f]])
+        x = conv_block(
+            x,
+            filters=filters[f],
+            kernel=kernels[f],
+            dilation=dilations[f],
+            dropout_rate=rates[f],
+            batch_norm=spec.batch_norm,
+            activation=spec.activation,
+            name=f"dec{f}",
+        )
+
+    outputs = keras.layers.Conv2D(spec.num_classes, 1, activation="sigmoid", dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name=spec.variant)

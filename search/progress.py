@@ -1,0 +1,80 @@
+"""Study progress: one log line per finished trial and a study-level bar (trials, best, ETA)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from search.results import TrialRecord
+
+logger = logging.getLogger("search.progress")
+
+# Hyperparameters worth showing in the one-line trial summary.
+SHOWN = ("base_filters", "base_kernels", "num_layers", "learning_rate", "dropout_rate", "dilation")
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal; log lines always."""
+
+    def __init__(self, *, total: int, enabled: bool = True, done: int = 0) -> None:
+        self.total = total
+        self.done = done
+        self.t0 = time.time()
+        self.finished_this_run = 0
+        self._bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=done, desc="trials", unit="trial", dynamic_ncols=True, leave=True)
+
+    def trial_started(self, number: int) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"trial {number} starting")
+
+    def epoch(self, number: int, epoch: int, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"trial {number} epoch {epoch} dice {logs.get('score', float('nan')):.3f}")
+
+    def trial_finished(self, rec: TrialRecord, best: TrialRecord | None) -> None:
+        self.done += 1
+        self.finished_this_run += 1
+        score = "-" if rec.score is None else f"{rec.score:.4f}"
+        best_s = "-" if best is None or best.score is None else f"{best.score:.4f} (#{best.number})"
+        shown = " ".join(f"{k}={_fmt(rec.values[k])}" for k in SHOWN if k in rec.values)
+        reason = f" reason: {rec.reason}" if rec.reason and rec.status != "complete" else ""
+        eta = ""
+        if self.finished_this_run and self.done < self.total:
+            per = (time.time() - self.t0) / self.finished_this_run
+            eta = f" eta {_duration(per * (self.total - self.done))}"
+        line = (
+            f"trial {rec.number:>3} {rec.status:<8} score {score} best {best_s} "
+            f"{rec.duration_s:.0f}s {rec.epochs_run} ep [{self.done}/{self.total}{eta}]"
+            f"{' baseline' if rec.baseline else ''} {shown}{reason}"
+        )
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(f"best {best_s}")
+            self._bar.write(line, file=sys.stderr)
+        else:
+            logger.info(line)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 5400:
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"

@@ -1,0 +1,252 @@
+"""The results contract: ``results/<study>/`` (DESIGN §5), versioned and written atomically.
+
+Every reader (status, export, report, final, predict) goes through this module, never through
+engine internals. Each trial's record of truth is ``trials/<n>/trial.json``; ``trials.csv`` is
+rebuilt from those files, so concurrent workers never lose each other's rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+Status = Literal["running", "complete", "pruned", "failed"]
+STATUSES: tuple[Status, ...] = ("running", "complete", "pruned", "failed")
+CSV_FIELDS = ("number", "status", "score", "best_epoch", "epochs_run", "duration_s", "reason")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the results contract stores it."""
+
+    number: int
+    status: Status
+    values: dict[str, Any]
+    seed: int
+    score: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    duration_s: float = 0.0
+    reason: str = ""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    baseline: bool = False
+    engine_id: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialRecord:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+class StudyDir:
+    """Paths and readers/writers of one study's folder."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # paths
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def study_yaml(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def environment_json(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def fingerprint_json(self) -> Path:
+        return self.root / "data_fingerprint.json"
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.root / "trials.csv"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.root / "engine"
+
+    @property
+    def final_dir(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.trials_dir / f"{number:04d}"
+
+    def exists(self) -> bool:
+        return self.study_yaml.is_file()
+
+    # trials
+    def write_trial(self, rec: TrialRecord) -> None:
+        atomic_write_json(self.trial_dir(rec.number) / "trial.json", rec.to_dict())
+
+    def read_trial(self, number: int) -> TrialRecord | None:
+        p = self.trial_dir(number) / "trial.json"
+        if not p.is_file():
+            return None
+        return TrialRecord.from_dict(read_json(p))
+
+    def trials(self) -> list[TrialRecord]:
+        """Every recorded trial, by number."""
+        out = []
+        if not self.trials_dir.is_dir():
+            return out
+        for d in sorted(self.trials_dir.iterdir()):
+            p = d / "trial.json"
+            if d.is_dir() and p.is_file():
+                try:
+                    out.append(TrialRecord.from_dict(read_json(p)))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # never written torn (atomic), but tolerate foreign files
+        return sorted(out, key=lambda r: r.number)
+
+    def best_trial(self) -> TrialRecord | None:
+        done = [r for r in self.trials() if r.status == "complete" and r.score is not None]
+        if not done:
+            return None
+        return max(done, key=lambda r: (r.score, -r.number))
+
+    def refresh_trials_csv(self) -> None:
+        """Rebuild ``trials.csv`` from the per-trial records (atomic)."""
+        recs = self.trials()
+        hp_names: list[str] = []
+        for r in recs:
+            for k in r.values:
+                if k not in hp_names:
+                    hp_names.append(k)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([*CSV_FIELDS, "baseline", "seed", *hp_names])
+        for r in recs:
+            w.writerow(
+                [
+                    r.number,
+                    r.status,
+                    "" if r.score is None else f"{r.score:.6f}",
+                    "" if r.best_epoch is None else r.best_epoch,
+                    r.epochs_run,
+                    f"{r.duration_s:.2f}",
+                    r.reason.replace("\n", " ")[:500],
+                    int(r.baseline),
+                    r.seed,
+                    *[r.values.get(k, "") for k in hp_names],
+                ]
+            )
+        atomic_write_text(self.trials_csv, buf.getvalue())
+
+    def read_history(self, number: int) -> list[dict[str, Any]]:
+        p = self.trial_dir(number) / "history.csv"
+        if not p.is_file():
+            return []
+        with p.open() as f:
+            return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """Per-epoch metrics (epoch, loss, hard_dice, …, lr) as CSV, atomically."""
+    keys: list[str] = []
+    for row in history:
+        for k in row:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _num(v: str) -> Any:
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f

@@ -1,0 +1,118 @@
+"""One search-space definition, translated to Keras Tuner and to Optuna.
+
+``pow2`` entries and ``choice`` entries become categorical choices in both engines; ``int`` and
+``float`` ranges keep their ``step``/``log`` settings. Fixed entries are not sampled: they are
+merged into the values by :func:`complete_values`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.config import HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
+
+# The hand-picked reference configuration (DESIGN §7, §9) that every study starts from.
+REFERENCE_VALUES: dict[str, Any] = dict(HYPERPARAMETER_DEFAULTS)
+
+
+def to_keras_tuner(cfg: Config) -> Any:
+    """A ``keras_tuner.HyperParameters`` holding every sampled hyperparameter."""
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for name, p in cfg.sampled_params().items():
+        if p.type in ("choice", "pow2"):
+            hp.Choice(name, list(p.choices()), ordered=_is_numeric(p.choices()))
+        elif p.type == "int":
+            hp.Int(
+                name,
+                min_value=int(p.min or 0),
+                max_value=int(p.max or 0),
+                step=None if p.log else int(p.step or 1),
+                sampling="log" if p.log else "linear",
+            )
+        else:
+            hp.Float(
+                name,
+                min_value=float(p.min or 0.0),
+                max_value=float(p.max or 0.0),
+                step=p.step,
+                sampling="log" if p.log else "linear",
+            )
+    return hp
+
+
+def to_optuna(cfg: Config) -> dict[str, Any]:
+    """Optuna distributions keyed by hyperparameter name."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, p in cfg.sampled_params().items():
+        if p.type in ("choice", "pow2"):
+            out[name] = CategoricalDistribution(list(p.choices()))
+        elif p.type == "int":
+            out[name] = IntDistribution(int(p.min or 0), int(p.max or 0), log=p.log, step=1 if p.log else int(p.step or 1))
+        else:
+            out[name] = FloatDistribution(float(p.min or 0.0), float(p.max or 0.0), log=p.log, step=p.step)
+    return out
+
+
+def suggest_optuna(trial: Any, cfg: Config) -> dict[str, Any]:
+    """Ask an Optuna trial for every sampled hyperparameter (enqueued values are honoured)."""
+    values = {}
+    for name, p in cfg.sampled_params().items():
+        if p.type in ("choice", "pow2"):
+            values[name] = trial.suggest_categorical(name, list(p.choices()))
+        elif p.type == "int":
+            values[name] = trial.suggest_int(
+                name, int(p.min or 0), int(p.max or 0), step=1 if p.log else int(p.step or 1), log=p.log
+            )
+        else:
+            values[name] = trial.suggest_float(name, float(p.min or 0.0), float(p.max or 0.0), step=p.step, log=p.log)
+    return values
+
+
+def complete_values(cfg: Config, sampled: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter's value for one trial: defaults < fixed entries < sampled values.
+
+    Engine-private keys (Keras Tuner's ``tuner/...``) are dropped.
+    """
+    values = cfg.fixed_values()
+    for k, v in sampled.items():
+        if k in HYPERPARAMETER_DEFAULTS:
+            values[k] = _plain(v)
+    return values
+
+
+def baseline_values(cfg: Config) -> dict[str, Any]:
+    """The reference configuration, scaled only where the image forces it, inside the space.
+
+    num_layers is reduced to the deepest UNet that fits ``data.image_size``; every sampled
+    hyperparameter is snapped to the nearest value its search-space entry allows.
+    """
+    ref = dict(REFERENCE_VALUES)
+    ref["num_layers"] = min(ref["num_layers"], max_feasible_layers(cfg.data.image_size))
+    sampled = {name: p.snap(ref[name]) for name, p in cfg.sampled_params().items()}
+    return sampled
+
+
+def _is_numeric(values: tuple[Any, ...]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars → Python scalars so values serialise cleanly."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            return v.item()
+        except (TypeError, ValueError):
+            return v
+    return v
+
+
+def describe(p: ParamDef) -> str:
+    if p.type == "fixed":
+        return f"= {p.value!r}"
+    if p.type in ("choice", "pow2"):
+        return "{" + ", ".join(map(str, p.choices())) + "}"
+    return f"[{p.min}, {p.max}]" + (" log" if p.log else "")

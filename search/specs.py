@@ -1,0 +1,105 @@
+"""The one place that turns hyperparameter values into specs (model, augmentation, training).
+
+The strategy code and the trial code both call :func:`specs_from_values`; nothing in ``models``
+or ``data`` knows a tuner exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from data import AugmentSpec
+from models import UNetSpec, estimate_training_memory_bytes
+from search.config import AUGMENTATIONS, Config
+from search.errors import TrialFailed
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How one model is trained (everything but the architecture and the augmentation)."""
+
+    learning_rate: float = 1e-4
+    loss: str = "bce_dice"
+    clipvalue: float = 0.5
+    batch_size: int = 2
+    max_epochs: int = 100
+    patience: int = 10
+    min_epochs: int = 1
+    reducer_factor: float = 0.3
+    reducer_patience: int = 4
+    min_lr: float = 1e-7
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    jit_compile: bool = False
+    mixed_precision: bool = False
+
+
+@dataclass(frozen=True)
+class TrialSpecs:
+    model: UNetSpec
+    augment: AugmentSpec
+    train: TrainSpec
+
+
+def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epochs: int | None = None) -> TrialSpecs:
+    """Translate one trial's values into validated specs.
+
+    Raises:
+        TrialFailed: (infeasible=True) when the values cannot make a valid model for this data.
+    """
+    d, t = cfg.data, cfg.train
+    model = UNetSpec(
+        image_size=d.image_size,
+        channels=d.channels,
+        num_classes=1,
+        base_filters=int(values["base_filters"]),
+        base_kernels=int(values["base_kernels"]),
+        num_layers=int(values["num_layers"]),
+        dilation=int(values["dilation"]),
+        dropout_rate=float(values["dropout_rate"]),
+        batch_norm=bool(values["batch_norm"]),
+        activation=t.activation,
+        rescale_input=t.rescale_input,
+    )
+    try:
+        model.validate()
+    except ValueError as e:
+        raise TrialFailed(f"infeasible: {e}", infeasible=True) from None
+    augment = AugmentSpec(**{name: float(values[f"augment.{name}"]) for name in AUGMENTATIONS})
+    train = TrainSpec(
+        learning_rate=float(values["learning_rate"]),
+        loss=str(values["loss"]),
+        clipvalue=t.clipvalue,
+        batch_size=d.batch_size,
+        max_epochs=int(max_epochs if max_epochs is not None else t.max_epochs),
+        patience=t.patience,
+        min_epochs=t.min_epochs,
+        reducer_factor=t.reducer.factor,
+        reducer_patience=t.reducer.patience,
+        min_lr=t.reducer.min_lr,
+        steps_per_epoch=t.steps_per_epoch,
+        seed=seed,
+        jit_compile=t.jit_compile,
+        mixed_precision=t.mixed_precision,
+    )
+    return TrialSpecs(model=model, augment=augment, train=train)
+
+
+def check_memory(specs: TrialSpecs, *, budget_bytes: int | None) -> None:
+    """Reject a trial whose estimated training memory exceeds the device budget (before building)."""
+    if budget_bytes is None:
+        return
+    need = estimate_training_memory_bytes(specs.model, batch_size=specs.train.batch_size)
+    if need > budget_bytes:
+        raise TrialFailed(
+            f"infeasible: estimated training memory {need / 2**30:.1f} GiB exceeds the budget "
+            f"{budget_bytes / 2**30:.1f} GiB (base_filters={specs.model.base_filters}, "
+            f"num_layers={specs.model.num_layers}, batch_size={specs.train.batch_size})",
+            infeasible=True,
+        )
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """Seeds are set once per study and derived per trial."""
+    return (int(study_seed) * 1_000_003 + int(number)) % (2**31 - 1)

@@ -1,0 +1,61 @@
+"""``status``: a study's trials as a table (returned as text; the CLI prints it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from search.progress import SHOWN
+from search.results import StudyDir
+
+
+def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    for r in study.trials():
+        row: dict[str, Any] = {
+            "trial": r.number,
+            "status": r.status + (" (baseline)" if r.baseline else ""),
+            "score": r.score,
+            "best_ep": r.best_epoch,
+            "epochs": r.epochs_run,
+            "time_s": round(r.duration_s, 1),
+        }
+        for k, v in r.values.items():
+            if all_columns or k in SHOWN:
+                row[k] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def status_text(study: StudyDir, *, all_columns: bool = False) -> str:
+    trials = study.trials()
+    lines = [f"study {study.name} ({study.root})"]
+    counts = {s: sum(1 for r in trials if r.status == s) for s in ("complete", "pruned", "failed", "running")}
+    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({len(trials)} in all)")
+    if trials:
+        frame = trials_frame(study, all_columns=all_columns)
+        with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4g}".format):
+            lines.append(frame.to_string(index=False))
+    best = study.best_trial()
+    if best is not None:
+        vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
+        lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f} ({vals})")
+        base = [r for r in trials if r.baseline and r.status == "complete"]
+        if base and base[0].score is not None:
+            lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
+                         f"→ search gain {best.score - base[0].score:+.4f}")
+    running = [r for r in trials if r.status == "running"]
+    if running:
+        lines.append("running: " + ", ".join(f"trial {r.number} ({r.engine_id})" for r in running))
+    failed = [r for r in trials if r.status in ("failed", "pruned") and r.reason]
+    for r in failed:
+        lines.append(f"{r.status} trial {r.number}: {r.reason}")
+    final = study.final_dir / "final.json"
+    if final.is_file():
+        import json
+
+        f = json.loads(final.read_text())
+        lines.append(f"final model: trial {f['trial']}, test hard dice {f['test']['hard_dice']:.4f}, "
+                     f"IoU {f['test']['hard_iou']:.4f}")
+    return "\n".join(lines)

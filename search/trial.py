@@ -1,0 +1,202 @@
+"""One trial: values → specs → build → train with early stopping → score, in a worker process.
+
+Also the final stage (retrain the best values, evaluate on test). Both write only inside their
+own folder of the results contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from search.config import Config, config_from_dict
+from search.errors import TrialFailed, TrialPruned
+from search.results import atomic_write_json, write_history_csv
+from search.specs import check_memory, specs_from_values
+from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialTask:
+    """What the driver sends a worker: plain data only (it crosses a process boundary)."""
+
+    number: int
+    values: dict[str, Any]
+    seed: int
+    out_dir: str
+    config: dict[str, Any]
+    cache_path: str
+    kind: Literal["trial", "final"] = "trial"
+    max_epochs: int | None = None
+    fixed_epochs: int | None = None
+    memory_budget: int | None = None
+    verbose: int = 0
+
+
+@dataclass
+class TrialOutcome:
+    status: Literal["complete", "pruned", "failed", "interrupted"]
+    score: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    reason: str = ""
+    train_s: float = 0.0
+    duration_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    infeasible: bool = False
+
+
+def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
+    """Run a trial or the final stage; trial-local failures become outcomes, not exceptions."""
+    t0 = time.perf_counter()
+    cfg = config_from_dict(task.config)
+    out = Path(task.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, float]] = []
+
+    def hook(epoch: int, logs: dict[str, float]) -> None:
+        history.append(logs)
+        write_history_csv(out / "history.csv", history)
+        on_epoch(epoch, logs)
+
+    try:
+        specs = specs_from_values(cfg, task.values, seed=task.seed, max_epochs=task.max_epochs)
+        check_memory(specs, budget_bytes=task.memory_budget)
+        if task.kind == "final":
+            outcome = _final(task, cfg, specs, data, hook, out)
+        else:
+            outcome = _trial(task, cfg, specs, data, hook, out, history)
+    except TrialPruned as e:
+        outcome = TrialOutcome(status="pruned", reason=e.reason, epochs_run=len(history))
+        if history:
+            outcome.score = max(float(h["score"]) for h in history)
+        _drop_checkpoint(out)
+    except TrialFailed as e:
+        outcome = TrialOutcome(status="failed", reason=e.reason, epochs_run=len(history), infeasible=e.infeasible)
+        _drop_checkpoint(out)
+    except MemoryError:
+        outcome = TrialOutcome(status="failed", reason="out of host memory", epochs_run=len(history))
+    except Exception as e:  # a trial-local crash must not end the search
+        name = type(e).__name__
+        if "ResourceExhausted" in name or "OOM" in str(e)[:200]:
+            reason = f"out of device memory ({name})"
+        else:
+            reason = f"{name}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+        logger.debug("trial %d crashed", task.number, exc_info=True)
+        outcome = TrialOutcome(status="failed", reason=reason, epochs_run=len(history))
+    outcome.duration_s = time.perf_counter() - t0
+    return outcome
+
+
+def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOutcome:  # type: ignore[no-untyped-def]
+    train, valid = data.split("train"), data.split("valid")
+    ckpt = Checkpoint(out / "checkpoint") if cfg.train.checkpoint_every_epoch else None
+    if ckpt is not None and ckpt.exists():
+        # Continue the history file from the checkpoint's own history.
+        import json
+
+        history.extend(json.loads(ckpt.state_path.read_text()).get("history", []))
+    result = train_model(
+        specs,
+        train_images=train.images,
+        train_masks=train.masks,
+        valid_images=valid.images,
+        valid_masks=valid.masks,
+        on_epoch=hook,
+        checkpoint=ckpt,
+        verbose=task.verbose,
+        callbacks=_tensorboard(cfg, out, task.values),
+    )
+    write_history_csv(out / "history.csv", result.history)
+    n = min(cfg.data.num_val_predictions, len(valid.images))
+    if n:
+        prob = predict_probabilities(result.model, valid.images[:n], batch_size=specs.train.batch_size)
+        save_predictions(out / "predictions", valid.images[:n], valid.masks[:n], prob, list(valid.stems[:n]))
+    result.model.save_weights(str(out / "best.weights.h5"))
+    _drop_checkpoint(out)
+    return TrialOutcome(
+        status="complete",
+        score=result.best_score,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        train_s=result.train_s,
+        metrics={"stop_reason": result.stop_reason},
+    )
+
+
+def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # type: ignore[no-untyped-def]
+    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
+    images, masks = train.images, train.masks
+    if task.fixed_epochs is not None:  # train on train+valid for the best trial's epoch count
+        images = np.concatenate([np.asarray(train.images), np.asarray(valid.images)])
+        masks = np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)])
+    result = train_model(
+        specs,
+        train_images=images,
+        train_masks=masks,
+        valid_images=valid.images,
+        valid_masks=valid.masks,
+        on_epoch=hook,
+        fixed_epochs=task.fixed_epochs,
+        verbose=task.verbose,
+    )
+    write_history_csv(out / "history.csv", result.history)
+    metrics = evaluate_model(result.model, test.images, test.masks, batch_size=specs.train.batch_size, loss=specs.train.loss)
+    metrics["per_image"]["stems"] = list(test.stems)
+    metrics["valid_score"] = result.best_score
+    metrics["best_epoch"] = result.best_epoch
+    tmp = out / ".model.keras.tmp.keras"
+    result.model.save(str(tmp))
+    tmp.replace(out / "model.keras")
+    n = min(cfg.final.num_predictions, len(test.images))
+    if n:
+        prob = predict_probabilities(result.model, test.images[:n], batch_size=specs.train.batch_size)
+        save_predictions(out / "predictions", test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
+    atomic_write_json(out / "test_metrics.json", metrics)
+    return TrialOutcome(
+        status="complete",
+        score=metrics["hard_dice"],
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        train_s=result.train_s,
+        metrics={k: v for k, v in metrics.items() if k != "per_image"},
+    )
+
+
+def _tensorboard(cfg: Config, out: Path, values: dict[str, Any]) -> list[Any]:
+    if not cfg.train.tensorboard:
+        return []
+    import keras
+
+    return [keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False, profile_batch=0)]
+
+
+def _drop_checkpoint(out: Path) -> None:
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+
+
+def save_predictions(folder: Path, images: np.ndarray, masks: np.ndarray, prob: np.ndarray, stems: list[str]) -> None:
+    """One PNG per image: image | truth | prediction (thresholded at 0.5), side by side."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, mask, p, stem in zip(images, masks, prob, stems, strict=False):
+        gray = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+        if gray.ndim == 3:
+            gray = cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_RGB2GRAY)
+        panel = np.concatenate(
+            [gray.astype(np.uint8), (np.asarray(mask) > 0).astype(np.uint8) * 255, (p >= 0.5).astype(np.uint8) * 255],
+            axis=1,
+        )
+        tmp = folder / f".{stem}.tmp.png"
+        cv2.imwrite(str(tmp), panel)
+        tmp.replace(folder / f"{stem}.png")

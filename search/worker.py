@@ -1,0 +1,187 @@
+"""Trial isolation: trials run in a recycled worker process.
+
+In-process TensorFlow keeps memory after every trial, so the driver never trains: a spawned worker
+does, for up to ``recycle_after`` trials, then is replaced. Per-epoch logs stream back over a pipe
+and the driver answers each one with ``continue``, ``prune`` or ``stop`` (pruning and Ctrl-C). A
+worker that dies (OOM killer, segfault, kill -9) becomes a failed trial with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from search.errors import Interrupted
+from search.trial import TrialOutcome, TrialTask
+
+logger = logging.getLogger(__name__)
+
+EpochDecision = Callable[[int, dict[str, float]], str]  # returns "continue" | "prune" | "stop"
+
+
+def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
+    """Worker process: receive tasks, run them, stream epochs back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    from search.runtime import configure_runtime
+
+    configure_runtime(**runtime)
+    from data import open_cache
+    from search.errors import TrialPruned
+    from search.trial import run_task
+
+    caches: dict[str, Any] = {}
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            conn.send(("epoch", epoch, logs))
+            reply = conn.recv()
+            if reply == "prune":
+                raise TrialPruned(f"pruned after epoch {epoch}")
+            if reply == "stop":
+                raise _Stop()
+
+        if task.cache_path not in caches:
+            caches[task.cache_path] = open_cache(task.cache_path)
+        try:
+            outcome = run_task(task, caches[task.cache_path], on_epoch)
+        except _Stop:
+            outcome = TrialOutcome(status="interrupted", reason="interrupted by the user (resumable)")
+        conn.send(("done", outcome))
+        _release_memory()
+
+
+class _Stop(BaseException):
+    """Raised inside the worker when the driver asks it to stop after this epoch."""
+
+
+def _release_memory() -> None:
+    import gc
+
+    try:
+        import keras
+
+        keras.backend.clear_session()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+    gc.collect()
+
+
+class WorkerPool:
+    """One worker process at a time, recycled after ``recycle_after`` tasks."""
+
+    def __init__(self, *, recycle_after: int = 10, runtime: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        self.recycle_after = recycle_after
+        self.runtime = runtime or {}
+        self.env = env or {}
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self._tasks_done = 0
+        self.stop_requested = 0  # 1: stop after this epoch; 2: stop now
+
+    # lifecycle
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # inherited by the spawned child only for its start
+        try:
+            self._proc = self._ctx.Process(target=_worker_main, args=(child, self.runtime), daemon=True)
+            self._proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child.close()
+        self._conn = parent
+        self._tasks_done = 0
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+            self._proc.join(timeout=10)
+        except (OSError, BrokenPipeError):
+            pass
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._conn.close()
+        self._proc = None
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    # running
+    def run(self, task: TrialTask, decide: EpochDecision) -> TrialOutcome:
+        """Run one task; worker death becomes a failed outcome. Raises Interrupted on a hard stop."""
+        if self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive()):
+            self.close()
+        if self._proc is None:
+            self._start()
+        t0 = time.perf_counter()
+        self._conn.send(task)
+        self._tasks_done += 1
+        while True:
+            if self.stop_requested >= 2:
+                self.kill()
+                raise Interrupted("stopped at once; the study resumes from the last completed epoch")
+            try:
+                ready = self._conn.poll(0.2)
+            except (OSError, EOFError):
+                ready = False
+            if not ready:
+                if not self._proc.is_alive():
+                    code = self._proc.exitcode
+                    self._proc = None
+                    return TrialOutcome(
+                        status="failed",
+                        reason=_death_reason(code),
+                        duration_s=time.perf_counter() - t0,
+                    )
+                continue
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                continue  # the liveness check above turns this into a failed trial
+            if msg[0] == "epoch":
+                _, epoch, logs = msg
+                reply = "stop" if self.stop_requested else decide(epoch, logs)
+                try:
+                    self._conn.send(reply)
+                except (BrokenPipeError, OSError):
+                    pass
+            elif msg[0] == "done":
+                outcome: TrialOutcome = msg[1]
+                return outcome
+
+
+def _death_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed: out of memory?)" if name == "SIGKILL" else ""
+        return f"worker process died with {name}{hint}"
+    return f"worker process exited unexpectedly with code {code}"

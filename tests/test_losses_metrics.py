@@ -1,0 +1,265 @@
+"""Tests for models.losses and models.metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from models import (
+    LOSSES,
+    HardDice,
+    HardIoU,
+    SoftDice,
+    UNetSpec,
+    bce_dice_loss,
+    bce_iou_loss,
+    bce_loss,
+    build_model,
+    dice_coef,
+    dice_loss,
+    get_loss,
+    hard_dice_per_image,
+    iou_coef,
+    iou_per_image,
+    soft_dice,
+)
+
+EPS = 1e-7
+
+
+def _img(values: list[list[float]]) -> np.ndarray:
+    """A [1, H, W, 1] float32 batch from a 2D list."""
+    return np.asarray(values, dtype=np.float32)[None, :, :, None]
+
+
+def _f(tensor: object) -> float:
+    return float(np.asarray(tensor))
+
+
+# y_true [[1,1],[0,0]], y_pred [[0.5,1],[0.5,0]]: Σtp = 1.5, Σt = 2, Σp = 2.
+TRUE = _img([[1, 1], [0, 0]])
+PRED = _img([[0.5, 1.0], [0.5, 0.0]])
+BCE = (-math.log(0.5) - math.log(1 - EPS) - math.log(0.5) - math.log(1 - EPS)) / 4
+
+
+# --- losses -------------------------------------------------------------------------------------------------
+
+
+def test_dice_coef_hand_computed() -> None:
+    assert _f(dice_coef(TRUE, PRED)) == pytest.approx((2 * 1.5 + 1) / (2 + 2 + 1))
+    assert _f(dice_coef(TRUE, PRED, smooth=0.0)) == pytest.approx(0.75)
+    assert _f(dice_loss(TRUE, PRED)) == pytest.approx(1 - 0.8)
+
+
+def test_iou_coef_hand_computed() -> None:
+    assert _f(iou_coef(TRUE, PRED)) == pytest.approx((1.5 + 1) / (2 + 2 - 1.5 + 1))
+
+
+def test_bce_hand_computed() -> None:
+    assert _f(bce_loss(TRUE, PRED)) == pytest.approx(BCE, rel=1e-5)
+    # Confidently wrong predictions are clipped, not infinite.
+    assert _f(bce_loss(_img([[1.0]]), _img([[0.0]]))) == pytest.approx(-math.log(EPS), rel=1e-4)
+
+
+def test_combined_losses_hand_computed() -> None:
+    assert _f(bce_dice_loss(TRUE, PRED)) == pytest.approx(0.5 * BCE + 0.5 * (1 - 0.8), rel=1e-5)
+    assert _f(bce_iou_loss(TRUE, PRED)) == pytest.approx(0.5 * BCE + 0.5 * (1 - 2.5 / 3.5), rel=1e-5)
+
+
+def test_dice_is_pooled_over_the_batch() -> None:
+    y_true = np.concatenate([_img([[1, 1], [1, 1]]), _img([[0, 0], [0, 0]])])
+    y_pred = np.concatenate([_img([[1, 1], [1, 1]]), _img([[1, 0], [0, 0]])])
+    # Pooled: Σtp = 4, Σt = 4, Σp = 5 → 9/10; a per-image mean would be (1 + 1/2)/2.
+    assert _f(dice_coef(y_true, y_pred)) == pytest.approx(0.9)
+
+
+def test_empty_and_full_masks() -> None:
+    empty = _img([[0, 0], [0, 0]])
+    full = _img([[1, 1], [1, 1]])
+    assert _f(dice_coef(empty, empty)) == pytest.approx(1.0)
+    assert _f(iou_coef(empty, empty)) == pytest.approx(1.0)
+    assert _f(dice_coef(full, full)) == pytest.approx(1.0)
+    assert _f(dice_coef(empty, full)) == pytest.approx(1 / 5)
+    assert _f(dice_coef(full, empty)) == pytest.approx(1 / 5)
+    assert _f(bce_dice_loss(empty, empty)) == pytest.approx(0.5 * -math.log(1 - EPS), abs=1e-6)
+    assert _f(bce_dice_loss(full, full)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_losses_accept_uint8_and_missing_channel() -> None:
+    y_true_3d = np.asarray([[[1, 1], [0, 0]]], dtype=np.uint8)
+    for loss in (dice_coef, iou_coef, bce_loss, bce_dice_loss, bce_iou_loss):
+        assert _f(loss(y_true_3d, PRED)) == pytest.approx(_f(loss(TRUE, PRED)), rel=1e-6)
+
+
+def test_loss_gradient_is_finite() -> None:
+    import tensorflow as tf
+
+    y_pred = tf.Variable(np.concatenate([PRED, _img([[0.0, 1.0], [1.0, 0.0]])]))
+    y_true = np.concatenate([TRUE, _img([[0, 0], [0, 0]])])
+    for loss in LOSSES.values():
+        with tf.GradientTape() as tape:
+            value = loss(y_true, y_pred)
+        grad = tape.gradient(value, y_pred).numpy()
+        assert np.all(np.isfinite(grad))
+        assert np.any(grad != 0)
+
+
+def test_loss_registry() -> None:
+    assert LOSSES == {"bce_dice": bce_dice_loss, "dice": dice_loss, "bce": bce_loss, "bce_iou": bce_iou_loss}
+    for name, loss in LOSSES.items():
+        assert get_loss(name) is loss
+    with pytest.raises(
+        ValueError, match=r"\['bce', 'bce_dice', 'bce_iou', 'dice'\]. Received: loss='bce-dice'"
+    ):
+        get_loss("bce-dice")
+
+
+# --- NumPy metrics -------------------------------------------------------------------------------------------
+
+# Four flattened 2×2 images: partial overlap, empty/empty, empty truth with a false positive, full/full.
+HARD_TRUE = np.asarray([[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=np.float32).reshape(
+    4, 2, 2
+)
+HARD_PROB = np.asarray(
+    [[0.9, 0.2, 0.7, 0.1], [0.1, 0.2, 0.3, 0.5], [0.0, 0.6, 0.0, 0.0], [0.6, 0.7, 0.8, 1.0]], dtype=np.float32
+).reshape(4, 2, 2)
+
+
+def test_hard_dice_per_image_hand_computed() -> None:
+    # Image 1: P = [1,0,1,0], |T∩P| = 1, |T| = |P| = 2. Image 2: 0.5 is not above the threshold → empty/empty.
+    np.testing.assert_allclose(hard_dice_per_image(HARD_TRUE, HARD_PROB), [0.5, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(iou_per_image(HARD_TRUE, HARD_PROB), [1 / 3, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(
+        hard_dice_per_image(HARD_TRUE, HARD_PROB, threshold=0.15), [4 / 5, 0.0, 0.0, 1.0]
+    )
+
+
+def test_numpy_metrics_accept_channel_axis() -> None:
+    expected = hard_dice_per_image(HARD_TRUE, HARD_PROB)
+    np.testing.assert_allclose(hard_dice_per_image(HARD_TRUE[..., None], HARD_PROB), expected)
+    np.testing.assert_allclose(hard_dice_per_image(HARD_TRUE, HARD_PROB[..., None]), expected)
+    np.testing.assert_allclose(
+        iou_per_image(HARD_TRUE[..., None], HARD_PROB[..., None]), [1 / 3, 1.0, 0.0, 1.0]
+    )
+    masks_255 = (HARD_TRUE * 255).astype(np.uint8)
+    np.testing.assert_allclose(hard_dice_per_image(masks_255, HARD_PROB), expected)
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_prob", "pattern"),
+    [
+        (np.zeros((2, 4, 4)), np.zeros((2, 4, 5)), "same shape"),
+        (np.zeros((2, 4, 4, 2)), np.zeros((2, 4, 4)), "same shape"),
+        (np.zeros((4, 4)), np.zeros((4, 4)), r"y_true.shape=\(4, 4\)"),
+    ],
+)
+def test_numpy_metrics_reject_bad_shapes(y_true: np.ndarray, y_prob: np.ndarray, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        hard_dice_per_image(y_true, y_prob)
+
+
+def test_soft_dice_numpy_matches_keras() -> None:
+    assert soft_dice(TRUE, PRED) == pytest.approx(0.8)
+    rng = np.random.default_rng(0)
+    y_true = (rng.random((3, 8, 8, 1)) > 0.6).astype(np.float32)
+    y_prob = rng.random((3, 8, 8, 1)).astype(np.float32)
+    assert soft_dice(y_true, y_prob) == pytest.approx(_f(dice_coef(y_true, y_prob)), rel=1e-5)
+    assert soft_dice(y_true[..., 0], y_prob) == pytest.approx(soft_dice(y_true, y_prob))
+
+
+# --- Keras metrics -------------------------------------------------------------------------------------------
+
+
+def _batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    batches = []
+    for size in (3, 2, 4):
+        y_true = (rng.random((size, 8, 8, 1)) > 0.7).astype(np.float32)
+        y_prob = rng.random((size, 8, 8, 1)).astype(np.float32)
+        batches.append((y_true, y_prob))
+    # Edge cases: empty/empty, empty truth with a prediction, full/full.
+    y_true = np.zeros((3, 8, 8, 1), np.float32)
+    y_prob = np.zeros((3, 8, 8, 1), np.float32)
+    y_prob[1, 0, 0, 0] = 0.9
+    y_true[2] = 1.0
+    y_prob[2] = 0.8
+    batches.append((y_true, y_prob))
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("metric_cls", "numpy_fn"), [(HardDice, hard_dice_per_image), (HardIoU, iou_per_image)]
+)
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_hard_metric_equals_numpy_over_batches(metric_cls: type, numpy_fn: object, threshold: float) -> None:
+    metric = metric_cls(threshold=threshold)
+    batches = _batches()
+    for y_true, y_prob in batches:
+        metric.update_state(y_true, y_prob)
+    y_true_all = np.concatenate([b[0] for b in batches])
+    y_prob_all = np.concatenate([b[1] for b in batches])
+    expected = numpy_fn(y_true_all, y_prob_all, threshold=threshold)  # type: ignore[operator]
+    assert len(expected) == 12
+    assert _f(metric.result()) == pytest.approx(float(np.mean(expected)), rel=1e-6)
+    metric.reset_state()
+    assert _f(metric.result()) == 0.0
+
+
+def test_hard_dice_metric_edge_cases_and_names() -> None:
+    metric = HardDice()
+    assert metric.name == "hard_dice"
+    assert HardIoU().name == "hard_iou"
+    assert SoftDice().name == "dice_coef"
+    metric.update_state(HARD_TRUE[..., None], HARD_PROB[..., None])
+    assert _f(metric.result()) == pytest.approx((0.5 + 1.0 + 0.0 + 1.0) / 4)
+
+
+def test_hard_dice_metric_sample_weight() -> None:
+    metric = HardDice()
+    metric.update_state(HARD_TRUE[..., None], HARD_PROB[..., None], sample_weight=np.asarray([1, 0, 0, 1]))
+    assert _f(metric.result()) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_hard_metric_config_round_trip() -> None:
+    metric = HardDice(threshold=0.3, name="val_score")
+    clone = HardDice.from_config(metric.get_config())
+    assert (clone.threshold, clone.name) == (0.3, "val_score")
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        HardDice(threshold=1.5)
+
+
+def test_soft_dice_metric_is_mean_of_batch_dice() -> None:
+    metric = SoftDice()
+    batches = _batches()
+    for y_true, y_prob in batches:
+        metric.update_state(y_true, y_prob)
+    expected = np.mean([soft_dice(y_true, y_prob) for y_true, y_prob in batches])
+    assert _f(metric.result()) == pytest.approx(expected, rel=1e-5)
+    assert SoftDice.from_config(SoftDice(smooth=2.0).get_config()).smooth == 2.0
+
+
+def test_compile_fit_save_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(4, 32, 32, 1), dtype=np.uint8)
+    masks = (rng.random((4, 32, 32, 1)) > 0.8).astype(np.float32)
+    model = build_model(UNetSpec.tiny())
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3, clipvalue=0.5),
+        loss=get_loss("bce_dice"),
+        metrics=[HardDice(), HardIoU(), SoftDice()],
+    )
+    history = model.fit(images, masks, batch_size=2, epochs=1, verbose=0)
+    assert {"loss", "hard_dice", "hard_iou", "dice_coef"} <= set(history.history)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    evaluated = loaded.evaluate(images, masks, batch_size=4, verbose=0, return_dict=True)
+    expected = hard_dice_per_image(masks, model.predict(images, verbose=0)).mean()
+    assert evaluated["hard_dice"] == pytest.approx(expected, rel=1e-5)

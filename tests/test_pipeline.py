@@ -1,0 +1,153 @@
+"""tf.data pipelines (data/pipeline.py): dtypes, shapes, determinism, epochs, evaluation untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from data.augment import AugmentSpec
+from data.pipeline import eval_dataset, train_dataset
+
+N, SIZE = 10, 32
+
+
+def make_arrays(n: int = N, size: int = SIZE, channels: int = 3, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct random images; masks are a disc per sample."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        cx, cy = (int(v) for v in rng.integers(8, size - 8, 2))
+        cv2.circle(masks[i], (cx, cy), int(rng.integers(3, 8)), 1, -1)
+    return images, masks
+
+
+def epoch(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One iteration (epoch) of a dataset, concatenated."""
+    batches = list(ds.as_numpy_iterator())
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def order_of(images: np.ndarray, seen: np.ndarray) -> list[int]:
+    """Index of each seen (un-augmented) image in ``images``."""
+    lookup = {images[i].tobytes(): i for i in range(len(images))}
+    return [lookup[img.tobytes()] for img in seen]
+
+
+def test_train_batches_have_the_promised_dtypes_and_shapes() -> None:
+    images, masks = make_arrays()
+    ds = train_dataset(images, masks, batch_size=4, augment=AugmentSpec.reference(), seed=0)
+    assert ds.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
+    assert ds.element_spec[1].shape.as_list() == [None, SIZE, SIZE, 1]
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    for image, mask in batches:
+        assert image.dtype == np.uint8 and mask.dtype == np.float32
+        assert mask.shape == (*image.shape[:3], 1)
+        assert set(np.unique(mask).tolist()) <= {0.0, 1.0}
+
+
+def test_unaugmented_epochs_are_reshuffled_permutations() -> None:
+    images, masks = make_arrays(n=16)
+    ds = train_dataset(images, masks, batch_size=3, augment=None, seed=7)
+    first_images, first_masks = epoch(ds)
+    second_images, _ = epoch(ds)
+    first, second = order_of(images, first_images), order_of(images, second_images)
+    assert sorted(first) == sorted(second) == list(range(16))
+    assert first != second
+    assert np.array_equal(first_masks[..., 0], masks[first])
+
+
+def test_same_seed_same_epochs_different_seed_different() -> None:
+    images, masks = make_arrays()
+    spec = AugmentSpec.reference()
+    a = train_dataset(images, masks, batch_size=4, augment=spec, seed=11)
+    b = train_dataset(images, masks, batch_size=4, augment=spec, seed=11, num_parallel_calls=1)
+    c = train_dataset(images, masks, batch_size=4, augment=spec, seed=12)
+    a0, a1, b0, b1, c0 = epoch(a), epoch(a), epoch(b), epoch(b), epoch(c)
+    for x, y in ((a0, b0), (a1, b1)):
+        assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+    assert not np.array_equal(a0[0], a1[0])
+    assert not np.array_equal(a0[0], c0[0])
+
+
+def test_no_shuffle_keeps_index_order_but_augments_per_epoch() -> None:
+    images, masks = make_arrays()
+    plain = train_dataset(images, masks, batch_size=4, augment=None, seed=0, shuffle=False)
+    assert order_of(images, epoch(plain)[0]) == list(range(N))
+    ds = train_dataset(images, masks, batch_size=4, augment=AugmentSpec(hflip=1.0, vflip=1.0), seed=0, shuffle=False)
+    first, second = epoch(ds)[0], epoch(ds)[0]
+    assert not np.array_equal(first, second)
+    for i in range(N):  # every sample is its own image, possibly flipped
+        variants = [images[i], images[i, ::-1], images[i, :, ::-1], images[i, ::-1, ::-1]]
+        assert any(np.array_equal(first[i], v) for v in variants)
+
+
+def test_augmented_images_stay_aligned_with_masks() -> None:
+    _, masks = make_arrays(n=8, size=64)
+    images = np.repeat((masks * 255)[..., None], 3, axis=3)
+    ds = train_dataset(images, masks, batch_size=4, augment=AugmentSpec.reference(), seed=3)
+    for _ in range(2):
+        out_images, out_masks = epoch(ds)
+        for image, mask in zip(out_images, out_masks[..., 0].astype(bool), strict=True):
+            thresholded = image[..., 0] > 127
+            union = (thresholded | mask).sum()
+            assert union == 0 or (thresholded & mask).sum() / union >= 0.99
+
+
+def test_eval_is_never_augmented_and_in_order() -> None:
+    images, masks = make_arrays(n=7)
+    ds = eval_dataset(images, masks, batch_size=3)
+    assert ds.element_spec[1].shape.as_list() == [None, SIZE, SIZE, 1]
+    for _ in range(2):
+        out_images, out_masks = epoch(ds)
+        assert out_images.dtype == np.uint8 and out_masks.dtype == np.float32
+        assert np.array_equal(out_images, images)
+        assert np.array_equal(out_masks[..., 0], masks)
+
+
+def test_memmap_inputs(tmp_path: Path) -> None:
+    images, masks = make_arrays(n=6, channels=1)
+    on_disk = np.lib.format.open_memmap(tmp_path / "images.npy", mode="w+", dtype=np.uint8, shape=images.shape)
+    on_disk[:] = images
+    on_disk.flush()
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    out_images, _ = epoch(eval_dataset(mapped, masks, batch_size=4))
+    assert np.array_equal(out_images, images)
+    out_images, out_masks = epoch(train_dataset(mapped, masks, batch_size=4, augment=AugmentSpec.reference(), seed=1))
+    assert out_images.shape == (6, SIZE, SIZE, 1) and out_masks.shape == (6, SIZE, SIZE, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"images": np.zeros((2, SIZE, SIZE, 3), np.float32)}, "images: expected a uint8"),
+        ({"images": np.zeros((2, SIZE, SIZE), np.uint8)}, "images: expected a uint8"),
+        ({"masks": np.zeros((3, SIZE, SIZE), np.uint8)}, "masks: expected"),
+        ({"masks": np.zeros((2, SIZE, SIZE, 1), np.uint8)}, "masks: expected"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"seed": -1}, "seed=-1"),
+        ({"num_parallel_calls": 0}, "num_parallel_calls=0"),
+        ({"images": np.zeros((2, SIZE, 16, 3), np.uint8), "masks": np.zeros((2, SIZE, 16), np.uint8)}, "square"),
+    ],
+)
+def test_train_dataset_rejects_bad_arguments(change: dict, fragment: str) -> None:
+    kwargs = {
+        "images": np.zeros((2, SIZE, SIZE, 3), np.uint8),
+        "masks": np.zeros((2, SIZE, SIZE), np.uint8),
+        "batch_size": 2,
+        "augment": AugmentSpec.reference(),
+        "seed": 0,
+    } | change
+    with pytest.raises(ValueError, match=fragment):
+        train_dataset(**kwargs)
+
+
+def test_eval_dataset_rejects_bad_batch_size() -> None:
+    images, masks = make_arrays(n=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        eval_dataset(images, masks, batch_size=0)
