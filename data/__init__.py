@@ -1,1 +1,58 @@
-"""data package."""
+"""The input pipeline: discover and validate datasets, decoded cache, paired augmentation, tf.data.
+
+Never imports ``models`` or ``search``. TensorFlow is imported only by the pipeline functions
+(``train_dataset``, ``eval_dataset``), loaded lazily so that dataset tools stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data.augment import Augmenter, AugmentSpec
+from data.cache import CachedDataset, SplitArrays, cache_key, load_cached, open_cache
+from data.dataset import IMAGE_EXTENSIONS, SPLITS, DatasetIndex, LoadSettings, Pair, discover, read_pair
+from data.errors import DatasetError
+from data.fingerprint import CheckReport, check_dataset, content_hash, fingerprint
+from data.synthetic import make_phantom, synthetic_arrays, write_synthetic_dataset
+from data.volumes import Manifest, ManifestRow, find_volume_pairs, prepare_volumes
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SPLITS",
+    "AugmentSpec",
+    "Augmenter",
+    "CachedDataset",
+    "CheckReport",
+    "DatasetError",
+    "DatasetIndex",
+    "LoadSettings",
+    "Manifest",
+    "ManifestRow",
+    "Pair",
+    "SplitArrays",
+    "cache_key",
+    "check_dataset",
+    "content_hash",
+    "discover",
+    "eval_dataset",
+    "find_volume_pairs",
+    "fingerprint",
+    "load_cached",
+    "make_phantom",
+    "open_cache",
+    "prepare_volumes",
+    "read_pair",
+    "synthetic_arrays",
+    "train_dataset",
+    "write_synthetic_dataset",
+]
+
+_LAZY = {"train_dataset", "eval_dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'data' has no attribute {name!r}")

@@ -40,7 +40,13 @@ image's 50 % contour (nearest neighbour would disagree at corners); borders are 
 stay in {0, 1}. The noise fields are generated on a grid ``f`` times coarser (f = ⌊sigma/2⌋, so the smoothing
 sigma there is about 2 cells; e.g. 128² for elastic and 26² for distortion at 512 px), smoothed there and
 bilinearly upsampled by the same ``remap`` that composes them: a smoothed field has no detail finer than its
-sigma, so nothing is lost, and the cost no longer grows with sigma².
+sigma, so nothing is lost, and the cost no longer grows with sigma². A call only reads the precomputed state,
+so one :class:`Augmenter` serves every tf.data thread.
+
+Deliberate differences from the reference: one random chain per sample instead of every variant of every
+image; one field shared by image and mask (the reference draws separate elastic and distortion fields for
+them); background 0 instead of a corner pixel's colour; one lens centre per application instead of the
+reference's cumulative chain over the centres; its unused ``gaussian_filter_sigma`` pre-blur is left out.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["AUGMENTATIONS", "AugmentSpec", "Augmenter", "LENS_CENTRES"]
+__all__ = ["AUGMENTATIONS", "LENS_CENTRES", "AugmentSpec", "Augmenter", "Draw"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +143,8 @@ class AugmentSpec:
         return cls(**dict(values))
 
 
-@dataclass(frozen=True)
-class _Draw:
+@dataclass(frozen=True, eq=False)
+class Draw:
     """The random parameters of one sample (None = that operation is not applied)."""
 
     hflip: bool
@@ -176,7 +182,13 @@ class _LowResField:
     def sample(self, field: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
         """The field's displacement at full-resolution coordinates ``grid`` (None = the identity grid)."""
         coords = self.identity if grid is None else grid * np.float32(self.scale) + np.float32(self.offset)
-        return cv2.remap(field, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return _lookup(field, coords)
+
+
+def _lookup(src: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bilinear values of ``src`` at float32 (x, y) coordinates [H, W, 2], the border replicated."""
+    # A single CV_32FC2 map goes with map2=None, which OpenCV accepts and its stubs do not.
+    return cv2.remap(src, coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
 
 
 def _lens_map(*, size: int, centre: tuple[float, float], radius: float, amount: float) -> np.ndarray:
@@ -212,7 +224,7 @@ def _distortion_field(field: _LowResField, rng: np.random.Generator, *, peak: fl
     return out
 
 
-def _affine(*, size: int, draw: _Draw) -> np.ndarray | None:
+def _affine(*, size: int, draw: Draw) -> np.ndarray | None:
     """The composed sampling matrix (3×3, output → source) of flips, rotation, shrink, shear; None if identity."""
     c = (size - 1) / 2.0
     to_centre = np.array([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
@@ -274,7 +286,7 @@ class Augmenter:
         self._identity.setflags(write=False)
         logger.debug("Augmenter ready: size=%d spec=%s", size, spec.to_dict())
 
-    def sample(self, rng: np.random.Generator) -> _Draw:
+    def sample(self, rng: np.random.Generator) -> Draw:
         """Draw the random parameters of one sample."""
         s = self.spec
 
@@ -299,18 +311,16 @@ class Augmenter:
             distortion = _distortion_field(self._distortion, rng, peak=DISTORTION_MAX * s.distortion * self.size)
         barrel = int(rng.integers(len(LENS_CENTRES))) if maybe(s.barrel) else None
         pincushion = int(rng.integers(len(LENS_CENTRES))) if maybe(s.pincushion) else None
-        return _Draw(hflip, vflip, angle, shrink, shear, elastic, distortion, barrel, pincushion)
+        return Draw(hflip, vflip, angle, shrink, shear, elastic, distortion, barrel, pincushion)
 
-    def sampling_map(self, draw: _Draw) -> np.ndarray | None:
+    def sampling_map(self, draw: Draw) -> np.ndarray | None:
         """The composed sampling map [size, size, 2] (float32, x then y) of a draw; None for the identity."""
         grid: np.ndarray | None = None
         if draw.pincushion is not None:
             grid = self.lens_maps["pincushion"][draw.pincushion]
         if draw.barrel is not None:
             lens = self.lens_maps["barrel"][draw.barrel]
-            grid = lens if grid is None else cv2.remap(
-                lens, grid, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
+            grid = lens if grid is None else _lookup(lens, grid)
         for field, values in ((self._distortion, draw.distortion), (self._elastic, draw.elastic)):
             if values is not None and field is not None:
                 moved = field.sample(values, grid)
@@ -334,7 +344,8 @@ class Augmenter:
         grid = self.sampling_map(self.sample(rng))
         if grid is None:
             return image, mask
-        map1, map2 = cv2.convertMaps(grid, None, cv2.CV_16SC2)
+        # Fixed-point maps, converted once for both remaps.
+        map1, map2 = cv2.convertMaps(grid, None, cv2.CV_16SC2)  # type: ignore[call-overload]
         out_image = cv2.remap(
             image, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
         ).reshape(image.shape)

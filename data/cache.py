@@ -27,7 +27,7 @@ from data.dataset import DatasetIndex, LoadSettings
 from data.errors import DatasetError
 from data.fingerprint import FingerprintBuilder, content_hash, examine
 
-__all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "load_cached"]
+__all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "load_cached", "open_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class CachedDataset:
         try:
             return self.splits[name]
         except KeyError:
-            raise KeyError(f"split {name!r} is not in cache {self.path}; expected one of {list(self.splits)}") from None
+            raise KeyError(
+                f"split {name!r} is not in cache {self.path}; expected one of {list(self.splits)}"
+            ) from None
 
 
 def cache_key(index: DatasetIndex, settings: LoadSettings) -> str:
@@ -120,6 +122,28 @@ def load_cached(index: DatasetIndex, settings: LoadSettings, *, cache_dir: Path 
     )
 
 
+def open_cache(path: Path | str) -> CachedDataset:
+    """Open an existing cache folder (``CachedDataset.path``) without the dataset, e.g. in a worker process.
+
+    Raises:
+        DatasetError: the folder is not a complete, consistent cache.
+    """
+    folder = Path(path).expanduser().absolute()
+    try:
+        marker = json.loads((folder / _COMPLETE).read_text())
+        settings = LoadSettings(**marker["settings"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(
+            f"cache {folder}: no valid {_COMPLETE} marker ({exc}); expected a complete cache built by load_cached"
+        ) from None
+    cached = _open(folder, folder.name, settings)
+    if cached is None:
+        raise DatasetError(
+            f"cache {folder}: files are missing or inconsistent; expected a complete cache built by load_cached"
+        )
+    return cached
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -148,7 +172,9 @@ def _build(
         if fingerprint["content_hash"] != expected_hash:
             logger.warning("dataset %s changed while caching; starting again", index.root)
             return False
-        _write_json(tmp / _STEMS, {split: [pair.stem for pair in pairs] for split, pairs in index.splits.items()})
+        _write_json(
+            tmp / _STEMS, {split: [pair.stem for pair in pairs] for split, pairs in index.splits.items()}
+        )
         _write_json(tmp / _FINGERPRINT, fingerprint)
         files = {path.name: path.stat().st_size for path in sorted(tmp.iterdir())}
         for name in files:
@@ -189,8 +215,12 @@ def _write_arrays(index: DatasetIndex, settings: LoadSettings, folder: Path) -> 
     done = 0
     for split, pairs in index.splits.items():
         image_name, mask_name = _array_names(split)
-        images = np.lib.format.open_memmap(folder / image_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size, channels))
-        masks = np.lib.format.open_memmap(folder / mask_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size))
+        images = np.lib.format.open_memmap(
+            folder / image_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size, channels)
+        )
+        masks = np.lib.format.open_memmap(
+            folder / mask_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size)
+        )
         for i, pair in enumerate(pairs):
             info, image, mask = examine(split, pair, settings, resize=True)
             images[i] = image

@@ -59,18 +59,18 @@ class LoadSettings:
     mask_threshold: int = 128
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
-            raise ValueError(f"LoadSettings.image_size must be a positive int. Received: image_size={self.image_size!r}")
+        limits = {"image_size": (1, None), "channels": (1, 3), "mask_threshold": (1, 255)}
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"LoadSettings.{name} must be an int. Received: {name}={value!r}")
+            # numpy ints become Python ints so the settings stay JSON-serialisable (fingerprint, cache key).
+            object.__setattr__(self, name, int(value))
+            if value < low or (high is not None and value > high):
+                bounds = f">= {low}" if high is None else f"in {low}..{high}"
+                raise ValueError(f"LoadSettings.{name} must be {bounds}. Received: {name}={value!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"LoadSettings.channels must be 1 or 3. Received: channels={self.channels!r}")
-        if (
-            isinstance(self.mask_threshold, bool)
-            or not isinstance(self.mask_threshold, int)
-            or not 1 <= self.mask_threshold <= 255
-        ):
-            raise ValueError(
-                f"LoadSettings.mask_threshold must be an int in 1..255. Received: mask_threshold={self.mask_threshold!r}"
-            )
 
 
 def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetIndex:
@@ -88,7 +88,9 @@ def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetInde
     """
     index, problems = scan(root, splits=splits)
     if problems:
-        more = f" (+{len(problems) - 1} more problems; `data check` lists them all)" if len(problems) > 1 else ""
+        more = (
+            f" (+{len(problems) - 1} more problems; `data check` lists them all)" if len(problems) > 1 else ""
+        )
         raise DatasetError(problems[0] + more)
     return index
 
@@ -140,7 +142,9 @@ def read_bytes(path: Path, *, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{what} {path}: cannot be read ({exc.strerror or exc}); expected a readable file") from exc
+        raise DatasetError(
+            f"{what} {path}: cannot be read ({exc.strerror or exc}); expected a readable file"
+        ) from exc
 
 
 def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
@@ -149,6 +153,7 @@ def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
     16-bit files are reduced to 8 bits like OpenCV's own loaders do (high byte), except masks whose values all
     fit in 8 bits (label maps saved as 16-bit), which are kept as they are.
     """
+    array: np.ndarray | None
     try:
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     except cv2.error:
@@ -159,9 +164,15 @@ def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
             f"expected a readable {'/'.join(IMAGE_EXTENSIONS)} file"
         )
     if array.dtype == np.uint16:
-        array = array.astype(np.uint8) if what == "mask" and int(array.max()) <= 255 else (array >> 8).astype(np.uint8)
+        array = (
+            array.astype(np.uint8)
+            if what == "mask" and int(array.max()) <= 255
+            else np.right_shift(array, 8).astype(np.uint8)
+        )
     elif array.dtype != np.uint8:
-        raise DatasetError(f"{what} {path}: pixel type {array.dtype} is not supported; expected 8- or 16-bit pixels")
+        raise DatasetError(
+            f"{what} {path}: pixel type {array.dtype} is not supported; expected 8- or 16-bit pixels"
+        )
     if array.ndim == 3:
         n = array.shape[2]
         if n == 1:
@@ -169,7 +180,9 @@ def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
         elif n == 4:
             array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
         elif n != 3:
-            raise DatasetError(f"{what} {path}: has {n} channels; expected 1 (grayscale), 3 (colour) or 4 (with alpha)")
+            raise DatasetError(
+                f"{what} {path}: has {n} channels; expected 1 (grayscale), 3 (colour) or 4 (with alpha)"
+            )
     return np.ascontiguousarray(array)
 
 
@@ -254,7 +267,9 @@ def _scan_split(split_dir: Path) -> tuple[tuple[Pair, ...], list[str]]:
     for kind in ("images", "masks"):
         folder = split_dir / kind
         if not folder.is_dir():
-            problems.append(f"dataset {split_dir}: no {kind}/ folder; expected {folder} holding the {kind[:-1]} files")
+            problems.append(
+                f"dataset {split_dir}: no {kind}/ folder; expected {folder} holding the {kind[:-1]} files"
+            )
             continue
         by_stem, duplicates = _image_files(folder)
         if duplicates:
@@ -303,7 +318,9 @@ def _image_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
         else:
             by_stem[path.stem] = path
     if ignored:
-        logger.debug("dataset %s: ignoring %d non-image entries (%s)", folder, len(ignored), list_names(ignored))
+        logger.debug(
+            "dataset %s: ignoring %d non-image entries (%s)", folder, len(ignored), list_names(ignored)
+        )
     return by_stem, [f"{stem}: {', '.join(names)}" for stem, names in sorted(clashes.items())]
 
 
@@ -316,7 +333,9 @@ def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be positive and sum to 1. Received: split={tuple(fractions)}")
     if n < len(fractions):
-        raise ValueError(f"need at least {len(fractions)} items to fill {len(fractions)} splits. Received: n={n}")
+        raise ValueError(
+            f"need at least {len(fractions)} items to fill {len(fractions)} splits. Received: n={n}"
+        )
     exact = [n * f for f in fractions]
     counts = [int(x) for x in exact]
     by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))

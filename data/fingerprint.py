@@ -211,7 +211,9 @@ def _summary(infos: list[PairInfo]) -> dict[str, Any]:
     return {
         "count": len(infos),
         "sizes": dict(sorted(Counter(f"{info.width}x{info.height}" for info in infos).items())),
-        "file_channels": {str(k): v for k, v in sorted(Counter(info.file_channels for info in infos).items())},
+        "file_channels": {
+            str(k): v for k, v in sorted(Counter(info.file_channels for info in infos).items())
+        },
         "foreground": {
             "mean": statistics.fmean(fg) if fg else 0.0,
             "median": statistics.median(fg) if fg else 0.0,
@@ -233,7 +235,9 @@ def _split_warnings(infos: list[PairInfo], threshold: int) -> list[str]:
     full = [info.pair.mask.name for info in infos if info.foreground == 1.0]
     highest = max(info.mask_max for info in infos)
     if len(empty) == len(infos):
-        hint = f"; masks stored as 0/{highest} need mask_threshold<={highest}" if 0 < highest < threshold else ""
+        hint = (
+            f"; masks stored as 0/{highest} need mask_threshold<={highest}" if 0 < highest < threshold else ""
+        )
         warnings.append(
             f"split {split_dir}: all {len(infos)} masks are empty after binarising at {threshold} "
             f"(highest mask value {highest}){hint}; expected some foreground"

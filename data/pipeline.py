@@ -1,18 +1,19 @@
 """tf.data input pipelines: shuffled, augmented training batches and fixed-order evaluation batches.
 
 Both read samples out of numpy arrays (a ``np.memmap`` works) by index inside ``tf.numpy_function``, so the
-arrays never become graph constants. Training: one permutation per epoch, drawn from ``(seed, epoch)``; each
-sample is augmented on its own with ``np.random.default_rng((seed, epoch, index))``, in a parallel map (OpenCV
-is kept to one thread per call, parallelism comes from tf.data), so the batches of epoch k are the same for
-the same seed however many threads run. One iteration of a dataset is one epoch (no ``repeat``): pass it
+arrays never become graph constants. Training: every iteration draws an epoch key from
+``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` (a different key each epoch, the same
+sequence of keys for the same seed), one permutation from ``np.random.default_rng((seed, key))``, and augments
+each sample on its own with ``np.random.default_rng((seed, key, index))`` in a parallel map (OpenCV is kept to
+one thread per call, parallelism comes from tf.data), so epoch k's batches are the same for the same seed
+however many threads run. One iteration of a dataset is one epoch (no ``repeat``): pass it
 to ``fit(epochs=...)``. TensorFlow is imported when a pipeline is built, not when this module is imported.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import cv2
@@ -74,26 +75,34 @@ def train_dataset(
             )
         augmenter = Augmenter(augment, size=height)
     seed = int(seed)
-    epochs = itertools.count()
+    logger.debug(
+        "train_dataset: %d samples %dx%dx%d, batch %d, seed %d, shuffle %s, augment %s",
+        n, height, width, channels, batch_size, seed, shuffle, augment.to_dict() if augment is not None else None,
+    )
 
-    def epoch_order() -> Iterator[np.ndarray]:
-        # Called once per iteration of the dataset, i.e. once per epoch.
-        epoch = next(epochs)
-        order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
-        logger.debug("train_dataset: epoch %d of %d samples (seed %d)", epoch, n, seed)
-        yield np.stack([order, np.full(n, epoch)], axis=1).astype(np.int64)
+    def epoch_order(key: np.ndarray) -> np.ndarray:
+        # One call per iteration of the dataset (an epoch): rows (sample index, epoch key).
+        order = np.random.default_rng((seed, int(key))).permutation(n) if shuffle else np.arange(n)
+        return np.stack([order, np.full(n, int(key))], axis=1).astype(np.int64)
 
     def load(pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index, epoch = int(pair[0]), int(pair[1])
+        index, key = int(pair[0]), int(pair[1])
         image, mask = _read(images, masks, index)
         if augmenter is not None:
             cv2.setNumThreads(1)
-            image, mask = augmenter(image, mask, np.random.default_rng((seed, epoch, index)))
+            image, mask = augmenter(image, mask, np.random.default_rng((seed, key, index)))
         return image, mask
 
-    ds = tf.data.Dataset.from_generator(
-        epoch_order, output_signature=tf.TensorSpec(shape=(n, 2), dtype=tf.int64)
-    ).unbatch()
+    def samples(key: tf.Tensor) -> tf.data.Dataset:
+        pairs = tf.numpy_function(epoch_order, [key], tf.int64, stateful=False)
+        pairs.set_shape((n, 2))
+        return tf.data.Dataset.from_tensor_slices(pairs)
+
+    # Not Dataset.from_generator: on Python 3.11 its kernel calls mallopt(M_MMAP_THRESHOLD, 128 KiB) for the
+    # whole process (TF's ApplyPython311MemoryPatch), after which every large numpy/OpenCV temporary is a
+    # fresh mmap and page-faults: the augmentation ran ~2x slower.
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    ds = keys.flat_map(samples).apply(tf.data.experimental.assert_cardinality(n))
     ds = ds.map(
         _numpy_map(load, shapes=((height, width, channels), (height, width))),
         num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,

@@ -60,9 +60,12 @@ def make_phantom(*, size: int, rng: np.random.Generator, channels: int = 1) -> t
     # Lungs: dark, left and right.
     for side in (-1.0, 1.0):
         lung = _ellipse(
-            yy, xx,
-            cy - 0.02 + rng.uniform(-0.02, 0.02), cx + side * rng.uniform(0.17, 0.22),
-            ry * rng.uniform(0.55, 0.70), rx * rng.uniform(0.28, 0.36),
+            yy,
+            xx,
+            cy - 0.02 + rng.uniform(-0.02, 0.02),
+            cx + side * rng.uniform(0.17, 0.22),
+            ry * rng.uniform(0.55, 0.70),
+            rx * rng.uniform(0.28, 0.36),
             angle=rng.uniform(-0.3, 0.3),
         )
         img[lung & inner] = rng.uniform(0.04, 0.12)
@@ -73,9 +76,13 @@ def make_phantom(*, size: int, rng: np.random.Generator, channels: int = 1) -> t
     img[_ellipse(yy, xx, hy, hx, hry, hrx, angle=rng.uniform(-0.6, 0.6))] = rng.uniform(0.52, 0.60)
     for _ in range(int(rng.integers(2, 5))):
         chamber = _ellipse(
-            yy, xx,
-            hy + rng.uniform(-0.45, 0.45) * hry, hx + rng.uniform(-0.45, 0.45) * hrx,
-            rng.uniform(0.035, 0.07), rng.uniform(0.035, 0.07), angle=rng.uniform(0, math.pi),
+            yy,
+            xx,
+            hy + rng.uniform(-0.45, 0.45) * hry,
+            hx + rng.uniform(-0.45, 0.45) * hrx,
+            rng.uniform(0.035, 0.07),
+            rng.uniform(0.035, 0.07),
+            angle=rng.uniform(0, math.pi),
         )
         img[chamber] = rng.uniform(0.58, 0.74)
 
@@ -230,7 +237,9 @@ def _reusable(out: Path, params: dict[str, object]) -> bool:
     if not out.exists():
         return False
     if not out.is_dir():
-        raise DatasetError(f"synthetic {out}: exists and is not a folder; expected an empty or missing folder")
+        raise DatasetError(
+            f"synthetic {out}: exists and is not a folder; expected an empty or missing folder"
+        )
     if not any(out.iterdir()):
         return False
     try:

@@ -186,6 +186,7 @@ def train_model(
             initial_epoch=epoch,
             validation_data=valid_ds,
             steps_per_epoch=t.steps_per_epoch,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
             verbose=verbose,
             callbacks=cbs,
         )

@@ -96,8 +96,9 @@ class WorkerPool:
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)  # inherited by the spawned child only for its start
         try:
-            self._proc = self._ctx.Process(target=_worker_main, args=(child, self.runtime), daemon=True)
-            self._proc.start()
+            proc = self._ctx.Process(target=_worker_main, args=(child, self.runtime), daemon=True)
+            proc.start()
+            self._proc = proc
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -109,7 +110,8 @@ class WorkerPool:
         self._tasks_done = 0
 
     def close(self) -> None:
-        if self._proc is None:
+        if self._proc is None or self._conn is None:
+            self.kill()
             return
         try:
             self._conn.send(None)

@@ -43,6 +43,7 @@ def test_train_batches_have_the_promised_dtypes_and_shapes() -> None:
     ds = train_dataset(images, masks, batch_size=4, augment=AugmentSpec.reference(), seed=0)
     assert ds.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
     assert ds.element_spec[1].shape.as_list() == [None, SIZE, SIZE, 1]
+    assert int(ds.cardinality()) == 3  # known, so Keras can show progress and size epochs
     batches = list(ds.as_numpy_iterator())
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     for image, mask in batches:
@@ -102,6 +103,7 @@ def test_augmented_images_stay_aligned_with_masks() -> None:
 def test_eval_is_never_augmented_and_in_order() -> None:
     images, masks = make_arrays(n=7)
     ds = eval_dataset(images, masks, batch_size=3)
+    assert int(ds.cardinality()) == 3
     assert ds.element_spec[1].shape.as_list() == [None, SIZE, SIZE, 1]
     for _ in range(2):
         out_images, out_masks = epoch(ds)
@@ -151,3 +153,18 @@ def test_eval_dataset_rejects_bad_batch_size() -> None:
     images, masks = make_arrays(n=2)
     with pytest.raises(ValueError, match="batch_size"):
         eval_dataset(images, masks, batch_size=0)
+
+
+def test_keras_fit_runs_one_epoch_per_iteration() -> None:
+    import keras
+
+    images, masks = make_arrays(n=6)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    train = train_dataset(images, masks, batch_size=4, augment=AugmentSpec.reference(), seed=0)
+    history = model.fit(
+        train, validation_data=eval_dataset(images, masks, batch_size=4), epochs=2, shuffle=False, verbose=0
+    )
+    assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["val_loss"]))

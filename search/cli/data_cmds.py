@@ -50,7 +50,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.n < 3 or args.size < 16:
         raise ConfigError("data synth: expected --n ≥ 3 and --size ≥ 16")
-    out = write_synthetic_dataset(Path(args.out), n=args.n, size=args.size, seed=args.seed, channels=args.channels)
+    try:
+        out = write_synthetic_dataset(Path(args.out), n=args.n, size=args.size, seed=args.seed, channels=args.channels)
+    except ValueError as e:
+        raise ConfigError(f"data synth: {e}") from None
     print(f"wrote {args.n} synthetic pairs ({args.size}px, seed {args.seed}) to {out}")
     return 0
 
@@ -58,8 +61,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from data import LoadSettings, check_dataset
 
-    report = check_dataset(Path(args.root), LoadSettings(image_size=args.size, channels=args.channels,
-                                                           mask_threshold=args.threshold))
+    try:
+        settings = LoadSettings(image_size=args.size, channels=args.channels, mask_threshold=args.threshold)
+    except ValueError as e:
+        raise ConfigError(f"data check: {e}") from None
+    report = check_dataset(Path(args.root), settings)
     if args.json and report.fingerprint is not None:
         print(json.dumps(report.fingerprint, indent=2))
     elif report.fingerprint is not None:
@@ -88,9 +94,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise ConfigError("data prepare: --split expects three numbers like 0.7,0.15,0.15; --labels integers") from None
     if len(split) != 3 or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"data prepare: --split expects three fractions summing to 1, got {args.split}")
-    manifest = prepare_volumes(
-        Path(args.volumes), Path(args.out), size=args.size, hu_window=(args.hu_min, args.hu_max), labels=labels,
-        empty_fraction=args.empty_fraction, split=split, seed=args.seed, axis=args.axis,
-    )
+    try:
+        manifest = prepare_volumes(
+            Path(args.volumes), Path(args.out), size=args.size, hu_window=(args.hu_min, args.hu_max), labels=labels,
+            empty_fraction=args.empty_fraction, split=split, seed=args.seed, axis=args.axis,
+        )
+    except ValueError as e:
+        raise ConfigError(f"data prepare: {e}") from None
     print(f"wrote slices to {args.out}: {manifest}")
     return 0

@@ -1,0 +1,244 @@
+"""``predict``: a study's final model (or one trial's weights) on a folder of images of any size and format.
+
+Each image is resized to the model's input size, predicted, and its probability map resized back to the
+image's *original* size (bilinear) before thresholding, so masks line up with the input pixel for pixel.
+Masks are lossless 0/255 PNGs named like the images; ``--overlay`` adds ``<stem>_overlay.png``.
+Every image is decoded (checked) before anything is written, so a corrupt file stops the command with
+nothing written; each output file is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from data.dataset import IMAGE_EXTENSIONS, decode_raw, list_names, read_bytes, resize_image, to_channels
+from data.errors import DatasetError
+from search.errors import ConfigError
+from search.results import StudyDir, atomic_write_bytes
+
+__all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
+
+logger = logging.getLogger(__name__)
+
+OVERLAY_SUFFIX = "_overlay"
+OVERLAY_COLOR_BGR = (40, 40, 214)  # red
+OVERLAY_ALPHA = 0.45
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    image_size: int
+    channels: int
+    source: str
+
+
+@dataclass
+class PredictResult:
+    masks: list[Path]
+    overlays: list[Path]
+    source: str
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
+    """The final model (``final/model.keras``) or trial ``trial``'s best weights in a freshly built model.
+
+    Raises:
+        ConfigError: no final model / no such trial / no weights, or the file cannot be loaded.
+    """
+    import keras
+
+    import models  # noqa: F401 - registers the "unet_search" losses and metrics for deserialisation
+
+    if trial is None:
+        path = study.final_dir / "model.keras"
+        if not path.is_file():
+            raise ConfigError(
+                f"study {study.name!r} has no final model; run `python -m search final {study.name}` first "
+                f"(or pass --trial N to use a trial's weights)"
+            )
+        try:
+            model = keras.models.load_model(str(path), compile=False)
+        except Exception as e:  # noqa: BLE001 - any load failure is one line for the user
+            raise ConfigError(f"cannot load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        source = str(path)
+    else:
+        model, source = _trial_model(study, trial)
+    shape = tuple(model.input_shape)
+    size, channels = shape[1], shape[3]
+    if size is None or channels is None:
+        from search.export import read_study_config
+
+        cfg = read_study_config(study)
+        size, channels = size or cfg.data.image_size, channels or cfg.data.channels
+    return LoadedModel(model=model, image_size=int(size), channels=int(channels), source=source)
+
+
+def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
+    from models import build_model
+    from search.export import read_study_config
+    from search.specs import specs_from_values
+
+    rec = study.read_trial(number)
+    if rec is None:
+        known = [r.number for r in study.trials()]
+        raise ConfigError(f"study {study.name!r} has no trial {number}; trials: {list_names([str(n) for n in known])}")
+    weights = study.trial_dir(number) / "best.weights.h5"
+    if rec.status != "complete" or not weights.is_file():
+        raise ConfigError(
+            f"trial {number} of study {study.name!r} is {rec.status} and has no saved weights ({weights}); "
+            f"choose a completed trial"
+        )
+    cfg = read_study_config(study)
+    try:
+        spec = specs_from_values(cfg, rec.values, seed=rec.seed).model
+        model = build_model(spec)
+        model.load_weights(str(weights))
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"cannot load {weights} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return model, str(weights)
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files (png/jpg/bmp/tif) of ``folder``, sorted, one per stem.
+
+    Raises:
+        DatasetError: the folder is missing, unreadable, holds no image, or two images share a stem.
+    """
+    if not folder.is_dir():
+        raise DatasetError(f"image folder {folder} does not exist or is not a folder")
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DatasetError(f"image folder {folder} cannot be read ({e.strerror})") from None
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    if not images:
+        raise DatasetError(
+            f"image folder {folder} holds no images; expected {'/'.join(IMAGE_EXTENSIONS)} files"
+        )
+    stems: dict[str, list[str]] = {}
+    for p in images:
+        stems.setdefault(p.stem, []).append(p.name)
+    clashes = [", ".join(names) for names in stems.values() if len(names) > 1]
+    if clashes:
+        raise DatasetError(f"image folder {folder}: several images share a stem ({list_names(clashes)}); "
+                           "masks are named by stem, so keep one file per stem")
+    return images
+
+
+def _decode(path: Path) -> np.ndarray:
+    return decode_raw(read_bytes(path, what="image"), path, what="image")
+
+
+def predict_probability(loaded: LoadedModel, raws: list[np.ndarray]) -> list[np.ndarray]:
+    """Probability maps at each raw image's own size (uint8 grey [H, W] or BGR [H, W, 3] in)."""
+    batch = np.stack([
+        resize_image(_to_model_channels(raw, loaded.channels), loaded.image_size) for raw in raws
+    ])
+    prob = np.asarray(loaded.model(batch, training=False), dtype=np.float32)[..., 0]
+    out = []
+    for raw, p in zip(raws, prob, strict=True):
+        h, w = raw.shape[:2]
+        out.append(p if (h, w) == p.shape else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
+    return out
+
+
+def _to_model_channels(raw: np.ndarray, channels: int) -> np.ndarray:
+    if channels in (1, 3):
+        return to_channels(raw, channels)
+    gray = to_channels(raw, 1)
+    return np.repeat(gray, channels, axis=2)
+
+
+def overlay_image(raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image in colour with the predicted mask tinted red and outlined (BGR uint8)."""
+    base = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR) if raw.ndim == 2 else raw.copy()
+    on = mask > 0
+    tinted = base.astype(np.float32)
+    tinted[on] = (1 - OVERLAY_ALPHA) * tinted[on] + OVERLAY_ALPHA * np.array(OVERLAY_COLOR_BGR, np.float32)
+    out = tinted.astype(np.uint8)
+    contours, _ = cv2.findContours(on.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, OVERLAY_COLOR_BGR, max(1, round(max(raw.shape[:2]) / 400)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- command
+
+
+def predict_folder(
+    study: StudyDir,
+    *,
+    images: Path | str,
+    out: Path | str,
+    threshold: float = 0.5,
+    overlay: bool = False,
+    trial: int | None = None,
+    batch_size: int = 4,
+) -> PredictResult:
+    """Write one 0/255 PNG mask per image of ``images`` into ``out`` (and overlays when asked).
+
+    Raises:
+        ConfigError: bad threshold, no final model or trial weights, output folder not writable.
+        DatasetError: the image folder is missing/empty or an image cannot be decoded.
+    """
+    images, out = Path(images), Path(out)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold: expected a probability between 0 and 1, got {threshold}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: expected ≥ 1, got {batch_size}")
+    files = find_images(images)
+    if out.resolve() == images.resolve():
+        raise ConfigError(f"--out {out} is the image folder; choose another folder so no image is overwritten")
+    for p in files:  # decode everything first: a corrupt file must stop us before anything is written
+        _decode(p)
+    loaded = load_model(study, trial=trial)
+    _check_writable(out)
+    masks, overlays = [], []
+    for chunk in _chunks(files, batch_size):
+        raws = [_decode(p) for p in chunk]
+        for p, raw, prob in zip(chunk, raws, predict_probability(loaded, raws), strict=True):
+            mask = (prob >= threshold).astype(np.uint8) * 255
+            masks.append(_write_png(out / f"{p.stem}.png", mask))
+            if overlay:
+                overlays.append(_write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png", overlay_image(raw, mask)))
+    logger.info("predicted %d images of %s with %s into %s", len(masks), images, loaded.source, out)
+    return PredictResult(masks=masks, overlays=overlays, source=loaded.source)
+
+
+def _chunks(items: list[Path], n: int) -> Iterator[list[Path]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {folder} is not writable ({e.strerror or e})") from None
+
+
+def _write_png(path: Path, array: np.ndarray) -> Path:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 arrays
+        raise ConfigError(f"cannot encode {path}")
+    try:
+        atomic_write_bytes(path, buf.tobytes())
+    except OSError as e:
+        raise ConfigError(f"cannot write {path} ({e.strerror or e})") from None
+    return path

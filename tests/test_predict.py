@@ -1,0 +1,157 @@
+"""``predict``: masks at each image's original size, overlays, trial weights, and every bad-input error."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+
+from search.cli import main
+from search.results import StudyDir
+
+SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "chd-ct-aorta" / "test" / "images"
+# name → (height, width, channels, dtype) of the test images: every format, odd sizes, 16-bit and alpha
+IMAGES = {
+    "a.png": (50, 70, 1, np.uint8),
+    "b.jpg": (64, 48, 3, np.uint8),
+    "c.bmp": (100, 100, 3, np.uint8),
+    "d.tif": (40, 30, 1, np.uint16),
+    "e.png": (33, 33, 4, np.uint8),
+}
+
+
+def _helpers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("report_test_helpers", Path(__file__).with_name("test_report.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study with a tiny final model and trial 1's weights."""
+    from models import build_model
+    from search.export import read_study_config
+    from search.specs import specs_from_values
+
+    results = tmp_path_factory.mktemp("predict")
+    study = _helpers().build_study(results, name="p", n_complete=2, n_pruned=0, n_failed=1, predictions=False)
+    cfg = read_study_config(study)
+    rec = study.read_trial(1)
+    assert rec is not None
+    model = build_model(specs_from_values(cfg, rec.values, seed=0).model)
+    model.save_weights(str(study.trial_dir(1) / "best.weights.h5"))
+    model.save(str(study.final_dir / "model.keras"))
+    _helpers().build_study(results, name="nofinal", n_complete=1, n_pruned=0, n_failed=0, final=False,
+                           predictions=False)
+    return results
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w, c, dtype) in IMAGES.items():
+        top = 65535 if dtype == np.uint16 else 255
+        array = rng.integers(0, top, (h, w, c) if c > 1 else (h, w)).astype(dtype)
+        assert cv2.imwrite(str(folder / name), array)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _cli(results: Path, *args: str) -> int:
+    return main(["--results", str(results), "predict", *args])
+
+
+def test_predict_writes_masks_at_the_original_size(study_root: Path, images: Path, tmp_path: Path) -> None:
+    from search.predict import load_model, predict_probability
+
+    out = tmp_path / "out"
+    assert _cli(study_root, "p", "--images", str(images), "--out", str(out), "--overlay") == 0
+    names = sorted(p.name for p in out.iterdir())
+    stems = sorted(Path(n).stem for n in IMAGES)
+    assert names == sorted([f"{s}.png" for s in stems] + [f"{s}_overlay.png" for s in stems])
+    loaded = load_model(StudyDir(study_root / "p"))
+    assert (loaded.image_size, loaded.channels) == (32, 1)
+    for name, (h, w, _, _) in IMAGES.items():
+        stem = Path(name).stem
+        mask = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.dtype == np.uint8 and mask.shape == (h, w)
+        assert set(np.unique(mask)) <= {0, 255}
+        overlay = cv2.imread(str(out / f"{stem}_overlay.png"), cv2.IMREAD_UNCHANGED)
+        assert overlay.shape == (h, w, 3)
+        raw = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED)
+        if raw.dtype == np.uint16:
+            raw = (raw >> 8).astype(np.uint8)
+        if raw.ndim == 3 and raw.shape[2] == 4:
+            raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2BGR)
+        prob = predict_probability(loaded, [raw])[0]
+        assert prob.shape == (h, w)
+        np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8) * 255)
+    assert not list(out.glob(".*"))
+
+
+def test_threshold_and_trial_weights(study_root: Path, images: Path, tmp_path: Path) -> None:
+    from search.predict import load_model, predict_folder, predict_probability
+
+    study = StudyDir(study_root / "p")
+    raw = cv2.imread(str(images / "c.bmp"))
+    prob = predict_probability(load_model(study), [raw])[0]
+    t = float(np.median(prob))
+    result = predict_folder(study, images=images, out=tmp_path / "t", threshold=t)
+    mask = cv2.imread(str(tmp_path / "t" / "c.png"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(mask, (prob >= t).astype(np.uint8) * 255)
+    assert len(result.masks) == len(IMAGES) and result.overlays == []
+
+    # trial 1's weights are the final model's weights, so the masks agree
+    assert _cli(study_root, "p", "--images", str(images), "--out", str(tmp_path / "w"), "--trial", "1",
+                "--threshold", str(t)) == 0
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "w" / "c.png"), cv2.IMREAD_GRAYSCALE), mask)
+
+
+def test_predict_errors(study_root: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+
+    def fails(code: int, *args: str, message: str) -> None:
+        assert _cli(study_root, *args) == code
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+    fails(2, "nope", "--images", str(images), "--out", out, message="no study 'nope'")
+    fails(2, "nofinal", "--images", str(images), "--out", out,
+          message="study 'nofinal' has no final model; run `python -m search final nofinal` first")
+    fails(2, "p", "--images", str(images), "--out", out, "--trial", "2", message="trial 2 of study 'p' is failed")
+    fails(2, "p", "--images", str(images), "--out", out, "--trial", "9", message="study 'p' has no trial 9")
+    fails(2, "p", "--images", str(images), "--out", out, "--threshold", "1.5", message="--threshold")
+    fails(2, "p", "--images", str(images), "--out", str(images), message="is the image folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("")
+    fails(3, "p", "--images", str(empty), "--out", out, message=f"image folder {empty} holds no images")
+    fails(3, "p", "--images", str(tmp_path / "absent"), "--out", out, message="does not exist")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    fails(2, "p", "--images", str(images), "--out", str(blocker / "sub"), message="is not writable")
+    (images / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    fails(3, "p", "--images", str(images), "--out", out, message="zz_corrupt.png")
+    assert not Path(out).exists() or not any(Path(out).iterdir())  # nothing half-written
+
+
+def test_predict_on_shared_ct_images(study_root: Path, tmp_path: Path) -> None:
+    if not SHARED_IMAGES.is_dir():
+        pytest.skip(f"shared dataset not found at {SHARED_IMAGES}")
+    out = tmp_path / "ct"
+    assert _cli(study_root, "p", "--images", str(SHARED_IMAGES), "--out", str(out), "--overlay") == 0
+    sources = sorted(p for p in SHARED_IMAGES.iterdir() if p.suffix.lower() in (".png", ".jpg", ".bmp", ".tif"))
+    assert sources
+    for src in sources:
+        h, w = cv2.imread(str(src), cv2.IMREAD_UNCHANGED).shape[:2]
+        mask = cv2.imread(str(out / f"{src.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        assert (out / f"{src.stem}_overlay.png").is_file()
