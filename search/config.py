@@ -67,6 +67,7 @@ class StudyConfig:
     workers: int = 1
     recycle_after: int = 10
     hyperband_factor: int = 3
+    prune_warmup_epochs: int | None = None  # epochs before a pruner may stop a trial (None: max(3, max_epochs // 10))
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,23 @@ class Config:
         return self.study.pruner
 
     @property
+    def prune_warmup(self) -> int:
+        if self.study.prune_warmup_epochs is not None:
+            return self.study.prune_warmup_epochs
+        return max(3, self.train.max_epochs // 10)
+
+    @property
     def engine(self) -> Literal["keras_tuner", "optuna"]:
         return "keras_tuner" if self.study.strategy in KT_STRATEGIES else "optuna"
+
+
+def best_config(cfg: Config, values: dict[str, Any]) -> Config:
+    """A re-runnable config whose every hyperparameter is fixed to ``values`` (one trial, no baseline)."""
+    space = {k: ParamDef(name=k, type="fixed", value=v) for k, v in values.items()}
+    study = dataclasses.replace(
+        cfg.study, name=f"{cfg.study.name}-best", max_trials=1, baselines=False, storage=None, timeout_s=None
+    )
+    return cfg.replace(search_space=space, study=study)
 
 
 # --------------------------------------------------------------------------- loading
@@ -490,6 +506,7 @@ def _validate(cfg: Config, source: str) -> None:
         ("study.workers", s.workers, 1),
         ("study.recycle_after", s.recycle_after, 1),
         ("study.hyperband_factor", s.hyperband_factor, 2),
+        ("study.prune_warmup_epochs", s.prune_warmup_epochs if s.prune_warmup_epochs is not None else 1, 1),
         ("data.image_size", d.image_size, 8),
         ("data.batch_size", d.batch_size, 1),
         ("data.channels", d.channels, 1),

@@ -118,7 +118,7 @@ def _final_metrics(study: StudyDir) -> dict[str, Any] | None:
 
 def export_yaml(study: StudyDir) -> str:
     """The re-runnable config: the study's settings with every hyperparameter fixed to the best values."""
-    from search.runner import best_config
+    from search.config import best_config
 
     cfg = read_study_config(study)
     best = best_completed_trial(study)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from search.config import Config, config_from_dict
+from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
@@ -221,6 +221,8 @@ class TrialExecutor:
         should_prune: Callable[[int, float], bool] | None = None,
     ) -> TrialRecord:
         cfg = self.cfg
+        if self.pool.stop_requested:
+            raise Interrupted("stopped before starting another trial")
         values = complete_values(cfg, sampled)
         previous = self.study.read_trial(number)
         if previous is not None and previous.status != "running":
@@ -276,14 +278,14 @@ class TrialExecutor:
         self.progress.trial_finished(rec, best)
         if self.on_trial_end is not None:
             self.on_trial_end()
-        if rec.status == "failed":
+        if rec.status == "failed" and not outcome.infeasible:  # rejected values cost nothing; don't abort
             self.consecutive_failures += 1
             if self.consecutive_failures >= cfg.study.max_consecutive_failures:
                 raise SearchAborted(
                     f"{self.consecutive_failures} trials failed in a row (study.max_consecutive_failures); "
                     f"last reason: {rec.reason}. See `python -m search status {cfg.study.name}`"
                 )
-        else:
+        elif rec.status != "failed":
             self.consecutive_failures = 0
         return rec
 
@@ -332,6 +334,7 @@ def run_study(
             cfg, study, data, pool, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
             verbose=verbose,
         )
+        restore_sigint = _install_sigint(pool)
         try:
             if cfg.engine == "optuna":
                 from search.engines.optuna_engine import run_optuna
@@ -348,11 +351,34 @@ def run_study(
             _refresh_report(study)
             return summary
         finally:
+            restore_sigint()
             progress.close()
             if own_pool:
                 pool.close()
     finally:
         lock.release()
+
+
+def _install_sigint(pool: WorkerPool) -> Callable[[], None]:
+    """First Ctrl-C: finish the current epoch, checkpoint, stop. Second: stop at once.
+
+    Either way the study stays resumable (the trial continues from its last completed epoch).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        pool.stop_requested += 1
+        if pool.stop_requested == 1:
+            logger.warning("Ctrl-C: finishing the current epoch, then stopping (resumable); Ctrl-C again stops now")
+        else:
+            logger.warning("Ctrl-C again: stopping now")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _best_summary(study: StudyDir) -> dict[str, Any] | None:
@@ -371,16 +397,6 @@ def _refresh_report(study: StudyDir) -> None:
         write_report(study)
     except Exception:  # noqa: BLE001 - a report problem must never stop a search
         logger.warning("could not refresh %s", study.report_html, exc_info=True)
-
-
-def best_config(cfg: Config, values: dict[str, Any]) -> Config:
-    """A re-runnable config whose every hyperparameter is fixed to ``values``."""
-    from search.config import ParamDef
-
-    space = {k: ParamDef(name=k, type="fixed", value=v) for k, v in values.items()}
-    study = cfg.study.__class__(**{**cfg.study.__dict__, "name": f"{cfg.study.name}-best", "max_trials": 1,
-                                   "baselines": False, "storage": None, "timeout_s": None})
-    return cfg.replace(search_space=space, study=study)
 
 
 def run_final(

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from search.config import HYPERPARAMETER_DEFAULTS, ParamDef, config_from_dict, load_config, max_feasible_layers
+from search.config import (
+    HYPERPARAMETER_DEFAULTS,
+    ParamDef,
+    config_from_dict,
+    load_config,
+    max_feasible_layers,
+)
 from search.errors import ConfigError
 from search.space import baseline_values, complete_values, to_keras_tuner, to_optuna
 

@@ -11,7 +11,7 @@ from search.config import load_config
 from search.errors import ConfigError
 
 DEFAULT_CONFIG = "search_space.yaml"
-DEMO_DATA = {"n": 60, "size": 64, "seed": 0}
+DEMO_DATA = {"n": 100, "size": 64, "seed": 0}
 
 
 def register(sub: Any) -> None:
@@ -41,18 +41,19 @@ def demo_overrides(results_root: Path) -> dict[str, Any]:
     root = results_root / ".demo-data" / "synthetic-{size}-n{n}-s{seed}".format(**DEMO_DATA)
     write_synthetic_dataset(root, n=DEMO_DATA["n"], size=DEMO_DATA["size"], seed=DEMO_DATA["seed"])
     return {
-        "study": {"name": "demo", "strategy": "tpe", "pruner": "asha", "max_trials": 6, "seed": 7},
+        "study": {"name": "demo", "strategy": "tpe", "pruner": "asha", "max_trials": 6, "seed": 7,
+                  "prune_warmup_epochs": 10},
         "data": {"root": str(root), "image_size": 64, "channels": 1, "batch_size": 8},
-        "train": {"max_epochs": 24, "patience": 6, "reducer": {"factor": 0.5, "patience": 3}},
+        "train": {"max_epochs": 40, "patience": 10, "reducer": {"factor": 0.5, "patience": 4}},
         "search_space": {
             "base_filters": {"type": "choice", "values": [8, 16]},
             "base_kernels": {"type": "choice", "values": [3, 5]},
             "num_layers": {"type": "int", "min": 3, "max": 4},
-            "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
-            "dropout_rate": {"type": "float", "min": 0.0, "max": 0.1},
+            "learning_rate": {"type": "float", "min": 1e-3, "max": 6e-3, "log": True},
+            "dropout_rate": {"type": "float", "min": 0.0, "max": 0.05},
             "dilation": {"type": "choice", "values": [1, 2]},
             **{f"augment.{k}": {"value": v} for k, v in (
-                ("hflip", 1.0), ("vflip", 1.0), ("rotation", 0.5), ("shrink", 0.0), ("shear", 0.0),
+                ("hflip", 1.0), ("vflip", 1.0), ("rotation", 0.0), ("shrink", 0.0), ("shear", 0.0),
                 ("elastic", 0.0), ("distortion", 0.0), ("barrel", 0.0), ("pincushion", 0.0))},
         },
     }

@@ -17,6 +17,7 @@ from keras_tuner.engine import base_tuner
 
 from search.config import Config
 from search.engines import Executor
+from search.errors import Interrupted, SearchAborted
 from search.space import baseline_values, to_keras_tuner
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,18 @@ def make_oracle(cfg: Config, *, executor: Executor) -> Any:
     return StudyOracle(**kwargs)
 
 
+class _Stop(kt.errors.FatalError):
+    """Carries Interrupted/SearchAborted through Keras Tuner, which swallows other exceptions.
+
+    A FatalError leaves the trial in the oracle's ongoing trials, so on reload Keras Tuner
+    retries it under the same id and our executor continues it from its checkpoint.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class StudyTuner(base_tuner.BaseTuner):
     """Keras Tuner's loop; each trial runs through the shared executor."""
 
@@ -73,12 +86,15 @@ class StudyTuner(base_tuner.BaseTuner):
         values = dict(trial.hyperparameters.values)
         number = int(trial.trial_id)
         max_epochs = values.get("tuner/epochs")
-        rec = self.executor(
-            number,
-            {k: v for k, v in values.items() if not k.startswith("tuner/")},
-            baseline=bool(self.oracle.seed is not None and number == 0 and _is_baseline(trial, self)),
-            max_epochs=int(max_epochs) if max_epochs is not None else None,
-        )
+        try:
+            rec = self.executor(
+                number,
+                {k: v for k, v in values.items() if not k.startswith("tuner/")},
+                baseline=number == 0 and self.executor.baselines,
+                max_epochs=int(max_epochs) if max_epochs is not None else None,
+            )
+        except (Interrupted, SearchAborted) as e:
+            raise _Stop(e) from e
         if rec.status != "complete" or rec.score is None:
             raise kt.errors.FailedTrialError(rec.reason or rec.status)
         return {"val_hard_dice": float(rec.score)}
@@ -90,14 +106,13 @@ class StudyTuner(base_tuner.BaseTuner):
         raise NotImplementedError("models are in results/<study>/trials/<n>/best.weights.h5")
 
 
-def _is_baseline(trial: Any, tuner: StudyTuner) -> bool:
-    return bool(getattr(tuner.executor, "baselines", False))
-
-
 def run_keras_tuner(cfg: Config, *, executor: Executor, engine_dir: Path) -> None:
     """Run (or resume) the Keras Tuner loop until the trial or time budget is spent."""
     engine_dir.mkdir(parents=True, exist_ok=True)
     oracle = make_oracle(cfg, executor=executor)
     tuner = StudyTuner(oracle, executor=executor, directory=engine_dir)
-    with contextlib.redirect_stdout(io.StringIO()):
-        tuner.search(verbose=0)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            tuner.search(verbose=0)
+    except _Stop as e:
+        raise e.original from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import optuna
 
 from search.config import Config
 from search.engines import Executor
-from search.errors import ConfigError, TrialFailed
+from search.errors import ConfigError, SearchAborted, TrialFailed
 from search.space import baseline_values, suggest_optuna
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,14 @@ def make_pruner(cfg: Config) -> optuna.pruners.BasePruner:
     if pruner == "none":
         return optuna.pruners.NopPruner()
     if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, min(5, max_epochs // 10)))
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.prune_warmup)
     if pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=max(1, min(5, max_epochs // 10)), reduction_factor=cfg.study.hyperband_factor
+            min_resource=cfg.prune_warmup, reduction_factor=cfg.study.hyperband_factor
         )
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=cfg.study.hyperband_factor
+            min_resource=cfg.prune_warmup, max_resource=max_epochs, reduction_factor=cfg.study.hyperband_factor
         )
     return optuna.pruners.NopPruner()
 
@@ -88,34 +89,29 @@ def load_study(cfg: Config, engine_dir: Path, *, create: bool = True) -> optuna.
 
 
 def run_optuna(cfg: Config, *, executor: Executor, engine_dir: Path, enqueue_baseline: bool = True) -> optuna.Study:
-    """Run (or resume, or join) the Optuna loop until the trial or time budget is spent."""
+    """Run (or resume, or join) the Optuna loop until the trial or time budget is spent.
+
+    An ask/tell loop rather than ``study.optimize``: optimize marks a trial FAIL whenever an
+    exception leaves the objective (Ctrl-C included), but an interrupted or killed trial must stay
+    RUNNING so that it continues from its checkpoint when the study resumes.
+    """
     study = load_study(cfg, engine_dir)
-    max_trials = cfg.study.max_trials
     if enqueue_baseline and cfg.study.baselines and len(study.get_trials(deepcopy=False)) == 0:
         study.enqueue_trial(baseline_values(cfg), user_attrs={"baseline": True})
+    if "config" not in study.user_attrs:
+        study.set_user_attr("config", cfg.to_dict())
 
-    # Trials left RUNNING by a killed process of this machine continue from their checkpoint.
+    # Trials left RUNNING by a killed or interrupted driver of this study folder continue first.
     for frozen in _stale_running(study, executor):
         _run_one(study, optuna.trial.Trial(study, frozen._trial_id), cfg, executor)
 
-    def objective(trial: optuna.trial.Trial) -> float:
-        return _objective(trial, cfg, executor)
-
-    def stop_at_budget(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        if finished >= max_trials or not executor.budget_left():
-            study.stop()
-
-    remaining = max_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
-    if remaining > 0 and executor.budget_left():
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            callbacks=[stop_at_budget],
-            catch=(TrialFailed,),
-            gc_after_trial=False,
-            show_progress_bar=False,
-        )
+    while executor.budget_left():
+        if isinstance(study._storage, optuna.storages.RDBStorage):
+            optuna.storages.fail_stale_trials(study)  # heartbeats: retry trials of dead machines
+        started = len(study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING)))
+        if started >= cfg.study.max_trials:
+            break
+        _run_one(study, study.ask(), cfg, executor)
     return study
 
 
@@ -126,23 +122,61 @@ def _stale_running(study: optuna.Study, executor: Executor) -> list[optuna.trial
 
 
 def _run_one(study: optuna.Study, trial: optuna.trial.Trial, cfg: Config, executor: Executor) -> None:
-    try:
-        value = _objective(trial, cfg, executor)
-    except optuna.TrialPruned:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    except TrialFailed:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    else:
-        study.tell(trial, value)
+    """Run one trial and tell Optuna its state; Interrupted/SearchAborted leave it as recorded."""
+    with _Heartbeat(study, trial):
+        try:
+            value = _objective(trial, cfg, executor)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except TrialFailed:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except SearchAborted:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # recorded failed in the results too
+            raise
+        else:
+            study.tell(trial, value)
+
+
+class _Heartbeat:
+    """Record heartbeats for a trial while it runs (RDB storage only), like ``optimize`` does."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.trial.Trial) -> None:
+        self.storage = study._storage
+        self.trial_id = trial._trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        storage = self.storage
+        if isinstance(storage, optuna.storages.RDBStorage) and storage.is_heartbeat_enabled():
+            interval = storage.get_heartbeat_interval() or 60
+            storage.record_heartbeat(self.trial_id)
+
+            def beat() -> None:
+                while not self._stop.wait(interval):
+                    try:
+                        storage.record_heartbeat(self.trial_id)
+                    except Exception:  # noqa: BLE001 - a missed beat is retried next interval
+                        logger.debug("heartbeat failed", exc_info=True)
+
+            self._thread = threading.Thread(target=beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _objective(trial: optuna.trial.Trial, cfg: Config, executor: Executor) -> float:
     sampled = suggest_optuna(trial, cfg)
-    reported = {s for s in trial.storage.get_trial(trial._trial_id).intermediate_values}
+    reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
 
     def should_prune(epoch: int, score: float) -> bool:
         if epoch not in reported and math.isfinite(score):
             trial.report(score, epoch)
+            reported.add(epoch)
         return trial.should_prune()
 
     rec = executor(
