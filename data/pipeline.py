@@ -12,6 +12,7 @@ to ``fit(epochs=...)``. TensorFlow is imported when a pipeline is built, not whe
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ def train_dataset(
     seed: int,
     shuffle: bool = True,
     num_parallel_calls: int | None = None,
+    epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Training batches: (images uint8 [B, H, W, C], masks float32 [B, H, W, 1]), one epoch per iteration.
 
@@ -49,6 +51,9 @@ def train_dataset(
         seed: non-negative int; the order and the augmentation of every epoch derive from it.
         shuffle: reshuffle every epoch (otherwise index order, still augmented per epoch).
         num_parallel_calls: parallel augmentation calls; None = ``tf.data.AUTOTUNE``.
+        epoch: None = every iteration draws a fresh epoch key from the seed's random stream; an int =
+            the dataset is that one epoch (order and augmentation depend only on seed and epoch), so a
+            run resumed at epoch k sees exactly the data the uninterrupted run saw.
 
     Raises:
         ValueError: arrays of the wrong dtype/shape, or an invalid argument (the message names it).
@@ -73,7 +78,7 @@ def train_dataset(
             raise ValueError(
                 f"train_dataset: augmentation needs square images. Received: images shape={images.shape}"
             )
-        augmenter = Augmenter(augment, size=height)
+        augmenter = _augmenter(augment, height)
     seed = int(seed)
     logger.debug(
         "train_dataset: %d samples %dx%dx%d, batch %d, seed %d, shuffle %s, augment %s",
@@ -101,7 +106,12 @@ def train_dataset(
     # Not Dataset.from_generator: on Python 3.11 its kernel calls mallopt(M_MMAP_THRESHOLD, 128 KiB) for the
     # whole process (TF's ApplyPython311MemoryPatch), after which every large numpy/OpenCV temporary is a
     # fresh mmap and page-faults: the augmentation ran ~2x slower.
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    if epoch is None:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    else:
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ValueError(f"train_dataset: expected epoch to be None or an int >= 0. Received: epoch={epoch!r}")
+        keys = tf.data.Dataset.from_tensors(tf.constant(int(epoch), tf.int64))
     ds = keys.flat_map(samples).apply(tf.data.experimental.assert_cardinality(n))
     ds = ds.map(
         _numpy_map(load, shapes=((height, width, channels), (height, width))),
@@ -109,6 +119,12 @@ def train_dataset(
         deterministic=True,
     )
     return _finish(ds.batch(batch_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _augmenter(spec: AugmentSpec, size: int) -> Augmenter:
+    """Augmenters are immutable after construction (precomputed maps): share one per spec and size."""
+    return Augmenter(spec, size=size)
 
 
 def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> tf.data.Dataset:

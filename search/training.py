@@ -166,9 +166,6 @@ def train_model(
         model.optimizer.learning_rate.assign(state.lr)
         logger.info("resuming from epoch %d (best %.4f at epoch %d)", state.epoch, state.best_score, state.best_epoch)
 
-    train_ds = train_dataset(
-        train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed
-    )
     has_valid = fixed_epochs is None and len(valid_images) > 0
     valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size) if has_valid else None
     max_epochs = fixed_epochs if fixed_epochs is not None else t.max_epochs
@@ -180,6 +177,10 @@ def train_model(
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
         t0 = time.perf_counter()
+        # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
+        train_ds = train_dataset(
+            train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch
+        )
         fit = model.fit(
             train_ds,
             epochs=epoch + 1,

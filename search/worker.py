@@ -152,20 +152,18 @@ class WorkerPool:
                 ready = self._conn.poll(0.2)
             except (OSError, EOFError):
                 ready = False
-            if not ready:
-                if not self._proc.is_alive():
-                    code = self._proc.exitcode
-                    self._proc = None
-                    return TrialOutcome(
-                        status="failed",
-                        reason=_death_reason(code),
-                        duration_s=time.perf_counter() - t0,
-                    )
+            if not ready and self._proc.is_alive():
                 continue
             try:
-                msg = self._conn.recv()
+                msg = self._conn.recv() if ready else None
             except (EOFError, OSError):
-                continue  # the liveness check above turns this into a failed trial
+                msg = None  # the worker's end of the pipe closed: it died
+            if msg is None:
+                self._proc.join(timeout=10)
+                code = self._proc.exitcode
+                self.kill()
+                self._conn.close()
+                return TrialOutcome(status="failed", reason=_death_reason(code), duration_s=time.perf_counter() - t0)
             if msg[0] == "epoch":
                 _, epoch, logs = msg
                 reply = "stop" if self.stop_requested else decide(epoch, logs)
