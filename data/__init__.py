@@ -12,7 +12,7 @@ from data.augment import Augmenter, AugmentSpec
 from data.cache import CachedDataset, SplitArrays, cache_key, load_cached, open_cache
 from data.dataset import IMAGE_EXTENSIONS, SPLITS, DatasetIndex, LoadSettings, Pair, discover, read_pair
 from data.errors import DatasetError
-from data.fingerprint import CheckReport, check_dataset, content_hash, fingerprint
+from data.fingerprint import CheckReport, check_dataset, content_hash
 from data.synthetic import make_phantom, synthetic_arrays, write_synthetic_dataset
 from data.volumes import Manifest, ManifestRow, find_volume_pairs, prepare_volumes
 
@@ -36,7 +36,6 @@ __all__ = [
     "discover",
     "eval_dataset",
     "find_volume_pairs",
-    "fingerprint",
     "load_cached",
     "make_phantom",
     "open_cache",

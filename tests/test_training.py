@@ -10,11 +10,8 @@ import pytest
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.errors import TrialFailed
-from search.runtime import configure_runtime
 from search.specs import TrainSpec, TrialSpecs
 from search.training import Checkpoint, evaluate_model, train_model
-
-configure_runtime(threads=2)
 
 
 def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
