@@ -383,7 +383,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value if value is not None else {}, where)
     if tp is bool:
         if not isinstance(value, bool):

@@ -175,7 +175,7 @@ class StudyDir:
 
     def trials(self) -> list[TrialRecord]:
         """Every recorded trial, by number."""
-        out = []
+        out: list[TrialRecord] = []
         if not self.trials_dir.is_dir():
             return out
         for d in sorted(self.trials_dir.iterdir()):

@@ -42,7 +42,7 @@ def status_text(study: StudyDir, *, all_columns: bool = False) -> str:
         vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
         lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f} ({vals})")
         base = [r for r in trials if r.baseline and r.status == "complete"]
-        if base and base[0].score is not None:
+        if base and base[0].score is not None and best.score is not None:
             lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
                          f"→ search gain {best.score - base[0].score:+.4f}")
     running = [r for r in trials if r.status == "running"]

@@ -75,8 +75,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"content hash: {fp.get('content_hash')}")
     for w in report.warnings:
         print(f"warning: {w}")
-    for e in report.errors:
-        print(f"error: {e}")
+    for err in report.errors:
+        print(f"error: {err}")
     if report.errors:
         print(f"{len(report.errors)} problem(s) found in {args.root}")
         return 3
