@@ -50,6 +50,27 @@ STRATEGIES = {  # strategy: pruner
     "cmaes": "asha",
 }
 REFERENCE_STRATEGY = "random"
+OPTUNA = ("tpe", "cmaes", "gp", "random-optuna")
+
+
+def split_strategy(label: str) -> tuple[str, str]:
+    """``tpe`` → (tpe, asha); ``tpe:none`` → (tpe, none): a strategy with another pruner, to separate the
+    sampler's effect from the pruner's."""
+    name, _, pruner = label.partition(":")
+    if not pruner:
+        pruner = STRATEGIES.get(name, "asha" if name in OPTUNA else "none")
+    return name, pruner
+
+
+def check_strategy(label: str) -> str:
+    name, pruner = split_strategy(label)
+    if name not in STRATEGIES and name not in OPTUNA:
+        raise argparse.ArgumentTypeError(f"unknown strategy {name!r}; expected one of {sorted(set(STRATEGIES) | set(OPTUNA))}")
+    if pruner not in ("none", "median", "asha", "hyperband"):
+        raise argparse.ArgumentTypeError(f"unknown pruner {pruner!r} in {label!r}")
+    if name not in OPTUNA and pruner != "none":
+        raise argparse.ArgumentTypeError(f"{name} is a Keras Tuner strategy: it cannot prune (pruner none only)")
+    return label
 
 
 def dataset_settings(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -91,8 +112,9 @@ def dataset_settings(name: str, args: argparse.Namespace) -> dict[str, Any] | No
 
 
 def study_raw(settings: dict[str, Any], *, name: str, strategy: str, seed: int, budget: float) -> dict[str, Any]:
+    strategy, pruner = split_strategy(strategy)
     return {
-        "study": {"name": name, "strategy": strategy, "pruner": STRATEGIES[strategy], "max_trials": 10_000,
+        "study": {"name": name, "strategy": strategy, "pruner": pruner, "max_trials": 10_000,
                   "timeout_s": budget, "seed": seed, "baselines": False},
         "final": {"retrain": False},
         **settings,
@@ -176,7 +198,7 @@ def summarise(runs: list[dict[str, Any]], strategies: list[str]) -> list[dict[st
                 "bench": "B6.summary",
                 "dataset": ds,
                 "strategy": strategy,
-                "pruner": STRATEGIES.get(strategy, "?"),
+                "pruner": split_strategy(strategy)[1],
                 "seeds": len(mine),
                 "budget_s": mine[0]["budget_s"],
                 "best_mean": round(statistics.mean(finals), 4) if finals else None,
@@ -193,12 +215,37 @@ def summarise(runs: list[dict[str, Any]], strategies: list[str]) -> list[dict[st
     return rows
 
 
+def winners(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset: the strategy with the best mean, its margin over the runner-up, and whether the margin is
+    larger than the seed-to-seed spread (the larger of the two standard deviations)."""
+    out = []
+    for ds in sorted({r["dataset"] for r in summary}):
+        ranked = sorted((r for r in summary if r["dataset"] == ds and r["best_mean"] is not None),
+                        key=lambda r: r["best_mean"], reverse=True)
+        if not ranked:
+            continue
+        top = ranked[0]
+        second = ranked[1] if len(ranked) > 1 else None
+        margin = round(top["best_mean"] - second["best_mean"], 4) if second else None
+        spread = max((r["best_sd"] or 0.0) for r in ranked[:2]) if second else None
+        out.append({
+            "bench": "B6.winner", "dataset": ds, "winner": top["strategy"], "best_mean": top["best_mean"],
+            "runner_up": second["strategy"] if second else None,
+            "runner_up_best_mean": second["best_mean"] if second else None, "margin": margin,
+            "spread_sd": spread, "seeds": top["seeds"],
+            "within_noise": None if second is None or top["seeds"] < 2 else bool(margin <= spread),
+        })
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", choices=sorted(STRATEGIES), default=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", type=check_strategy, default=list(STRATEGIES),
+                        help="strategies, optionally NAME:PRUNER for an Optuna one (e.g. tpe:none); default: "
+                             + " ".join(f"{k}:{v}" for k, v in STRATEGIES.items()))
     parser.add_argument("--datasets", nargs="+", choices=["synthetic", "chd"], default=["synthetic", "chd"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--chd-seeds", type=int, nargs="+", default=None, help="seeds for chd (default: --seeds)")
@@ -212,6 +259,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=REPO / "results" / "benchmarks" / "search_efficiency")
     parser.add_argument("--out", type=Path, default=None, help="JSON summary (default: WORKDIR/summary.json)")
     parser.add_argument("--keep", action="store_true", help="keep every study folder")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a previous summary JSON: its runs are kept, except those of the (dataset, strategy, "
+                             "seed) run again now, and summarised together with the new ones")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="run nothing: summarise the runs of --reuse FILE again (tables, winners, --out)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -220,16 +272,27 @@ def main() -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
+    if args.summarise_only and not args.reuse:
+        parser.error("--summarise-only needs --reuse FILE")
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.out or args.workdir / "summary.json"
     emit({**machine_info(tensorflow=False), "strategies": args.strategies, "datasets": args.datasets})
+
+    import importlib.util
+
+    if any(split_strategy(s)[0] == "cmaes" for s in args.strategies) and importlib.util.find_spec("cmaes") is None:
+        # Optuna's CmaEsSampler imports the `cmaes` package only once it leaves its random start-up trials
+        # (3 completed), and the project does not depend on it: the study then dies with ModuleNotFoundError.
+        emit({"bench": "B6.warning", "strategy": "cmaes",
+              "message": "the `cmaes` package is not installed: cmaes studies fail after 3 completed trials "
+                         "(pip install cmaes, or put it on PYTHONPATH for this benchmark)"})
 
     from search.config import config_from_dict
     from search.runner import prepare_data
 
     runs: list[dict[str, Any]] = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for ds in args.datasets:
+    for ds in [] if args.summarise_only else args.datasets:
         settings = dataset_settings(ds, args)
         if settings is None:
             emit({"bench": "B6.skip", "dataset": ds, "reason": "not found"})
@@ -243,7 +306,7 @@ def main() -> int:
             # Rotate the order per seed so a slow spell of the shared machine does not always hit one strategy.
             order = args.strategies[i % len(args.strategies):] + args.strategies[: i % len(args.strategies)]
             for strategy in order:
-                name = f"b6-{ds}-{strategy}-s{seed}-{stamp}"
+                name = f"b6-{ds}-{strategy.replace(':', '-')}-s{seed}-{stamp}"
                 job = {"raw": study_raw(settings, name=name, strategy=strategy, seed=seed, budget=budget),
                        "results_root": str(args.workdir / "results")}
                 t_start = time.time()
@@ -261,7 +324,7 @@ def main() -> int:
                 curve = best_curve(trials, budget)
                 in_budget = [t for t in trials if t["finished_s"] is not None and t["finished_s"] <= budget]
                 run = {
-                    "bench": "B6.run", "dataset": ds, "strategy": strategy, "pruner": STRATEGIES[strategy],
+                    "bench": "B6.run", "dataset": ds, "strategy": strategy, "pruner": split_strategy(strategy)[1],
                     "seed": seed, "budget_s": budget, "study_wall_s": result["wall_s"],
                     "process_wall_s": round(time.time() - t_start, 1),
                     "n_trials": len(trials), "n_in_budget": len(in_budget),
@@ -277,12 +340,23 @@ def main() -> int:
                 if not args.keep:
                     shutil.rmtree(args.workdir / "results" / name, ignore_errors=True)
 
-    summary = summarise(runs, args.strategies)
+    strategies = list(args.strategies)
+    if args.reuse:
+        again = {(r["dataset"], r["strategy"], r["seed"]) for r in runs}
+        old = json.loads(args.reuse.read_text())
+        kept = [r for r in old["runs"] if (r["dataset"], r["strategy"], r["seed"]) not in again]
+        emit({"bench": "B6.reuse", "file": str(args.reuse), "runs_kept": len(kept), "runs_new": len(runs)})
+        runs = kept + runs
+        seen = list(dict.fromkeys(r["strategy"] for r in runs))
+        strategies = [s for s in STRATEGIES if s in seen] + [s for s in seen if s not in STRATEGIES]
+    summary = summarise(runs, strategies)
     for row in summary:
         emit(row)
+    verdicts = [emit(w) for w in winners(summary)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                               "machine": machine_info(tensorflow=False), "runs": runs, "summary": summary},
+                               "machine": machine_info(tensorflow=False), "runs": runs, "summary": summary,
+                               "winners": verdicts},
                               indent=1))
     print_table(runs, [
         ("dataset", "dataset"), ("strategy", "strategy"), ("seed", "seed"), ("budget_s", "budget s"),
@@ -295,6 +369,12 @@ def main() -> int:
         ("reached_random_best", "reached random's best"),
         ("fraction_to_random_best_median", "budget fraction (median)"),
     ], title="B6 summary (best validation hard dice at the budget; budget fraction to reach KT random's final best)")
+    for w in verdicts:
+        noise = {True: "within the seed-to-seed spread (noise)", False: "larger than the seed-to-seed spread",
+                 None: "one seed only: no spread to compare with"}[w["within_noise"]]
+        print(f"{w['dataset']}: best mean dice {w['best_mean']} by {w['winner']}"
+              + (f", {w['margin']:+.4f} over {w['runner_up']} ({w['runner_up_best_mean']}); {noise}"
+                 if w["runner_up"] else ""))
     print(f"\nJSON summary: {out}")
     return 0
 

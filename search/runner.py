@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
+from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import device_memory_budget
@@ -37,6 +40,7 @@ RESUMABLE_CHANGES = {
     "study.recycle_after",
     "study.max_consecutive_failures",
     "study.storage",
+    "study.heartbeat_s",
     "data.cache_dir",
     "data.root",
     "final.retrain",
@@ -60,8 +64,7 @@ def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = Fal
     study = StudyDir(results_root / cfg.study.name)
     if study.exists():
         old = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
-        diffs = config_differences(old, cfg)
-        blocking = [d for d in diffs if d.split(":")[0] not in RESUMABLE_CHANGES]
+        blocking = blocking_differences(old, cfg)
         if blocking and not allow_changes:
             raise ConfigError(
                 f"study {cfg.study.name!r} exists in {study.root} with another configuration: "
@@ -78,6 +81,23 @@ def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = Fal
     except OSError as e:
         raise ConfigError(f"results folder {study.root} is not writable ({e.strerror})") from None
     return study, False
+
+
+def blocking_differences(old: Config, new: Config) -> list[str]:
+    """Differences that a resume may not make silently (see RESUMABLE_CHANGES).
+
+    The storage URL may change (another host name for the same database), but not between the
+    local journal and a database: the trials would be numbered again from 0 in the new one.
+    """
+    out = []
+    for d in config_differences(old, new):
+        key = d.split(":")[0]
+        if key == "study.storage" and (old.study.storage is None) != (new.study.storage is None):
+            out.append("study.storage: between the local journal and a database (the engine state "
+                       "does not move; use another --study name)")
+        elif key not in RESUMABLE_CHANGES:
+            out.append(d)
+    return out
 
 
 def config_differences(old: Config, new: Config) -> list[str]:
@@ -206,10 +226,69 @@ class TrialExecutor:
     def budget_left(self) -> bool:
         return self.deadline is None or time.time() < self.deadline
 
+    @property
+    def stop_requested(self) -> int:
+        """Ctrl-C count (the engines stop asking for trials once it is set)."""
+        return self.pool.stop_requested
+
     def owns_stale_trial(self, number: int) -> bool:
-        """A RUNNING trial whose record says it was running on this machine (we hold the lock)."""
+        """The record of a trial left running says it ran on this machine, in this results folder."""
         rec = self.study.read_trial(number)
         return rec is not None and rec.status == "running" and rec.engine_id == platform.node()
+
+    def mark_lost(self, number: int, reason: str, *, force: bool = False) -> None:
+        """Record as failed a trial the engine gave up on (its driver stopped sending heartbeats).
+
+        Only a record still 'running' changes, unless ``force`` (the trial finished here after the
+        storage had failed it: the storage's verdict wins, a retry runs under a new number).
+        """
+        rec = self.study.read_trial(number)
+        if rec is None or rec.status == "failed" or (rec.status != "running" and not force):
+            return
+        rec.status = "failed"
+        rec.reason = reason if rec.reason == "" or rec.reason == reason else f"{reason} ({rec.reason})"
+        rec.finished_at = time.time()
+        self.study.write_trial(rec)
+        self.study.refresh_trials_csv()
+        logger.warning("trial %d: %s; recorded as failed (its retry, if any, has a new number)", number, reason)
+
+    def record_external(
+        self, number: int, sampled: dict[str, Any], *, status: str, score: float | None, reason: str, baseline: bool
+    ) -> None:
+        """Record a trial that another process ran (Keras Tuner chief), unless recorded here already."""
+        existing = self.study.read_trial(number)
+        if existing is not None:
+            if existing.status != "running":
+                self.progress.trial_finished(existing, self.study.best_trial())
+            return
+        values = complete_values(self.cfg, sampled)
+        rec = TrialRecord(number=number, status=status, values=values,  # type: ignore[arg-type]
+                          seed=trial_seed(self.cfg.study.seed, number), score=score, reason=reason,
+                          baseline=baseline, engine_id="keras-tuner worker", finished_at=time.time())
+        self.study.write_trial(rec)
+        atomic_write_json(self.study.trial_dir(number) / "values.json", values)
+        self.study.refresh_trials_csv()
+        self.progress.trial_finished(rec, self.study.best_trial())
+
+    def _catch_up_reports(self, number: int, should_prune: Callable[[int, float], bool]) -> None:
+        """Report the epochs of a resumed trial's checkpoint that the engine may have missed
+        (the driver can die between the checkpoint and the report)."""
+        from search.training import OBJECTIVE, Checkpoint
+
+        ckpt = Checkpoint(self.study.trial_dir(number) / "checkpoint")
+        if not ckpt.exists():
+            return
+        try:
+            history = json.loads(ckpt.state_path.read_text()).get("history", [])
+        except (OSError, ValueError):
+            return
+        for row in history:
+            score = row.get(OBJECTIVE, row.get("hard_dice"))
+            if "epoch" in row and score is not None:
+                try:
+                    should_prune(int(row["epoch"]), float(score))
+                except Exception:  # noqa: BLE001 - reporting is best effort, the trial still runs
+                    logger.debug("catch-up report failed", exc_info=True)
 
     def __call__(
         self,
@@ -254,11 +333,19 @@ class TrialExecutor:
             verbose=self.verbose,
         )
 
+        if previous is not None and should_prune is not None:
+            self._catch_up_reports(number, should_prune)
+
         def decide(epoch: int, logs: dict[str, float]) -> str:
             self.progress.epoch(number, epoch, logs)
-            if should_prune is not None and should_prune(epoch, float(logs.get("score", float("nan")))):
-                return "prune"
-            return "continue"
+            if should_prune is None:
+                return "continue"
+            try:
+                prune = should_prune(epoch, float(logs.get("score", float("nan"))))
+            except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the worker mid-epoch
+                logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
+                return "continue"
+            return "prune" if prune else "continue"
 
         outcome = self.pool.run(task, decide)
         if outcome.status == "interrupted":
@@ -298,35 +385,80 @@ def run_study(
     verbose: int = 0,
     show_progress: bool = True,
     pool: WorkerPool | None = None,
+    role: Literal["main", "worker"] = "main",
+    threads: int | None = None,
+    worker_index: int | None = None,
+    parent_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Create or resume a study, run the search, then the final stage. Returns a summary."""
+    """Create or resume a study, run the search, then the final stage. Returns a summary.
+
+    Args:
+        role: ``main`` (``run``: holds the study lock, starts ``study.workers − 1`` extra drivers,
+            runs the final stage) or ``worker`` (``worker NAME``: joins a study and runs trials).
+            A ``main`` that finds the study running joins it like a worker (Optuna only).
+        threads: CPU threads for this driver's trials (the main driver splits them itself).
+        worker_index: an extra driver's index (varies its sampler seed).
+        parent_pid: an extra driver stops (after the current epoch) once this process is gone.
+    """
+    if cfg.study.storage:
+        check_stored_config(cfg, allow_changes=allow_changes)  # reads only; before anything is created
     study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
     lock = StudyLock(study)
-    joined = not lock.try_acquire()
-    if joined and cfg.engine != "optuna":
-        raise ConfigError(
-            f"study {cfg.study.name!r} is already running (driver pid {lock.holder()}); Keras Tuner studies take "
-            f"one driver: wait for it, or use an Optuna strategy to add workers"
-        )
+    joined = role == "worker" or not lock.try_acquire()
+    kt_role = kt_distributed_role()
     try:
-        data = prepare_data(cfg, results_root)
-        if existed and study.fingerprint_json.is_file():
-            old = read_json(study.fingerprint_json)
-            if old.get("content_hash") != data.fingerprint.get("content_hash") and not allow_changes:
+        try:
+            if role == "worker" and cfg.engine != "optuna" and kt_role is None:
                 raise ConfigError(
-                    f"study {cfg.study.name!r} was made with another dataset (content hash "
-                    f"{str(old.get('content_hash'))[:12]} != {str(data.fingerprint.get('content_hash'))[:12]}); "
-                    f"use another --study name or --allow-changes"
+                    f"study {cfg.study.name!r} uses Keras Tuner ({cfg.study.strategy}): its workers join through "
+                    f"Keras Tuner's chief/worker mode; set KERASTUNER_TUNER_ID=tuner0 (tuner1, …) and the "
+                    f"chief's KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT, or use `run --workers N`"
                 )
+            if joined and cfg.engine != "optuna" and kt_role != "worker":
+                raise ConfigError(
+                    f"study {cfg.study.name!r} is already running (driver pid {lock.holder()}); Keras Tuner "
+                    f"studies take one driver: wait for it, use Keras Tuner's chief/worker mode "
+                    f"(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP/PORT), or an Optuna strategy to add workers"
+                )
+            data = prepare_data(cfg, results_root)
+            if existed and study.fingerprint_json.is_file():
+                old = read_json(study.fingerprint_json)
+                if old.get("content_hash") != data.fingerprint.get("content_hash") and not allow_changes:
+                    raise ConfigError(
+                        f"study {cfg.study.name!r} was made with another dataset (content hash "
+                        f"{str(old.get('content_hash'))[:12]} != {str(data.fingerprint.get('content_hash'))[:12]}); "
+                        f"use another --study name or --allow-changes"
+                    )
+        except BaseException:
+            if not existed:  # nothing changed: drop the folder this call created
+                lock.release()
+                shutil.rmtree(study.root, ignore_errors=True)
+            raise
         if not joined:
+            _sweep_temp_files(study)
+        if not joined or not existed:
             atomic_write_text(study.study_yaml, cfg.to_yaml())
             atomic_write_json(study.fingerprint_json, data.fingerprint)
             atomic_write_json(study.environment_json, environment_info())
         deadline = time.time() + cfg.study.timeout_s if cfg.study.timeout_s else None
+        # Keras Tuner with --workers N on this machine: this process becomes Keras Tuner's chief
+        # (it serves the oracle and trains nothing) and starts N workers.
+        kt_local = cfg.engine == "keras_tuner" and not joined and kt_role is None and cfg.study.workers > 1
+        n_drivers = cfg.study.workers if not joined and (cfg.engine == "optuna" or kt_local) else 1
+        slots = plan_slots(n_drivers) if n_drivers > 1 else [DriverSlot(0, threads=threads)]
+        extra_slots = slots[1:]
+        if kt_local:
+            chief_env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                         "KERASTUNER_ORACLE_PORT": str(free_port())}
+            extra_slots = [DriverSlot(s.index, env={**s.env, **chief_env, "KERASTUNER_TUNER_ID": f"tuner{s.index}"},
+                                      threads=s.threads) for s in slots]
+            kt_role = "chief"
         own_pool = pool is None
         pool = pool or WorkerPool(
             recycle_after=cfg.study.recycle_after,
-            runtime={"mixed_precision": cfg.train.mixed_precision, "deterministic": cfg.train.deterministic},
+            runtime={"mixed_precision": cfg.train.mixed_precision, "deterministic": cfg.train.deterministic,
+                     **({"threads": slots[0].threads} if slots[0].threads else {})},
+            env=slots[0].env,
         )
         progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
             [r for r in study.trials() if r.status != "running"]))
@@ -334,23 +466,47 @@ def run_study(
             cfg, study, data, pool, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
             verbose=verbose,
         )
-        restore_sigint = _install_sigint(pool)
+        extras = ExtraDrivers(study_name=cfg.study.name, results_root=results_root,
+                              log_dir=study.engine_dir / "workers", verbose=verbose) if n_drivers > 1 else None
+        restore_sigint = _install_sigint(pool, extras, extra_driver=parent_pid is not None)
+        if parent_pid is not None:
+            watch_parent(parent_pid, lambda: setattr(pool, "stop_requested", max(1, pool.stop_requested)))
         try:
             if cfg.engine == "optuna":
                 from search.engines.optuna_engine import run_optuna
 
-                run_optuna(cfg, executor=executor, engine_dir=study.engine_dir, enqueue_baseline=not joined)
+                run_optuna(
+                    cfg,
+                    executor=executor,
+                    engine_dir=study.engine_dir,
+                    enqueue_baseline=not joined,
+                    wait_for_others=not joined,
+                    seed_offset=0 if not joined else (worker_index if worker_index is not None else 1000 + os.getpid()),
+                    on_ready=(lambda: extras.start(extra_slots)) if extras is not None else None,
+                )
+                if extras is not None:
+                    extras.wait()
             else:
                 from search.engines.kt_engine import run_keras_tuner
 
-                run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir)
+                if extras is None:
+                    run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir)
+                else:
+                    with _environ(chief_env):
+                        extras.start(extra_slots)
+                        run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir,
+                                        workers_alive=extras.any_running,
+                                        drain=lambda: extras.wait(timeout=120))
+                    extras.wait()
             progress.close()
             summary: dict[str, Any] = {"study": str(study.root), "best": _best_summary(study)}
-            if cfg.final.retrain and not joined:
+            if cfg.final.retrain and not joined and kt_role != "worker":
                 summary["final"] = run_final(study, cfg=cfg, data=data, pool=pool, progress=progress, verbose=verbose)
             _refresh_report(study)
             return summary
         finally:
+            if extras is not None:
+                _stop_extras(extras, pool.stop_requested)
             restore_sigint()
             progress.close()
             if own_pool:
@@ -359,10 +515,83 @@ def run_study(
         lock.release()
 
 
-def _install_sigint(pool: WorkerPool) -> Callable[[], None]:
+def _sweep_temp_files(study: StudyDir, *, older_than_s: float = 60.0) -> None:
+    """Remove the temp files of atomic writes that a kill interrupted (``.NAME.XXXX.tmp``).
+
+    Only old ones: a driver of the study that is still finishing an epoch may be writing one now.
+    """
+    now = time.time()
+    for path in study.root.rglob(".*.tmp"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def check_stored_config(cfg: Config, *, allow_changes: bool = False) -> None:
+    """Refuse a study that exists in ``study.storage`` with another configuration (reads only)."""
+    from search.engines.optuna_engine import redact_url, stored_config
+
+    stored = stored_config(cfg)
+    if not stored:
+        return
+    old = config_from_dict(stored, source=f"{redact_url(str(cfg.study.storage))} study {cfg.study.name!r}")
+    blocking = blocking_differences(old, cfg)
+    if blocking and not allow_changes:
+        raise ConfigError(
+            f"study {cfg.study.name!r} exists in {redact_url(str(cfg.study.storage))} with another configuration: "
+            + "; ".join(blocking[:8])
+            + (f" (+{len(blocking) - 8} more)" if len(blocking) > 8 else "")
+            + ". Use another --study name, or --allow-changes if the change is compatible"
+        )
+
+
+def kt_distributed_role() -> Literal["chief", "worker"] | None:
+    """Keras Tuner's chief/worker mode from its environment variables, if set."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    for var in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        if not os.environ.get(var):
+            raise ConfigError(f"KERASTUNER_ORACLE_IP is set but {var} is not (Keras Tuner chief/worker mode)")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block (this process and its children)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stop_extras(extras: ExtraDrivers, stop_requested: int) -> None:
+    """The main driver is leaving: let its extra drivers finish (they stop on Ctrl-C or on their own)."""
+    codes = [p.poll() for p in extras.procs]
+    if any(c is None for c in codes):
+        if not stop_requested:
+            extras.interrupt()  # an error in the main driver: stop them after the epoch
+        extras.wait(timeout=120)
+        extras.kill()
+    extras.close()
+
+
+def _install_sigint(
+    pool: WorkerPool, extras: ExtraDrivers | None = None, *, extra_driver: bool = False
+) -> Callable[[], None]:
     """First Ctrl-C: finish the current epoch, checkpoint, stop. Second: stop at once.
 
     Either way the study stays resumable (the trial continues from its last completed epoch).
+    The main driver forwards each Ctrl-C to its extra drivers as SIGUSR1; an extra driver
+    (``extra_driver``) ignores SIGINT, which the terminal sends to the whole process group, so
+    that one Ctrl-C counts once.
     """
     import signal
     import threading
@@ -372,13 +601,24 @@ def _install_sigint(pool: WorkerPool) -> Callable[[], None]:
 
     def handler(signum: int, frame: Any) -> None:
         pool.stop_requested += 1
+        if extras is not None:
+            extras.interrupt()
         if pool.stop_requested == 1:
             logger.warning("Ctrl-C: finishing the current epoch, then stopping (resumable); Ctrl-C again stops now")
         else:
             logger.warning("Ctrl-C again: stopping now")
 
-    previous = signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    if extra_driver:
+        previous = {signal.SIGUSR1: signal.signal(signal.SIGUSR1, handler),
+                    signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    else:
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, handler)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def _best_summary(study: StudyDir) -> dict[str, Any] | None:

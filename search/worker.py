@@ -27,6 +27,7 @@ EpochDecision = Callable[[int, dict[str, float]], str]  # returns "continue" | "
 def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
     """Worker process: receive tasks, run them, stream epochs back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    _exit_with_parent(os.getppid())
     from search.runtime import configure_runtime
 
     configure_runtime(**runtime)
@@ -59,6 +60,19 @@ def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
             outcome = TrialOutcome(status="interrupted", reason="interrupted by the user (resumable)")
         conn.send(("done", outcome))
         _release_memory()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Die with the driver: a driver killed with SIGKILL cannot stop its worker, and an orphaned
+    worker would go on writing the checkpoint of a trial that the next driver continues."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 class _Stop(BaseException):

@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search.cli import data_cmds, results_cmds, run_cmd
+    from search.cli import data_cmds, results_cmds, run_cmd, worker_cmd
 
     parser = _Parser(
         prog="python -m search",
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     run_cmd.register(sub)
+    worker_cmd.register(sub)
     data_cmds.register(sub)
     results_cmds.register(sub)
     return parser

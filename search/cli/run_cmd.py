@@ -24,6 +24,12 @@ def register(sub: Any) -> None:
     p.add_argument("--max-trials", type=int, help="overrides study.max_trials")
     p.add_argument("--timeout", type=float, help="search time budget in seconds (study.timeout_s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any key (repeatable)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N trials at once: N drivers, one GPU each or a share of the CPU threads "
+                        "(study.workers; Optuna strategies)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by workers on many machines, e.g. postgresql://user@host/db "
+                        "(study.storage)")
     p.add_argument("--allow-changes", action="store_true", help="resume even if the config or data changed")
     p.add_argument("--no-final", action="store_true", help="skip the final retrain + test")
     p.set_defaults(func=cmd_run)
@@ -76,6 +82,10 @@ def resolve_config(args: argparse.Namespace) -> Any:
         sets.insert(0, f"study.max_trials={args.max_trials}")
     if args.timeout is not None:
         sets.insert(0, f"study.timeout_s={args.timeout}")
+    if args.workers is not None:
+        sets.insert(0, f"study.workers={args.workers}")
+    if args.storage:
+        sets.insert(0, f"study.storage={args.storage}")
     if args.no_final:
         sets.insert(0, "final.retrain=false")
     for s in sets:

@@ -2,13 +2,22 @@
 
 Keras Tuner 1.4 cannot prune mid-training, so trials always run to early stopping (hyperband
 instead gives each trial its epoch budget through ``tuner/epochs``; trials start from scratch).
+
+Several processes or machines use Keras Tuner's chief/worker mode, driven by its environment
+variables: the chief (``KERASTUNER_TUNER_ID=chief``) serves the oracle over gRPC at
+``KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`` and runs no trial; each worker
+(``KERASTUNER_TUNER_ID=tuner0``, ``tuner1``, …) asks it for trials and runs them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +27,13 @@ from keras_tuner.engine import base_tuner
 from search.config import Config
 from search.engines import Executor
 from search.errors import Interrupted, SearchAborted
+from search.results import atomic_write_text
 from search.space import baseline_values, to_keras_tuner
 
 logger = logging.getLogger(__name__)
 OBJECTIVE = kt.Objective("val_hard_dice", direction="max")
+RUNNING = kt.engine.trial.TrialStatus.RUNNING
+STOPPED = kt.engine.trial.TrialStatus.STOPPED
 
 
 def _oracle_class(cfg: Config) -> type:
@@ -32,8 +44,9 @@ def _oracle_class(cfg: Config) -> type:
     }[cfg.study.strategy]
 
 
-def make_oracle(cfg: Config, *, executor: Executor) -> Any:
-    """The strategy's oracle, extended to (1) give trial 0 the baseline values, (2) stop at the budget."""
+def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
+    """The strategy's oracle, extended to (1) give trial 0 the baseline values, (2) stop at the
+    budget, (3) write its state atomically, (4) on a chief, record trials that workers ended."""
     base = _oracle_class(cfg)
     baseline = baseline_values(cfg) if cfg.study.baselines else None
     max_trials = cfg.study.max_trials
@@ -41,11 +54,32 @@ def make_oracle(cfg: Config, *, executor: Executor) -> Any:
     class StudyOracle(base):  # type: ignore[misc, valid-type]
         def populate_space(self, trial_id: str) -> dict[str, Any]:
             if len(self.trials) >= max_trials or not executor.budget_left():
-                return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+                return {"status": STOPPED, "values": None}
             response = super().populate_space(trial_id)
             if baseline is not None and int(trial_id) == 0 and response.get("values") is not None:
                 response["values"] = {**response["values"], **baseline}
             return response
+
+        # Keras Tuner writes its state files in place: a kill during a write leaves a truncated
+        # oracle.json that cannot be reloaded. Write them atomically instead.
+        def save(self) -> None:
+            atomic_write_text(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
+
+        def _save_trial(self, trial: Any) -> None:
+            atomic_write_text(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
+
+        def reload(self) -> None:
+            super().reload()
+            # A driver killed between saving a new trial and saving the oracle leaves a RUNNING
+            # trial that the oracle does not list as ongoing: send it for retry like the others.
+            for trial_id, trial in self.trials.items():
+                if trial.status == RUNNING and trial_id not in self._retry_queue:
+                    self._retry_queue.append(trial_id)
+
+        def end_trial(self, trial: Any) -> None:
+            super().end_trial(trial)
+            if chief:
+                _record_on_chief(executor, self.trials[trial.trial_id], baseline is not None)
 
     kwargs: dict[str, Any] = {
         "objective": OBJECTIVE,
@@ -60,6 +94,21 @@ def make_oracle(cfg: Config, *, executor: Executor) -> Any:
     else:
         kwargs.update(max_trials=max_trials)
     return StudyOracle(**kwargs)
+
+
+def _record_on_chief(executor: Executor, trial: Any, baselines: bool) -> None:
+    """The worker wrote its record in its own results folder; keep the chief's folder complete too
+    (values, status, score) so that status and the final stage work there."""
+    record = getattr(executor, "record_external", None)
+    status = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed"}.get(str(trial.status))
+    if record is None or status is None:
+        return
+    lines = (trial.message or "").strip().splitlines()
+    values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+    number = int(trial.trial_id)
+    score = trial.score if status == "complete" else None
+    record(number, values, status=status, score=score, reason=lines[-1] if lines else "",
+           baseline=baselines and number == 0)
 
 
 class _Stop(kt.errors.FatalError):
@@ -99,6 +148,11 @@ class StudyTuner(base_tuner.BaseTuner):
             raise kt.errors.FailedTrialError(rec.reason or rec.status)
         return {"val_hard_dice": float(rec.score)}
 
+    def save(self) -> None:  # atomic, like the oracle's files
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_write_text(Path(self._get_tuner_fname()), json.dumps(self.get_state()))
+
     def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:  # weights live in the results
         return None
 
@@ -106,13 +160,91 @@ class StudyTuner(base_tuner.BaseTuner):
         raise NotImplementedError("models are in results/<study>/trials/<n>/best.weights.h5")
 
 
-def run_keras_tuner(cfg: Config, *, executor: Executor, engine_dir: Path) -> None:
-    """Run (or resume) the Keras Tuner loop until the trial or time budget is spent."""
+def run_keras_tuner(
+    cfg: Config,
+    *,
+    executor: Executor,
+    engine_dir: Path,
+    workers_alive: Callable[[], bool] | None = None,
+    drain: Callable[[], Any] | None = None,
+) -> None:
+    """Run (or resume) the Keras Tuner loop until the trial or time budget is spent.
+
+    In chief/worker mode the chief serves the oracle until every worker is done (it runs no
+    trial) and a worker runs trials that the chief hands out.
+
+    Args:
+        workers_alive: (a chief that started its own workers) whether any of them still runs.
+        drain: (ditto) called on Ctrl-C before the chief stops serving: waits for the workers
+            to finish their epoch, so that none is left calling a chief that has gone.
+    """
+    from keras_tuner.src.distribute import utils as dist_utils
+
     engine_dir.mkdir(parents=True, exist_ok=True)
-    oracle = make_oracle(cfg, executor=executor)
+    chief = dist_utils.is_chief_oracle()
+    oracle = make_oracle(cfg, executor=executor, chief=chief)
     tuner = StudyTuner(oracle, executor=executor, directory=engine_dir)
+    if chief:
+        tuner.oracle.verbose = 0  # Keras Tuner's per-trial printout; the workers log their trials
+        tuner.save()
+        serve_oracle(tuner.oracle, executor=executor, workers_alive=workers_alive, drain=drain)
+        return
+    if dist_utils.has_chief_oracle():
+        logger.info("Keras Tuner worker %s: asking the chief at %s:%s for trials", os.environ["KERASTUNER_TUNER_ID"],
+                    os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"])
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             tuner.search(verbose=0)
     except _Stop as e:
         raise e.original from None
+
+
+def serve_oracle(
+    oracle: Any,
+    *,
+    executor: Executor,
+    workers_alive: Callable[[], bool] | None = None,
+    drain: Callable[[], Any] | None = None,
+    poll_s: float = 0.5,
+) -> None:
+    """Keras Tuner's chief: serve the oracle over gRPC until the budget is spent and every worker
+    has stopped. Like ``keras_tuner.src.distribute.oracle_chief.start_server``, but it answers
+    Ctrl-C (the study stays resumable: a worker's ongoing trial is retried on reload) and polls
+    every ``poll_s`` instead of every 20 s."""
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as e:
+        from search.errors import ConfigError
+
+        raise ConfigError(f"Keras Tuner chief: cannot listen on {address} ({e})") from None
+    server.start()
+    logger.info("Keras Tuner chief: serving the oracle at %s to workers (KERASTUNER_TUNER_ID=tuner0, …)", address)
+    try:
+        while True:
+            time.sleep(poll_s)
+            if getattr(executor, "stop_requested", 0):
+                if drain is not None:
+                    drain()
+                raise Interrupted("chief stopped; workers' ongoing trials are retried when it resumes")
+            if servicer.stop_triggered and oracle_chief.exit_chief(oracle):
+                break
+            if workers_alive is not None and not workers_alive():
+                if servicer.stop_triggered and oracle_chief.exit_chief(oracle):
+                    break
+                raise SearchAborted(
+                    "every worker exited before the study finished (see results/<study>/engine/workers/); "
+                    "run the same command again to resume"
+                )
+    finally:
+        server.stop(grace=2)
+        oracle.save()
