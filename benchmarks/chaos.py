@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         code = -9
     if code != 0:
         violations.append(f"the last run exited with {code} (see {log.name})")
+    if kills < min(5, args.kills):
+        violations.append(f"only {kills} kill(s): the study finished too soon to test resumes (raise --trials)")
     problems, info = check_study(study_root, engine, name, final=True)
     violations += [f"at the end: {p}" for p in problems]
     summary = {"summary": "chaos", "strategy": args.strategy, "engine": engine, "seed": args.seed,

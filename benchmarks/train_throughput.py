@@ -77,7 +77,7 @@ def pipeline_rate(ds: Any, *, epochs: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int) -> dict[str, Any]:
+def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int, autotune_compare: bool) -> dict[str, Any]:
     from data import AugmentSpec, synthetic_arrays, train_dataset
     from models import UNetSpec, estimate_cost
     from search.specs import TrainSpec, TrialSpecs
@@ -96,6 +96,14 @@ def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int) -
         name: train_dataset(images, masks, batch_size=case.batch, augment=aug, seed=seed)
         for name, aug in augments.items()
     }
+    if autotune_compare:
+        import tensorflow as tf
+
+        # Same pipelines with tf.data autotuning off: destroying an iterator whose autotuning thread is
+        # asleep waits for its next wake-up (10 ms, doubling), and every fit() call destroys one.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        datasets.update({f"{name}_noat": ds.with_options(options) for name, ds in list(datasets.items())})
     specs = TrialSpecs(model=spec, augment=augments["none"], train=TrainSpec(batch_size=case.batch, seed=seed))
     model = compile_model(specs)
 
@@ -103,9 +111,9 @@ def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int) -
     warm = {name: epoch_rate(model, ds, steps=steps, batch=case.batch)[1] for name, ds in datasets.items()}
     warm_s = time.perf_counter() - t0
 
-    rates: dict[str, list[float]] = {"none": [], "all": []}
+    rates: dict[str, list[float]] = {name: [] for name in datasets}
     for r in range(rounds):
-        for name in ("none", "all"):
+        for name in datasets:
             rate, dt = epoch_rate(model, datasets[name], steps=steps, batch=case.batch)
             rates[name].append(rate)
             emit({
@@ -138,6 +146,15 @@ def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int) -
         "target": 0.90,
     }
     row["meets_target"] = row["ratio"] >= row["target"]
+    if autotune_compare:
+        row["autotune_off"] = {
+            "none_images_per_s": round(median(rates["none_noat"]), 3),
+            "all_images_per_s": round(median(rates["all_noat"]), 3),
+            "ratio": round(median(rates["all_noat"]) / median(rates["none_noat"]), 3),
+            "speedup_none": round(median(rates["none_noat"]) / median(rates["none"]), 3),
+            "speedup_all": round(median(rates["all_noat"]) / median(rates["all"]), 3),
+            "pipeline_only_all_images_per_s": round(pipeline_rate(datasets["all_noat"], epochs=2), 1),
+        }
     return emit(row)
 
 
@@ -150,6 +167,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ref-size", type=int, default=CASES["reference"].size)
     parser.add_argument("--light-size", type=int, default=CASES["light"].size)
+    parser.add_argument(
+        "--autotune-compare", action="store_true",
+        help="also time the same pipelines with tf.data autotuning off (interleaved in the same rounds)",
+    )
     parser.add_argument(
         "--no-deterministic", action="store_true",
         help="skip tf.config.experimental.enable_op_determinism (trial workers enable it by default)",
@@ -164,13 +185,20 @@ def main() -> int:
     cases = dict(CASES)
     cases["reference"] = Case(**{**CASES["reference"].__dict__, "size": args.ref_size})
     cases["light"] = Case(**{**CASES["light"].__dict__, "size": args.light_size})
-    rows = [run_case(cases[c], steps=args.steps, rounds=args.rounds, channels=args.channels, seed=args.seed)
+    rows = [run_case(cases[c], steps=args.steps, rounds=args.rounds, channels=args.channels, seed=args.seed,
+                     autotune_compare=args.autotune_compare)
             for c in args.cases]
     print_table(rows, [
         ("case", "case"), ("size", "size"), ("batch", "batch"), ("base_filters", "F0"), ("base_kernels", "k"),
         ("num_layers", "L"), ("none_images_per_s", "none img/s"), ("all_images_per_s", "all-9 img/s"),
         ("ratio", "ratio"), ("target", "target"), ("pipeline_only_all_images_per_s", "pipeline-only img/s"),
     ], title="B1 training throughput, all nine augmentations ÷ none (median of interleaved epochs)")
+    if args.autotune_compare:
+        print_table([{"case": r["case"], **r["autotune_off"]} for r in rows], [
+            ("case", "case"), ("none_images_per_s", "none img/s"), ("all_images_per_s", "all-9 img/s"),
+            ("ratio", "ratio"), ("speedup_none", "none: off ÷ on"), ("speedup_all", "all-9: off ÷ on"),
+            ("pipeline_only_all_images_per_s", "pipeline-only img/s"),
+        ], title="Same, tf.data autotuning off (interleaved with the rows above)")
     return 0
 
 

@@ -67,6 +67,7 @@ class StudyConfig:
     workers: int = 1
     recycle_after: int = 10
     hyperband_factor: int = 3
+    heartbeat_s: int | None = None  # Optuna RDB heartbeat interval (None: UNET_SEARCH_HEARTBEAT_S or 30 s)
     prune_warmup_epochs: int | None = None  # epochs before a pruner may stop a trial (None: max(3, max_epochs // 10))
 
 
@@ -506,6 +507,7 @@ def _validate(cfg: Config, source: str) -> None:
         ("study.workers", s.workers, 1),
         ("study.recycle_after", s.recycle_after, 1),
         ("study.hyperband_factor", s.hyperband_factor, 2),
+        ("study.heartbeat_s", s.heartbeat_s if s.heartbeat_s is not None else 1, 1),
         ("study.prune_warmup_epochs", s.prune_warmup_epochs if s.prune_warmup_epochs is not None else 1, 1),
         ("data.image_size", d.image_size, 8),
         ("data.batch_size", d.batch_size, 1),

@@ -204,7 +204,9 @@ def dashboard_storage(study: StudyDir, *, mirror: bool = False) -> tuple[Any, st
     cfg = read_study_config(study)
     if not mirror and cfg.engine == "optuna":
         if cfg.study.storage:
-            return cfg.study.storage, f"Optuna storage {redact_url(cfg.study.storage)}"
+            from search.engines.optuna_engine import engine_url
+
+            return engine_url(cfg.study.storage), f"Optuna storage {redact_url(cfg.study.storage)}"
         journal = study.engine_dir / "optuna.journal"
         if journal.is_file():
             return optuna.storages.JournalStorage(JournalFileBackend(str(journal))), f"Optuna journal {journal}"

@@ -98,7 +98,7 @@ class TrialRecord:
     finished_at: float | None = None
     baseline: bool = False
     engine_id: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     train_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

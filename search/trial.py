@@ -116,7 +116,6 @@ def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOut
         verbose=task.verbose,
         callbacks=_tensorboard(cfg, out, task.values),
     )
-    write_history_csv(out / "history.csv", result.history)
     n = min(cfg.data.num_val_predictions, len(valid.images))
     if n:
         prob = predict_probabilities(result.model, valid.images[:n], batch_size=specs.train.batch_size)
@@ -149,7 +148,6 @@ def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # 
         fixed_epochs=task.fixed_epochs,
         verbose=task.verbose,
     )
-    write_history_csv(out / "history.csv", result.history)
     metrics = evaluate_model(result.model, test.images, test.masks, batch_size=specs.train.batch_size, loss=specs.train.loss)
     metrics["per_image"]["stems"] = list(test.stems)
     metrics["valid_score"] = result.best_score
