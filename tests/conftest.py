@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,21 @@ def tiny_raw_config(data_root: Path, **sections: Any) -> dict[str, Any]:
     for name, section in sections.items():
         raw.setdefault(name, {}).update(section)
     return raw
+
+
+def spawn_search(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m search ARGS`` in its own process group (so a test can kill the whole group)."""
+    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish_process(proc: subprocess.Popen[str], *, timeout_s: float = 300) -> tuple[int, str]:
+    """Wait for a spawned search; on timeout kill its group and fail the test with its output."""
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the run did not finish in {timeout_s} s:\n{out[-3000:]}")
+    return proc.returncode, out

@@ -5,14 +5,13 @@ The screenshot lands in ``artifacts/report.png`` (gitignored) for a human to loo
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from fake_study import SECTION_IDS, build_study, report_figures
 
 pytestmark = pytest.mark.browser
 
@@ -41,14 +40,6 @@ def _chromium() -> str:
     return path
 
 
-def _helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("report_test_helpers", Path(__file__).with_name("test_report.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -62,14 +53,13 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     chromium = _chromium()
     from search.report import write_report
 
-    helpers = _helpers()
-    study = helpers.build_study(tmp_path / "results", name="browser", n_complete=6, n_pruned=2, n_failed=1)
+    study = build_study(tmp_path / "results", name="browser", n_complete=6, n_pruned=2, n_failed=1)
     report = write_report(study)
     url = report.resolve().as_uri()
-    figures = helpers.report_figures(report.read_text())
+    figures = report_figures(report.read_text())
 
     dom = _run(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", url).stdout
-    for sid in helpers.SECTION_IDS:
+    for sid in SECTION_IDS:
         assert f'id="{sid}"' in dom, f"section {sid} missing from the rendered page"
     for fig_id in figures:
         block = dom.split(f'id="{fig_id}"', 1)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from fake_study import build_study
 
 from search.cli import main
 from search.config import load_config
@@ -22,15 +21,6 @@ INI_SECTIONS = ["model", "train", "eval", "test", "infer", "mask", "generator", 
 CENTERS = [(0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.7, 0.7)]
 
 
-def _helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("report_test_helpers", Path(__file__).with_name("test_report.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_study = _helpers().build_study
 
 
 def parse_ini(text: str) -> dict[str, dict[str, Any]]:

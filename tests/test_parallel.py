@@ -4,24 +4,18 @@ chief/worker mode on 127.0.0.1, and the refusals."""
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, tiny_raw_config
+from conftest import finish_process, spawn_search, tiny_raw_config
 
 from search.cli import main
 from search.config import config_from_dict
 from search.parallel import free_port, plan_slots
 from search.results import StudyDir
 from search.runner import StudyLock
-
-TIMEOUT_S = 300
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **study: Any) -> Path:
@@ -30,22 +24,6 @@ def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _search(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"did not finish in {TIMEOUT_S} s:\n{out[-3000:]}")
-    return proc.returncode, out
 
 
 def _numbers(study: StudyDir) -> list[int]:
@@ -104,7 +82,7 @@ def test_second_run_on_a_running_optuna_study_joins_as_a_worker(
 @pytest.mark.slow
 def test_run_with_two_workers_shares_the_journal(tmp_path: Path, synthetic_root: Path) -> None:
     config, results = _config(tmp_path, synthetic_root, "two", max_trials=5), tmp_path / "results"
-    code, out = _finish(_search("--results", str(results), "run", "--config", str(config), "--no-final",
+    code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config), "--no-final",
                                 "--workers", "2"))
     assert code == 0, out[-3000:]
     study = StudyDir(results / "two")
@@ -125,13 +103,13 @@ def test_keras_tuner_chief_and_one_worker_on_localhost(tmp_path: Path, synthetic
     config = _config(tmp_path, synthetic_root, "kt-dist", "random", max_trials=3)
     chief_results, worker_results = tmp_path / "chief", tmp_path / "worker"
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
-    chief = _search("--results", str(chief_results), "run", "--config", str(config), "--no-final",
+    chief = spawn_search("--results", str(chief_results), "run", "--config", str(config), "--no-final",
                     env={**env, "KERASTUNER_TUNER_ID": "chief"})
-    worker = _search("--results", str(worker_results), "worker", "kt-dist", "--config", str(config),
+    worker = spawn_search("--results", str(worker_results), "worker", "kt-dist", "--config", str(config),
                      env={**env, "KERASTUNER_TUNER_ID": "tuner0"})
-    code, out = _finish(worker)
+    code, out = finish_process(worker)
     assert code == 0, out[-3000:]
-    code, out = _finish(chief)
+    code, out = finish_process(chief)
     assert code == 0, out[-3000:]
     on_worker, on_chief = StudyDir(worker_results / "kt-dist"), StudyDir(chief_results / "kt-dist")
     assert _numbers(on_worker) == [0, 1, 2] and all(r.epochs_run == 2 for r in on_worker.trials())

@@ -9,15 +9,13 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_raw_config
+from conftest import finish_process, spawn_search, tiny_raw_config
 
 from search.cli import main
 from search.results import StudyDir
@@ -39,22 +37,6 @@ def _config(tmp_path: Path, data_root: Path, name: str, *, max_trials: int, epoc
     return path
 
 
-def _search(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"did not finish in {TIMEOUT_S} s:\n{out[-3000:]}")
-    return proc.returncode, out
-
-
 def _optuna_trials(name: str) -> list:
     import optuna
 
@@ -71,7 +53,7 @@ def test_two_workers_share_a_postgres_study(tmp_path: Path, synthetic_root: Path
     assert PG_URL
     name = _name("pg-two")
     config, results = _config(tmp_path, synthetic_root, name, max_trials=6), tmp_path / "results"
-    code, out = _finish(_search("--results", str(results), "run", "--config", str(config), "--no-final",
+    code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config), "--no-final",
                                 "--storage", PG_URL, "--workers", "2"))
     assert code == 0, out[-3000:]
     trials = _optuna_trials(name)
@@ -95,14 +77,14 @@ def test_killed_worker_is_failed_by_heartbeat_and_retried(tmp_path: Path, synthe
     config = _config(tmp_path, synthetic_root, name, max_trials=4, epochs=6)
     main_results, other_results = tmp_path / "machine-a", tmp_path / "machine-b"
     env = {"UNET_SEARCH_HEARTBEAT_S": "1"}  # stale after 4 s
-    driver = _search("--results", str(main_results), "run", "--config", str(config), "--no-final",
+    driver = spawn_search("--results", str(main_results), "run", "--config", str(config), "--no-final",
                      "--storage", PG_URL, env=env)
     deadline = time.monotonic() + TIMEOUT_S
     while not (main_results / name / "trials").is_dir():  # the study exists in the database
         assert driver.poll() is None and time.monotonic() < deadline, "the main driver did not start"
         time.sleep(0.2)
     # machine B has no study.yaml: the worker reads the config stored with the study
-    worker = _search("--results", str(other_results), "worker", name, "--storage", PG_URL, env=env)
+    worker = spawn_search("--results", str(other_results), "worker", name, "--storage", PG_URL, env=env)
     other = StudyDir(other_results / name)
     victim = None
     while victim is None:
@@ -117,7 +99,7 @@ def test_killed_worker_is_failed_by_heartbeat_and_retried(tmp_path: Path, synthe
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
 
-    code, out = _finish(driver)
+    code, out = finish_process(driver)
     assert code == 0, out[-3000:]
     trials = {t.number: t for t in _optuna_trials(name)}
     assert trials[victim].state.name == "FAIL"
@@ -129,7 +111,7 @@ def test_killed_worker_is_failed_by_heartbeat_and_retried(tmp_path: Path, synthe
 
     # Machine B's record of the lost trial must not stay 'running': the next worker there fixes it.
     assert other.read_trial(victim).status == "running"  # type: ignore[union-attr]
-    code, out = _finish(_search("--results", str(other_results), "worker", name, "--storage", PG_URL, env=env))
+    code, out = finish_process(spawn_search("--results", str(other_results), "worker", name, "--storage", PG_URL, env=env))
     assert code == 0, out[-3000:]
     rec = other.read_trial(victim)
     assert rec is not None and rec.status == "failed" and "heartbeat lost" in rec.reason

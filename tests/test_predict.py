@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from fake_study import build_study
 
 from search.cli import main
 from search.results import StudyDir
@@ -24,14 +23,6 @@ IMAGES = {
 }
 
 
-def _helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("report_test_helpers", Path(__file__).with_name("test_report.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def study_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study with a tiny final model and trial 1's weights."""
@@ -40,14 +31,14 @@ def study_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from search.specs import specs_from_values
 
     results = tmp_path_factory.mktemp("predict")
-    study = _helpers().build_study(results, name="p", n_complete=2, n_pruned=0, n_failed=1, predictions=False)
+    study = build_study(results, name="p", n_complete=2, n_pruned=0, n_failed=1, predictions=False)
     cfg = read_study_config(study)
     rec = study.read_trial(1)
     assert rec is not None
     model = build_model(specs_from_values(cfg, rec.values, seed=0).model)
     model.save_weights(str(study.trial_dir(1) / "best.weights.h5"))
     model.save(str(study.final_dir / "model.keras"))
-    _helpers().build_study(results, name="nofinal", n_complete=1, n_pruned=0, n_failed=0, final=False,
+    build_study(results, name="nofinal", n_complete=1, n_pruned=0, n_failed=0, final=False,
                            predictions=False)
     return results
 

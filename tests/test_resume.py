@@ -13,13 +13,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_raw_config
+from conftest import finish_process, spawn_search, tiny_raw_config
 
 from search.results import StudyDir
 
@@ -40,10 +39,7 @@ def _config(tmp_path: Path, data_root: Path, name: str, strategy: str) -> Path:
 
 
 def _start(results: Path, config: Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "search", "--results", str(results), "run", "--config", str(config), "--no-final"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return spawn_search("--results", str(results), "run", "--config", str(config), "--no-final")
 
 
 def _rows(text: str) -> list[dict[str, str]]:
@@ -67,16 +63,6 @@ def _wait_for_epoch(proc: subprocess.Popen[str], study: StudyDir, *, min_number:
         time.sleep(0.02)
     proc.kill()
     pytest.fail("no trial reached its first epoch in time")
-
-
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"the run did not finish in {TIMEOUT_S} s:\n{out[-3000:]}")
-    return proc.returncode, out
 
 
 def _check_resumed_study(study: StudyDir, number: int, before: str, *, engine: str) -> None:
@@ -127,7 +113,7 @@ def test_kill_9_mid_trial_then_resume_continues_from_the_last_epoch(
     proc.wait(timeout=30)
     assert study.read_trial(number).status == "running"  # type: ignore[union-attr]
 
-    code, out = _finish(_start(results, config))
+    code, out = finish_process(_start(results, config))
     assert code == 0, out[-3000:]
     _check_resumed_study(study, number, before, engine=engine)
 
@@ -139,14 +125,14 @@ def test_ctrl_c_exits_130_and_the_study_resumes(tmp_path: Path, synthetic_root: 
     proc = _start(results, config)
     number, before = _wait_for_epoch(proc, study, min_number=0)
     proc.send_signal(signal.SIGINT)  # to the driver only: it finishes the epoch and stops
-    code, out = _finish(proc)
+    code, out = finish_process(proc)
     assert code == 130, out[-3000:]
     assert "resum" in out
     rec = study.read_trial(number)
     assert rec is not None and rec.status == "running"
     assert (study.trial_dir(number) / "checkpoint" / "state.json").is_file()
 
-    code, out = _finish(_start(results, config))
+    code, out = finish_process(_start(results, config))
     assert code == 0, out[-3000:]
     _check_resumed_study(study, number, before, engine="optuna")
 
