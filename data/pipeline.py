@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ def train_dataset(
         augment: strengths of the paired augmentations; None or all-zero trains on the images as they are.
         seed: non-negative int; the order and the augmentation of every epoch derive from it.
         shuffle: reshuffle every epoch (otherwise index order, still augmented per epoch).
-        num_parallel_calls: parallel augmentation calls; None = ``tf.data.AUTOTUNE``.
+        num_parallel_calls: parallel augmentation calls; None = the cores this process may use.
         epoch: None = every iteration draws a fresh epoch key from the seed's random stream; an int =
             the dataset is that one epoch (order and augmentation depend only on seed and epoch), so a
             run resumed at epoch k sees exactly the data the uninterrupted run saw.
@@ -115,7 +116,7 @@ def train_dataset(
     ds = keys.flat_map(samples).apply(tf.data.experimental.assert_cardinality(n))
     ds = ds.map(
         _numpy_map(load, shapes=((height, width, channels), (height, width))),
-        num_parallel_calls=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
+        num_parallel_calls=_parallel_calls() if num_parallel_calls is None else num_parallel_calls,
         deterministic=True,
     )
     return _finish(ds.batch(batch_size))
@@ -144,7 +145,7 @@ def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> t
 
     ds = tf.data.Dataset.range(0, n, batch_size).map(
         _numpy_map(load, shapes=((None, height, width, channels), (None, height, width))),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=_parallel_calls(),
         deterministic=True,
     )
     return _finish(ds)
@@ -165,12 +166,34 @@ def _numpy_map(
     return mapped
 
 
+# tf.data autotuning stays off. Its background thread sleeps 10 ms × (2^n − 1) between wake-ups, and
+# destroying an iterator waits for the next wake-up; the training loop makes one iterator per epoch, so
+# every epoch ended on that grid (0.63, 1.27, 2.55, 5.11 s …). Off, with explicit parallelism, training
+# ran 1.10–1.34× faster on 2 cores (BENCHMARKS.md, B1) and augmentation still far outpaces training.
+AUTOTUNE = False
+PREFETCH_BATCHES = 2
+
+
+def _parallel_calls() -> int:
+    import tensorflow as tf
+
+    if AUTOTUNE:
+        return int(tf.data.AUTOTUNE)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Masks to float32 [B, H, W, 1]; prefetch."""
+    """Masks to float32 [B, H, W, 1]; prefetch; autotuning off unless AUTOTUNE."""
     import tensorflow as tf
 
     ds = ds.map(lambda image, mask: (image, tf.cast(mask, tf.float32)[..., tf.newaxis]))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE if AUTOTUNE else PREFETCH_BATCHES)
+    options = tf.data.Options()
+    options.autotune.enabled = AUTOTUNE
+    return ds.with_options(options)
 
 
 def _read(images: np.ndarray, masks: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
