@@ -169,7 +169,8 @@ def main() -> int:
     parser.add_argument("--light-size", type=int, default=CASES["light"].size)
     parser.add_argument(
         "--autotune-compare", action="store_true",
-        help="also time the same pipelines with tf.data autotuning off (interleaved in the same rounds)",
+        help="also time the same pipelines with tf.data autotuning off (interleaved in the same rounds); "
+        "data.train_dataset turns it off itself since commit 1e9cefc, so both sides then run the same way",
     )
     parser.add_argument(
         "--no-deterministic", action="store_true",

@@ -456,8 +456,7 @@ def run_study(
         own_pool = pool is None
         pool = pool or WorkerPool(
             recycle_after=cfg.study.recycle_after,
-            runtime={"mixed_precision": cfg.train.mixed_precision, "deterministic": cfg.train.deterministic,
-                     **({"threads": slots[0].threads} if slots[0].threads else {})},
+            runtime={**worker_runtime(cfg), **({"threads": slots[0].threads} if slots[0].threads else {})},
             env=slots[0].env,
         )
         progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
@@ -583,6 +582,17 @@ def _stop_extras(extras: ExtraDrivers, stop_requested: int) -> None:
     extras.close()
 
 
+def worker_runtime(cfg: Config) -> dict[str, Any]:
+    """Runtime settings of a training worker (search.runtime.configure_runtime's arguments).
+
+    Op determinism makes Keras drop XLA (with only a warning), so ``jit_compile`` turns it off.
+    """
+    return {
+        "mixed_precision": cfg.train.mixed_precision,
+        "deterministic": cfg.train.deterministic and not cfg.train.jit_compile,
+    }
+
+
 def _install_sigint(
     pool: WorkerPool, extras: ExtraDrivers | None = None, *, extra_driver: bool = False
 ) -> Callable[[], None]:
@@ -673,7 +683,7 @@ def run_final(
         verbose=verbose,
     )
     own = pool is None
-    pool = pool or WorkerPool(recycle_after=1, runtime={"mixed_precision": cfg.train.mixed_precision})
+    pool = pool or WorkerPool(recycle_after=1, runtime=worker_runtime(cfg))
     logger.info("final: retraining trial %d's configuration (validation score %.4f)", best.number, best.score or 0)
     try:
         outcome = pool.run(task, lambda epoch, logs: "continue")
