@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -12,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +23,7 @@ from search.errors import ConfigError, Interrupted, SearchAborted
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
-from search.runtime import device_memory_budget
+from search.runtime import device_memory_budget, temporary_environ
 from search.space import complete_values
 from search.specs import trial_seed
 from search.trial import TrialTask
@@ -64,14 +63,8 @@ def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = Fal
     study = StudyDir(results_root / cfg.study.name)
     if study.exists():
         old = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
-        blocking = blocking_differences(old, cfg)
-        if blocking and not allow_changes:
-            raise ConfigError(
-                f"study {cfg.study.name!r} exists in {study.root} with another configuration: "
-                + "; ".join(blocking[:8])
-                + (f" (+{len(blocking) - 8} more)" if len(blocking) > 8 else "")
-                + ". Use another --study name, or --allow-changes if the change is compatible"
-            )
+        if not allow_changes:
+            refuse_differences(cfg, old, where=str(study.root))
         return study, True
     try:
         study.root.mkdir(parents=True, exist_ok=True)
@@ -81,6 +74,18 @@ def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = Fal
     except OSError as e:
         raise ConfigError(f"results folder {study.root} is not writable ({e.strerror})") from None
     return study, False
+
+
+def refuse_differences(new: Config, old: Config, *, where: str) -> None:
+    """One-line ConfigError listing what a resume may not change (see blocking_differences)."""
+    blocking = blocking_differences(old, new)
+    if blocking:
+        raise ConfigError(
+            f"study {new.study.name!r} exists in {where} with another configuration: "
+            + "; ".join(blocking[:8])
+            + (f" (+{len(blocking) - 8} more)" if len(blocking) > 8 else "")
+            + ". Use another --study name, or --allow-changes if the change is compatible"
+        )
 
 
 def blocking_differences(old: Config, new: Config) -> list[str]:
@@ -491,7 +496,7 @@ def run_study(
                 if extras is None:
                     run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir)
                 else:
-                    with _environ(chief_env):
+                    with temporary_environ(chief_env):
                         extras.start(extra_slots)
                         run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir,
                                         workers_alive=extras.any_running,
@@ -536,14 +541,8 @@ def check_stored_config(cfg: Config, *, allow_changes: bool = False) -> None:
     if not stored:
         return
     old = config_from_dict(stored, source=f"{redact_url(str(cfg.study.storage))} study {cfg.study.name!r}")
-    blocking = blocking_differences(old, cfg)
-    if blocking and not allow_changes:
-        raise ConfigError(
-            f"study {cfg.study.name!r} exists in {redact_url(str(cfg.study.storage))} with another configuration: "
-            + "; ".join(blocking[:8])
-            + (f" (+{len(blocking) - 8} more)" if len(blocking) > 8 else "")
-            + ". Use another --study name, or --allow-changes if the change is compatible"
-        )
+    if not allow_changes:
+        refuse_differences(cfg, old, where=redact_url(str(cfg.study.storage)))
 
 
 def kt_distributed_role() -> Literal["chief", "worker"] | None:
@@ -554,21 +553,6 @@ def kt_distributed_role() -> Literal["chief", "worker"] | None:
         if not os.environ.get(var):
             raise ConfigError(f"KERASTUNER_ORACLE_IP is set but {var} is not (Keras Tuner chief/worker mode)")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
-
-
-@contextlib.contextmanager
-def _environ(env: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of a block (this process and its children)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _stop_extras(extras: ExtraDrivers, stop_requested: int) -> None:

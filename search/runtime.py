@@ -5,8 +5,10 @@ Called by the worker process (and tests), never on import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -62,3 +64,18 @@ def device_memory_budget() -> int | None:
     if gpu_env:
         return int(float(gpu_env) * 2**30)
     return budget
+
+
+@contextlib.contextmanager
+def temporary_environ(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block (this process and children it starts)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

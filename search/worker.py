@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from search.errors import Interrupted
+from search.runtime import temporary_environ
 from search.trial import TrialOutcome, TrialTask
 
 logger = logging.getLogger(__name__)
@@ -107,18 +108,10 @@ class WorkerPool:
     # lifecycle
     def _start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)  # inherited by the spawned child only for its start
-        try:
+        with temporary_environ(self.env):  # inherited by the spawned child only for its start
             proc = self._ctx.Process(target=_worker_main, args=(child, self.runtime), daemon=True)
             proc.start()
             self._proc = proc
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         child.close()
         self._conn = parent
         self._tasks_done = 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, write_history_csv
@@ -23,22 +24,16 @@ AUG = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion",
 
 def raw_config(name: str = "tiny", *, data_root: str = "dataset/tiny", strategy: str = "random-optuna",
                strengths: dict[str, float] | None = None) -> dict[str, Any]:
+    """The tests' tiny study config, with a sampled dropout and fixed augmentation strengths."""
     strengths = {k: 0.0 for k in AUG} | (strengths or {})
-    return {
-        "study": {"name": name, "strategy": strategy, "pruner": "none", "max_trials": 8, "seed": 1},
-        "data": {"root": data_root, "image_size": 32, "channels": 1, "batch_size": 8, "num_val_predictions": 2},
-        "train": {"max_epochs": 3, "patience": 3},
-        "final": {"retrain": False, "num_predictions": 2},
-        "search_space": {
-            "base_filters": {"type": "choice", "values": [4, 8]},
-            "base_kernels": {"value": 3},
-            "num_layers": {"type": "int", "min": 2, "max": 3},
-            "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
-            "dropout_rate": {"type": "float", "min": 0.0, "max": 0.1},
-            "dilation": {"value": 1},
-            **{f"augment.{k}": {"value": v} for k, v in strengths.items()},
-        },
-    }
+    raw = tiny_raw_config(Path(data_root), study={"name": name, "strategy": strategy, "max_trials": 8,
+                                                  "baselines": True})
+    raw["data"]["root"] = data_root
+    raw["search_space"].update(
+        dropout_rate={"type": "float", "min": 0.0, "max": 0.1},
+        **{f"augment.{k}": {"value": v} for k, v in strengths.items()},
+    )
+    return raw
 
 
 def _panels(folder: Path, n: int, rng: np.random.Generator, size: int = 32) -> None:
