@@ -464,6 +464,9 @@ def _parse_param(name: str, spec: Any, where: str) -> ParamDef:
         raise ConfigError(f"{where}.type: {name} is not a float hyperparameter; use int or choice")
     if kind == "int" and log and step not in (None, 1):
         raise ConfigError(f"{where}: log sampling of an int range cannot have a step")
+    if kind == "float" and log and step is not None:
+        # Optuna refuses the pair (ValueError at the first trial); Keras Tuner would read step as a factor.
+        raise ConfigError(f"{where}: log sampling of a float range cannot have a step; drop step or log")
     return ParamDef(name=name, type=kind, min=lo, max=hi, step=step, log=log)
 
 
@@ -521,8 +524,9 @@ def _validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
     if d.channels not in (1, 3):
         raise ConfigError(f"{w}: data.channels: expected 1 or 3, got {d.channels}")
-    if not 0 <= d.mask_threshold <= 255:
-        raise ConfigError(f"{w}: data.mask_threshold: expected 0..255, got {d.mask_threshold}")
+    if not 1 <= d.mask_threshold <= 255:  # mask pixels >= threshold are foreground: 0 would make all of them so
+        raise ConfigError(f"{w}: data.mask_threshold: expected 1..255 (mask pixels >= it are foreground), "
+                          f"got {d.mask_threshold}")
     if not 0 < t.reducer.factor < 1:
         raise ConfigError(f"{w}: train.reducer.factor: expected 0 < factor < 1, got {t.reducer.factor}")
     if t.clipvalue <= 0:

@@ -62,6 +62,10 @@ def test_set_reaches_dotted_hyperparameter_names() -> None:
         ({"search_space": {"learning_rate": {"type": "floaty", "min": 0, "max": 1}}}, "search_space.learning_rate.type"),
         ({"study": {"strategy": "random", "pruner": "asha"}}, "cannot prune mid-training"),
         ({"study": {"strategy": "bayesian", "storage": "postgresql://x/y"}}, "study.storage is for Optuna strategies"),
+        ({"search_space": {"learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "log": True, "step": 1e-4}}},
+         "search_space.learning_rate: log sampling of a float range cannot have a step"),
+        ({"data": {"mask_threshold": 0}}, "data.mask_threshold: expected 1..255"),
+        ({"data": {"mask_threshold": 256}}, "data.mask_threshold: expected 1..255"),
     ],
 )
 def test_invalid_configs_name_the_key(raw: dict, fragment: str) -> None:
@@ -70,6 +74,28 @@ def test_invalid_configs_name_the_key(raw: dict, fragment: str) -> None:
     msg = str(e.value)
     assert fragment in msg, msg
     assert "\n" not in msg
+
+
+def test_float_log_with_step_exits_2_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Optuna raises ValueError for a log float with a step; the config must refuse it (exit 2, one line)."""
+    import yaml
+    from conftest import tiny_raw_config
+
+    from search.cli import EXIT_CONFIG, main
+
+    raw = tiny_raw_config(tmp_path / "no-data")
+    raw["search_space"]["learning_rate"] = {"type": "float", "min": 1e-3, "max": 1e-2, "log": True, "step": 1e-3}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--results", str(tmp_path / "results"), "run", "--config", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert "search_space.learning_rate" in err and "step" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_positive_mask_thresholds_are_accepted() -> None:
+    for threshold in (1, 128, 255):
+        assert config_from_dict({"data": {"mask_threshold": threshold}}).data.mask_threshold == threshold
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
