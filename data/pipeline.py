@@ -6,8 +6,10 @@ arrays never become graph constants. Training: every iteration draws an epoch ke
 sequence of keys for the same seed), one permutation from ``np.random.default_rng((seed, key))``, and augments
 each sample on its own with ``np.random.default_rng((seed, key, index))`` in a parallel map (OpenCV is kept to
 one thread per call, parallelism comes from tf.data), so epoch k's batches are the same for the same seed
-however many threads run. One iteration of a dataset is one epoch (no ``repeat``): pass it
-to ``fit(epochs=...)``. TensorFlow is imported when a pipeline is built, not when this module is imported.
+however many threads run. One iteration of a dataset is one epoch. By default an epoch is one pass over the
+samples; with ``steps=N`` it is exactly N full batches, drawn from as many passes as that needs, each pass
+freshly shuffled and augmented from (seed, epoch, pass), so a 10-image dataset can train 400 steps per
+epoch without seeing one augmented sample twice. TensorFlow is imported when a pipeline is built, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def train_dataset(
     shuffle: bool = True,
     num_parallel_calls: int | None = None,
     epoch: int | None = None,
+    steps: int | None = None,
 ) -> tf.data.Dataset:
     """Training batches: (images uint8 [B, H, W, C], masks float32 [B, H, W, 1]), one epoch per iteration.
 
@@ -55,6 +58,9 @@ def train_dataset(
         epoch: None = every iteration draws a fresh epoch key from the seed's random stream; an int =
             the dataset is that one epoch (order and augmentation depend only on seed and epoch), so a
             run resumed at epoch k sees exactly the data the uninterrupted run saw.
+        steps: None = one pass over the samples (the last batch may be smaller); an int = exactly this
+            many batches of ``batch_size``, from ``ceil(steps * batch_size / N)`` passes, each pass with
+            its own order and augmentation (samples are not repeated within a pass).
 
     Raises:
         ValueError: arrays of the wrong dtype/shape, or an invalid argument (the message names it).
@@ -86,34 +92,48 @@ def train_dataset(
         n, height, width, channels, batch_size, seed, shuffle, augment.to_dict() if augment is not None else None,
     )
 
-    def epoch_order(key: np.ndarray) -> np.ndarray:
-        # One call per iteration of the dataset (an epoch): rows (sample index, epoch key).
-        order = np.random.default_rng((seed, int(key))).permutation(n) if shuffle else np.arange(n)
-        return np.stack([order, np.full(n, int(key))], axis=1).astype(np.int64)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1):
+        raise ValueError(f"train_dataset: expected steps to be None or an int >= 1. Received: steps={steps!r}")
+    passes = 1 if steps is None else -(-int(steps) * batch_size // n)
 
-    def load(pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index, key = int(pair[0]), int(pair[1])
+    def pass_order(key: np.ndarray) -> np.ndarray:
+        # One call per pass over the samples: rows (sample index, epoch key, pass). Pass 0 keeps the
+        # (seed, key) stream of a one-pass epoch, so steps=None and the first pass agree.
+        epoch_key, pass_index = int(key[0]), int(key[1])
+        stream = (seed, epoch_key) if pass_index == 0 else (seed, epoch_key, pass_index)
+        order = np.random.default_rng(stream).permutation(n) if shuffle else np.arange(n)
+        return np.stack([order, np.full(n, epoch_key), np.full(n, pass_index)], axis=1).astype(np.int64)
+
+    def load(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index, key, pass_index = int(row[0]), int(row[1]), int(row[2])
         image, mask = _read(images, masks, index)
         if augmenter is not None:
             cv2.setNumThreads(1)
-            image, mask = augmenter(image, mask, np.random.default_rng((seed, key, index)))
+            stream = (seed, key, index) if pass_index == 0 else (seed, key, index, pass_index)
+            image, mask = augmenter(image, mask, np.random.default_rng(stream))
         return image, mask
 
     def samples(key: tf.Tensor) -> tf.data.Dataset:
-        pairs = tf.numpy_function(epoch_order, [key], tf.int64, stateful=False)
-        pairs.set_shape((n, 2))
-        return tf.data.Dataset.from_tensor_slices(pairs)
+        rows = tf.numpy_function(pass_order, [key], tf.int64, stateful=False)
+        rows.set_shape((n, 3))
+        return tf.data.Dataset.from_tensor_slices(rows)
 
     # Not Dataset.from_generator: on Python 3.11 its kernel calls mallopt(M_MMAP_THRESHOLD, 128 KiB) for the
     # whole process (TF's ApplyPython311MemoryPatch), after which every large numpy/OpenCV temporary is a
     # fresh mmap and page-faults: the augmentation ran ~2x slower.
     if epoch is None:
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        epoch_keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     else:
         if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
             raise ValueError(f"train_dataset: expected epoch to be None or an int >= 0. Received: epoch={epoch!r}")
-        keys = tf.data.Dataset.from_tensors(tf.constant(int(epoch), tf.int64))
-    ds = keys.flat_map(samples).apply(tf.data.experimental.assert_cardinality(n))
+        epoch_keys = tf.data.Dataset.from_tensors(tf.constant(int(epoch), tf.int64))
+    pass_index = tf.data.Dataset.range(passes)
+    keys = epoch_keys.flat_map(
+        lambda k: pass_index.map(lambda p: tf.stack([k, p]))
+    )
+    ds = keys.flat_map(samples).apply(tf.data.experimental.assert_cardinality(n * passes))
+    if steps is not None:
+        ds = ds.take(int(steps) * batch_size)
     ds = ds.map(
         _numpy_map(load, shapes=((height, width, channels), (height, width))),
         num_parallel_calls=_parallel_calls() if num_parallel_calls is None else num_parallel_calls,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from models.cost import ModelCost, estimate_cost, estimate_training_memory_bytes
 from models.losses import (
     LOSSES,
+    bce_dice_image_loss,
     bce_dice_loss,
     bce_iou_loss,
     bce_loss,
@@ -13,7 +14,15 @@ from models.losses import (
     get_loss,
     iou_coef,
 )
-from models.metrics import HardDice, HardIoU, SoftDice, hard_dice_per_image, iou_per_image, soft_dice
+from models.metrics import (
+    HardDice,
+    HardIoU,
+    PredictedForeground,
+    SoftDice,
+    hard_dice_per_image,
+    iou_per_image,
+    soft_dice,
+)
 from models.registry import VARIANTS, build_model
 from models.spec import UNetSpec
 from models.unet import build_unet
@@ -24,8 +33,10 @@ __all__ = [
     "HardDice",
     "HardIoU",
     "ModelCost",
+    "PredictedForeground",
     "SoftDice",
     "UNetSpec",
+    "bce_dice_image_loss",
     "bce_dice_loss",
     "bce_iou_loss",
     "bce_loss",

@@ -76,6 +76,8 @@ def estimate_cost(spec: UNetSpec) -> ModelCost:
     c_in = spec.channels
     if spec.rescale_input:
         values += size * size * c_in
+    if spec.standardize_input:
+        values += size * size * c_in
     sizes: list[int] = []
     for i in range(spec.num_layers):
         sizes.append(size)

@@ -18,6 +18,7 @@ from models.losses import _as_float_pair, dice_coef
 __all__ = [
     "HardDice",
     "HardIoU",
+    "PredictedForeground",
     "SoftDice",
     "hard_dice_per_image",
     "iou_per_image",
@@ -105,6 +106,29 @@ class SoftDice(keras.metrics.Mean):
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PredictedForeground(keras.metrics.Mean):
+    """Fraction of pixels predicted foreground (``prob > threshold``), averaged over batches.
+
+    0.0 on the validation split means the model predicts background everywhere: the collapse that a
+    dice objective cannot tell apart from a slow start (search/training.py detects it with this).
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "pred_fg", dtype: Any = None) -> None:
+        super().__init__(name=name, dtype=dtype)
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"Expected `threshold` in [0, 1]. Received: threshold={threshold!r}")
+        self.threshold = float(threshold)
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add one batch's predicted-foreground fraction (``sample_weight`` is ignored)."""
+        _, y_pred = _as_float_pair(y_true, y_pred)
+        super().update_state(ops.mean(ops.cast(ops.greater(y_pred, self.threshold), "float32")))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "threshold": self.threshold}
 
 
 def _flatten_pair(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,8 @@ class UNetSpec:
         batch_norm: BatchNormalization after each convolution.
         activation: Activation inside every convolution (except the sigmoid head).
         rescale_input: Rescale raw 0..255 pixels by 1/255 inside the model; False feeds raw pixels (reference).
+        standardize_input: Give each image zero mean and unit variance inside the model (after any
+            rescaling), so patients scanned or windowed at other intensities look alike to the network.
         variant: Builder name in ``models.VARIANTS``.
     """
 
@@ -68,6 +70,7 @@ class UNetSpec:
     batch_norm: bool = False
     activation: str = "relu"
     rescale_input: bool = True
+    standardize_input: bool = False
     variant: str = "unet"
 
     @classmethod
@@ -117,7 +120,7 @@ class UNetSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
-        for name in ("batch_norm", "rescale_input"):
+        for name in ("batch_norm", "rescale_input", "standardize_input"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")

@@ -6,7 +6,25 @@ import keras
 
 from models.spec import UNetSpec
 
-__all__ = ["build_unet", "conv_block"]
+__all__ = ["PerImageStandardization", "build_unet", "conv_block"]
+
+
+@keras.saving.register_keras_serializable(package="unet_search")
+class PerImageStandardization(keras.layers.Layer):
+    """``(x − mean) / max(std, ε)`` over each image's pixels and channels (like tf.image.per_image_standardization)."""
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        ops = keras.ops
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))
+        return (x - mean) / ops.maximum(std, self.epsilon)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def conv_block(
@@ -63,6 +81,8 @@ def build_unet(spec: UNetSpec) -> keras.Model:
         shape=(spec.image_size, spec.image_size, spec.channels), dtype="float32", name="image"
     )
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs) if spec.rescale_input else inputs
+    if spec.standardize_input:
+        x = PerImageStandardization(name="standardize")(x)
 
     skips: list[keras.KerasTensor] = []
     last = spec.num_layers - 1

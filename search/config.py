@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -19,13 +20,15 @@ import yaml
 
 from search.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 
 KT_STRATEGIES = ("random", "bayesian", "hyperband")
 OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
 PRUNERS = ("auto", "none", "median", "asha", "hyperband")
-LOSS_NAMES = ("bce_dice", "dice", "bce", "bce_iou")
+LOSS_NAMES = ("bce_dice", "bce_dice_image", "dice", "bce", "bce_iou")
 AUGMENTATIONS = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
 
 # Every hyperparameter the trial understands, with its value when the search space leaves it out.
@@ -38,11 +41,12 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "dropout_rate": 0.05,
     "learning_rate": 1e-4,
     "batch_norm": False,
+    "standardize_input": False,
     "loss": "bce_dice",
     **{f"augment.{name}": 1.0 for name in AUGMENTATIONS},
 }
 INT_HYPERPARAMETERS = ("base_filters", "base_kernels", "num_layers", "dilation")
-BOOL_HYPERPARAMETERS = ("batch_norm",)
+BOOL_HYPERPARAMETERS = ("batch_norm", "standardize_input")
 STR_HYPERPARAMETERS = ("loss",)
 
 
@@ -89,7 +93,10 @@ class TrainConfig:
     min_epochs: int = 1
     reducer: ReducerConfig = field(default_factory=ReducerConfig)
     clipvalue: float = 0.5
-    steps_per_epoch: int | None = None
+    samples_per_epoch: int | None = 800  # the reference: 400 steps x batch 2; null = one pass over train
+    steps_per_epoch: int | None = None  # overrides samples_per_epoch
+    warmup_samples: int = 4000  # neither early stopping nor a pruner judges a trial before this
+    collapse_epochs: int = 5  # all-background + flat loss this long = collapsed (0 = never)
     rescale_input: bool = True
     activation: str = "relu"
     mixed_precision: bool = False
@@ -223,10 +230,31 @@ class Config:
         return self.study.pruner
 
     @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch; None = one pass over the training split."""
+        t = self.train
+        if t.steps_per_epoch is not None:
+            return t.steps_per_epoch
+        if t.samples_per_epoch is None:
+            return None
+        return max(1, math.ceil(t.samples_per_epoch / self.data.batch_size))
+
+    def warmup_epochs(self, n_train: int | None = None) -> int:
+        """Epochs in ``train.warmup_samples`` (a one-pass epoch has ``n_train`` samples; unknown: 1 epoch)."""
+        steps = self.steps_per_epoch
+        per_epoch = steps * self.data.batch_size if steps is not None else n_train
+        if not per_epoch:
+            return 1
+        return max(1, math.ceil(self.train.warmup_samples / per_epoch))
+
+    @property
     def prune_warmup(self) -> int:
+        """Epochs before a pruner may stop a trial: study.prune_warmup_epochs, else the training warm-up."""
         if self.study.prune_warmup_epochs is not None:
             return self.study.prune_warmup_epochs
-        return max(3, self.train.max_epochs // 10)
+        if self.steps_per_epoch is None:
+            return max(3, self.train.max_epochs // 10)
+        return min(self.warmup_epochs(), self.train.max_epochs)
 
     @property
     def engine(self) -> Literal["keras_tuner", "optuna"]:
@@ -350,10 +378,45 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
     space_raw = raw.get("search_space") or {}
     if not isinstance(space_raw, dict):
         raise ConfigError(f"{source}: search_space: expected a mapping of hyperparameter -> definition")
+    space_raw = _fit_space_to_image(space_raw, sections["data"].image_size, source)
     space = {str(k): _parse_param(str(k), v, f"{source}: search_space.{k}") for k, v in space_raw.items()}
     cfg = Config(search_space=space, **sections)
     _validate(cfg, source)
     return cfg
+
+
+AUTO = "auto"
+
+
+def _fit_space_to_image(space_raw: dict[str, Any], image_size: int, source: str) -> dict[str, Any]:
+    """Resolve what the user left to the data: ``num_layers`` ``max: auto`` (or an omitted num_layers).
+
+    ``max: auto`` becomes the deepest UNet that fits ``image_size`` (clipped to the reference's 8 levels);
+    an omitted ``num_layers`` fixes the reference depth, clipped the same way. Each is logged once at INFO.
+    Explicit numbers are left alone: one that cannot fit stays an error (``_validate``).
+    """
+    limit = max_feasible_layers(image_size)
+    out = dict(space_raw)
+    spec = out.get("num_layers")
+    if isinstance(spec, dict) and spec.get("max") == AUTO:
+        fitted = min(limit, 8)
+        out["num_layers"] = {**spec, "max": fitted}
+        if isinstance(spec.get("min"), int) and not isinstance(spec.get("min"), bool) and spec["min"] > fitted:
+            raise ConfigError(
+                f"{source}: search_space.num_layers: min {spec['min']} cannot fit image_size {image_size} "
+                f"(the deepest that fits is {fitted}); lower min"
+            )
+        logger.info("search_space.num_layers: max auto -> %d (the deepest UNet that fits image_size %d)",
+                    fitted, image_size)
+    elif spec is None and HYPERPARAMETER_DEFAULTS["num_layers"] > limit:
+        out["num_layers"] = {"value": limit}
+        logger.info("search_space.num_layers: not set; the reference depth %d cannot fit image_size %d, using %d",
+                    HYPERPARAMETER_DEFAULTS["num_layers"], image_size, limit)
+    for name, entry in out.items():  # num_layers.max is resolved above; any other 'auto' is a mistake
+        for key in ("min", "max"):
+            if isinstance(entry, dict) and entry.get(key) == AUTO:
+                raise ConfigError(f"{source}: search_space.{name}.{key}: 'auto' is accepted only for num_layers.max")
+    return out
 
 
 def _build_dataclass(cls: type, data: Any, where: str) -> Any:
@@ -518,6 +581,10 @@ def _validate(cfg: Config, source: str) -> None:
         ("train.max_epochs", t.max_epochs, 1),
         ("train.patience", t.patience, 1),
         ("train.min_epochs", t.min_epochs, 1),
+        ("train.samples_per_epoch", t.samples_per_epoch if t.samples_per_epoch is not None else 1, 1),
+        ("train.steps_per_epoch", t.steps_per_epoch if t.steps_per_epoch is not None else 1, 1),
+        ("train.warmup_samples", t.warmup_samples, 0),
+        ("train.collapse_epochs", t.collapse_epochs, 0),
         ("train.reducer.patience", t.reducer.patience, 1),
     ):
         if v < lo:

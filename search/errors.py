@@ -4,6 +4,7 @@
 - ``DatasetError``  – (defined in ``data``) bad dataset; the command stops, exit code 3.
 - ``TrialFailed``   – ends one trial (NaN loss, worker crash, infeasible values); the search goes on.
 - ``TrialPruned``   – the pruner stopped one trial early; the search goes on.
+- ``TrialCollapsed`` – a ``TrialPruned``: the model collapsed to all-background (recorded as pruned).
 - ``SearchAborted`` – the search cannot usefully go on (too many consecutive failures); exit code 1.
 """
 
@@ -29,6 +30,15 @@ class TrialPruned(Exception):
     def __init__(self, reason: str = "pruned") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TrialCollapsed(TrialPruned):
+    """The model predicts background everywhere and its loss has stopped moving: stop it."""
+
+    def __init__(self, reason: str, *, epochs_run: int, best_score: float) -> None:
+        super().__init__(reason)
+        self.epochs_run = epochs_run
+        self.best_score = best_score
 
 
 class SearchAborted(Exception):

@@ -287,11 +287,13 @@ class TrialExecutor:
             history = json.loads(ckpt.state_path.read_text()).get("history", [])
         except (OSError, ValueError):
             return
+        best = float("-inf")
         for row in history:
             score = row.get(OBJECTIVE, row.get("hard_dice"))
             if "epoch" in row and score is not None:
+                best = max(best, float(score))  # the running best, as the live reports send it
                 try:
-                    should_prune(int(row["epoch"]), float(score))
+                    should_prune(int(row["epoch"]), best)
                 except Exception:  # noqa: BLE001 - reporting is best effort, the trial still runs
                     logger.debug("catch-up report failed", exc_info=True)
 
@@ -345,8 +347,13 @@ class TrialExecutor:
             self.progress.epoch(number, epoch, logs)
             if should_prune is None:
                 return "continue"
+            if not logs.get("judgeable", 1.0):
+                return "continue"  # warm-up, or still learning with a zero score (search/training.py)
             try:
-                prune = should_prune(epoch, float(logs.get("score", float("nan"))))
+                # The running best: the objective is the best epoch, so a dip at a rung is no reason
+                # to prune, and a pruned trial's Optuna value equals its trials.csv score.
+                score = logs.get("best_score", logs.get("score", float("nan")))
+                prune = should_prune(epoch, float(score))
             except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the worker mid-epoch
                 logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
                 return "continue"
@@ -655,6 +662,11 @@ def run_final(
     final_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
     fixed = (best.best_epoch or 0) + 1 if cfg.final.train_on_valid else None
+    weights = study.trial_dir(best.number) / "best.weights.h5"
+    if fixed is None and not weights.is_file():
+        raise SearchAborted(
+            f"trial {best.number}'s weights {weights} are missing; set final.train_on_valid=true to retrain"
+        )
     task = TrialTask(
         number=best.number,
         values=best.values,
@@ -664,11 +676,13 @@ def run_final(
         cache_path=data.cache_path,
         kind="final",
         fixed_epochs=fixed,
+        weights_path=None if fixed is not None else str(weights),
         verbose=verbose,
     )
     own = pool is None
     pool = pool or WorkerPool(recycle_after=1, runtime=worker_runtime(cfg))
-    logger.info("final: retraining trial %d's configuration (validation score %.4f)", best.number, best.score or 0)
+    logger.info("final: %s trial %d (validation score %.4f)",
+                "retraining on train+valid" if fixed else "testing the weights of", best.number, best.score or 0)
     try:
         outcome = pool.run(task, lambda epoch, logs: "continue")
     finally:
@@ -683,7 +697,8 @@ def run_final(
     atomic_write_json(
         final_dir / "final.json",
         {"trial": best.number, "values": best.values, "valid_score": best.score, "test": metrics_summary,
-         "train_on_valid": cfg.final.train_on_valid, "epochs_run": outcome.epochs_run,
+         "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
+         "epochs_run": outcome.epochs_run,
          "duration_s": outcome.duration_s},
     )
     logger.info(

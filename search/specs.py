@@ -29,10 +29,18 @@ class TrainSpec:
     reducer_factor: float = 0.3
     reducer_patience: int = 4
     min_lr: float = 1e-7
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    warmup_samples: int = 0  # early stopping waits for this many training samples
+    collapse_epochs: int = 5  # 0: never stop a collapsed model
     seed: int = 0
     jit_compile: bool = False
     mixed_precision: bool = False
+
+
+    def warmup_epochs(self, n_train: int) -> int:
+        """Epochs that hold ``warmup_samples`` (an epoch is ``steps_per_epoch`` batches or one pass)."""
+        per_epoch = self.steps_per_epoch * self.batch_size if self.steps_per_epoch is not None else n_train
+        return max(1, -(-self.warmup_samples // max(1, per_epoch)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         dilation=int(values["dilation"]),
         dropout_rate=float(values["dropout_rate"]),
         batch_norm=bool(values["batch_norm"]),
+        standardize_input=bool(values["standardize_input"]),
         activation=t.activation,
         rescale_input=t.rescale_input,
     )
@@ -78,7 +87,9 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         reducer_factor=t.reducer.factor,
         reducer_patience=t.reducer.patience,
         min_lr=t.reducer.min_lr,
-        steps_per_epoch=t.steps_per_epoch,
+        steps_per_epoch=cfg.steps_per_epoch,
+        warmup_samples=t.warmup_samples,
+        collapse_epochs=t.collapse_epochs,
         seed=seed,
         jit_compile=t.jit_compile,
         mixed_precision=t.mixed_precision,

@@ -3,6 +3,19 @@
 The epoch loop is ours (one ``fit`` call per epoch) so that early stopping, the learning-rate
 reducer and the pruning hook share one state that is checkpointed after every epoch: an
 interrupted trial continues from its last completed epoch (weights, optimizer slots, counters).
+
+When a trial may be judged (README, "Budgets, warm-up and when a trial is judged"):
+
+- An epoch is ``TrainSpec.steps_per_epoch`` optimizer steps, whatever the dataset size.
+- Nothing stops a trial during its warm-up (``TrainSpec.warmup_samples``), except a collapse.
+- Progress: a new best validation hard dice. While the best hard dice is still 0, a new best
+  validation loss or soft dice is progress too, so a model that is learning but not yet over the
+  0.5 threshold anywhere is not stopped for "no improvement".
+- Early stopping: ``patience`` epochs without progress, after the warm-up.
+- A collapse: for ``collapse_epochs`` epochs in a row the model predicts no foreground pixel on the
+  validation split while the validation loss stays flat (relative range < ``COLLAPSE_LOSS_RTOL``).
+  Such a trial ends as :class:`TrialCollapsed` (recorded ``pruned``, reason "collapsed: …").
+- The pruner sees the running best score and is asked only when :attr:`LoopState.judgeable`.
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import TrialFailed
+from search.errors import TrialCollapsed, TrialFailed
 from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
 
@@ -26,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVE = "val_hard_dice"
 EpochHook = Callable[[int, dict[str, float]], None]
+
+# "No score yet" below this hard dice: progress in loss or soft dice still counts (module docstring).
+ZERO_SCORE = 1e-6
+COLLAPSE_LOSS_RTOL = 1e-3
 
 
 @dataclass
@@ -40,6 +57,19 @@ class LoopState:
     lr: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     train_s: float = 0.0
+    best_loss: float = math.inf  # validation loss and soft dice: progress while the hard dice is 0
+    best_soft: float = -math.inf
+    collapsed_for: int = 0  # consecutive epochs with no predicted foreground and a flat loss
+
+    def progress(self, *, score: float, loss: float, soft: float) -> tuple[bool, bool]:
+        """Update the bests with one epoch; return (new best score, progress by the rule above)."""
+        improved = score > self.best_score
+        progressed = improved
+        if self.best_score <= ZERO_SCORE and not improved:
+            progressed = loss < self.best_loss * (1 - COLLAPSE_LOSS_RTOL) or soft > self.best_soft + 1e-4
+        self.best_loss = min(self.best_loss, loss) if math.isfinite(loss) else self.best_loss
+        self.best_soft = max(self.best_soft, soft) if math.isfinite(soft) else self.best_soft
+        return improved, progressed
 
 
 @dataclass
@@ -111,7 +141,7 @@ def compile_model(specs: TrialSpecs) -> Any:
     """Build and compile the model of ``specs`` (seeded)."""
     import keras
 
-    from models import HardDice, HardIoU, SoftDice, build_model, get_loss
+    from models import HardDice, HardIoU, PredictedForeground, SoftDice, build_model, get_loss
 
     keras.utils.set_random_seed(specs.train.seed)
     model = build_model(specs.model)
@@ -119,7 +149,10 @@ def compile_model(specs: TrialSpecs) -> Any:
     model.compile(
         optimizer=optimizer,
         loss=get_loss(specs.train.loss),
-        metrics=[HardDice(name="hard_dice"), HardIoU(name="hard_iou"), SoftDice(name="dice_coef")],
+        metrics=[
+            HardDice(name="hard_dice"), HardIoU(name="hard_iou"), SoftDice(name="dice_coef"),
+            PredictedForeground(name="pred_fg"),
+        ],
         jit_compile=specs.train.jit_compile,
     )
     return model
@@ -171,22 +204,23 @@ def train_model(
     max_epochs = fixed_epochs if fixed_epochs is not None else t.max_epochs
     stop_reason = "max_epochs"
     cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or [])]
+    judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
 
-    if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= t.min_epochs):
+    if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= judge_from):
         stop_reason = "resumed_finished"
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
         t0 = time.perf_counter()
         # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
         train_ds = train_dataset(
-            train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch
+            train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch,
+            steps=t.steps_per_epoch,
         )
         fit = model.fit(
             train_ds,
             epochs=epoch + 1,
             initial_epoch=epoch,
             validation_data=valid_ds,
-            steps_per_epoch=t.steps_per_epoch,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
             verbose=verbose,
             callbacks=cbs,
@@ -202,10 +236,17 @@ def train_model(
         row = {"epoch": epoch, **logs, "lr": float(state.lr), "epoch_s": round(elapsed, 3)}
         state.history.append(row)
         state.train_s += elapsed
-        improved = score > state.best_score or fixed_epochs is not None
+        if fixed_epochs is not None:
+            improved = progressed = True
+        else:
+            improved, progressed = state.progress(
+                score=score, loss=logs.get("val_loss", loss), soft=logs.get("val_dice_coef", float("nan"))
+            )
         if improved:
-            state.best_score, state.best_epoch, state.wait, state.reducer_wait = score, epoch, 0, 0
+            state.best_score, state.best_epoch = score, epoch
             best_weights = [w.copy() for w in model.get_weights()]
+        if progressed:
+            state.wait, state.reducer_wait = 0, 0
         else:
             state.wait += 1
             state.reducer_wait += 1
@@ -214,13 +255,19 @@ def train_model(
                 model.optimizer.learning_rate.assign(state.lr)
                 state.reducer_wait = 0
                 logger.debug("epoch %d: learning rate reduced to %.3g", epoch, state.lr)
+        collapse = _collapse_check(state, logs) if has_valid and t.collapse_epochs else None
         epoch += 1
         state.epoch = epoch
         if checkpoint is not None:
             checkpoint.save(model, state, best_improved=improved)
+        collapsed = collapse is not None and state.collapsed_for >= t.collapse_epochs
         if on_epoch is not None:
-            on_epoch(epoch - 1, {**row, "score": score})
-        if fixed_epochs is None and state.wait >= t.patience and epoch >= t.min_epochs:
+            judgeable = epoch >= judge_from and (state.best_score > ZERO_SCORE or not progressed) and not collapsed
+            on_epoch(epoch - 1, {**row, "score": score, "best_score": float(state.best_score),
+                                 "judgeable": float(judgeable)})
+        if collapsed:
+            raise TrialCollapsed(str(collapse), epochs_run=epoch, best_score=max(state.best_score, 0.0))
+        if fixed_epochs is None and state.wait >= t.patience and epoch >= judge_from:
             stop_reason = "early_stopping"
             break
 
@@ -234,6 +281,23 @@ def train_model(
         epochs_run=int(state.epoch),
         stop_reason=stop_reason,
         train_s=state.train_s,
+    )
+
+
+def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:
+    """Count epochs of no predicted foreground with a flat validation loss; the reason once counting."""
+    window = [h for h in state.history[-state.collapsed_for - 1:]]
+    losses = [h.get("val_loss", math.nan) for h in window]
+    flat = all(math.isfinite(v) for v in losses) and (
+        max(losses) - min(losses) <= COLLAPSE_LOSS_RTOL * max(abs(min(losses)), 1e-12)
+    )
+    if logs.get("val_pred_fg", 1.0) > 0.0 or state.best_score > ZERO_SCORE or not flat:
+        state.collapsed_for = 0
+        return None
+    state.collapsed_for += 1
+    return (
+        f"collapsed: predicted no foreground on the validation split for {state.collapsed_for} epochs "
+        f"while the validation loss stayed at {losses[-1]:.4f}"
     )
 
 

@@ -7,6 +7,7 @@ own folder of the results contract.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -17,10 +18,10 @@ from typing import Any, Literal
 import numpy as np
 
 from search.config import Config, config_from_dict
-from search.errors import TrialFailed, TrialPruned
+from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv
 from search.specs import check_memory, specs_from_values
-from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
+from search.training import OBJECTIVE, Checkpoint, evaluate_model, predict_probabilities, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class TrialTask:
     fixed_epochs: int | None = None
     memory_budget: int | None = None
     verbose: int = 0
+    weights_path: str | None = None  # final stage: evaluate these weights instead of training
 
 
 @dataclass
@@ -76,9 +78,15 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         else:
             outcome = _trial(task, cfg, specs, data, hook, out, history)
     except TrialPruned as e:
+        # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
+        # objective under its own name and no "score" (written before the hook ran).
         outcome = TrialOutcome(status="pruned", reason=e.reason, epochs_run=len(history))
-        if history:
-            outcome.score = max(float(h["score"]) for h in history)
+        scores: list[float] = [v for v in (_row_score(h) for h in history) if v is not None]
+        if isinstance(e, TrialCollapsed):
+            outcome.epochs_run = e.epochs_run
+            scores.append(e.best_score)
+        if scores:
+            outcome.score = max(scores)
         _drop_checkpoint(out)
     except TrialFailed as e:
         outcome = TrialOutcome(status="failed", reason=e.reason, epochs_run=len(history), infeasible=e.infeasible)
@@ -95,6 +103,15 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         outcome = TrialOutcome(status="failed", reason=reason, epochs_run=len(history))
     outcome.duration_s = time.perf_counter() - t0
     return outcome
+
+
+def _row_score(row: dict[str, Any]) -> float | None:
+    """A history row's objective: "score" from the epoch hook, else the logged validation metric."""
+    for key in ("score", OBJECTIVE):
+        value = row.get(key)
+        if value is not None and math.isfinite(float(value)):
+            return float(value)
+    return None
 
 
 def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOutcome:  # type: ignore[no-untyped-def]
@@ -133,24 +150,41 @@ def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOut
 
 
 def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # type: ignore[no-untyped-def]
+    """The final model: the best trial's own weights, or a retrain on train+valid (``fixed_epochs``).
+
+    Retraining the best trial on the same data with the same seed would reproduce its weights (op
+    determinism), so without ``train_on_valid`` the final stage evaluates the saved weights.
+    """
+    from search.training import TrainResult, compile_model
+
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
-    images, masks = train.images, train.masks
-    if task.fixed_epochs is not None:  # train on train+valid for the best trial's epoch count
+    if task.weights_path is not None and task.fixed_epochs is None:
+        model = compile_model(specs)
+        model.load_weights(task.weights_path)
+        valid_metrics = evaluate_model(model, valid.images, valid.masks, batch_size=specs.train.batch_size,
+                                       loss=specs.train.loss)
+        result = TrainResult(model=model, history=[], best_score=valid_metrics["hard_dice"], best_epoch=-1,
+                             epochs_run=0, stop_reason="trial_weights", train_s=0.0)
+        score_key, source = "valid_score", "trial_weights"
+    else:
         images = np.concatenate([np.asarray(train.images), np.asarray(valid.images)])
         masks = np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)])
-    result = train_model(
-        specs,
-        train_images=images,
-        train_masks=masks,
-        valid_images=valid.images,
-        valid_masks=valid.masks,
-        on_epoch=hook,
-        fixed_epochs=task.fixed_epochs,
-        verbose=task.verbose,
-    )
+        result = train_model(
+            specs,
+            train_images=images,
+            train_masks=masks,
+            valid_images=valid.images,
+            valid_masks=valid.masks,
+            on_epoch=hook,
+            fixed_epochs=task.fixed_epochs,
+            verbose=task.verbose,
+        )
+        # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
+        score_key, source = "train_score_augmented", "retrained_train_valid"
     metrics = evaluate_model(result.model, test.images, test.masks, batch_size=specs.train.batch_size, loss=specs.train.loss)
     metrics["per_image"]["stems"] = list(test.stems)
-    metrics["valid_score"] = result.best_score
+    metrics[score_key] = result.best_score
+    metrics["model_from"] = source
     metrics["best_epoch"] = result.best_epoch
     tmp = out / ".model.keras.tmp.keras"
     result.model.save(str(tmp))

@@ -13,8 +13,10 @@ from models import (
     LOSSES,
     HardDice,
     HardIoU,
+    PredictedForeground,
     SoftDice,
     UNetSpec,
+    bce_dice_image_loss,
     bce_dice_loss,
     bce_iou_loss,
     bce_loss,
@@ -109,11 +111,12 @@ def test_loss_gradient_is_finite() -> None:
 
 
 def test_loss_registry() -> None:
-    assert LOSSES == {"bce_dice": bce_dice_loss, "dice": dice_loss, "bce": bce_loss, "bce_iou": bce_iou_loss}
+    assert LOSSES == {"bce_dice": bce_dice_loss, "bce_dice_image": bce_dice_image_loss, "dice": dice_loss,
+                      "bce": bce_loss, "bce_iou": bce_iou_loss}
     for name, loss in LOSSES.items():
         assert get_loss(name) is loss
     with pytest.raises(
-        ValueError, match=r"\['bce', 'bce_dice', 'bce_iou', 'dice'\]. Received: loss='bce-dice'"
+        ValueError, match=r"\['bce', 'bce_dice', 'bce_dice_image', 'bce_iou', 'dice'\]. Received: loss='bce-dice'"
     ):
         get_loss("bce-dice")
 
@@ -263,3 +266,27 @@ def test_compile_fit_save_load(tmp_path: Path) -> None:
     evaluated = loaded.evaluate(images, masks, batch_size=4, verbose=0, return_dict=True)
     expected = hard_dice_per_image(masks, model.predict(images, verbose=0)).mean()
     assert evaluated["hard_dice"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_image_dice_loss_weighs_each_image_equally() -> None:
+    """A perfect large structure and a missed small one: the batch dice hides the miss, per-image does not."""
+    truth = np.zeros((2, 16, 16, 1), np.float32)
+    truth[0, :12, :12] = 1.0  # 144 px, predicted exactly
+    truth[1, :2, :2] = 1.0  # 4 px, missed
+    pred = truth.copy()
+    pred[1] = 0.0
+    bce = float(bce_loss(truth, pred))
+    batch = float(bce_dice_loss(truth, pred))
+    image = float(bce_dice_image_loss(truth, pred))
+    # batch dice (2*144 + 1) / (148 + 144 + 1) = 0.9863; per image (1.0 + 1/5) / 2 = 0.6
+    assert batch == pytest.approx(0.5 * bce + 0.5 * (1 - 289 / 293), abs=1e-5)
+    assert image == pytest.approx(0.5 * bce + 0.5 * (1 - 0.6), abs=1e-5)
+
+
+def test_predicted_foreground_is_the_fraction_of_pixels_over_the_threshold() -> None:
+    metric = PredictedForeground()
+    pred = np.zeros((2, 4, 4, 1), np.float32)
+    pred[0, 0, :3] = 0.9  # 3 of 32 pixels over 0.5
+    pred[1, 0, 0] = 0.4  # under the threshold
+    metric.update_state(np.zeros_like(pred), pred)
+    assert float(metric.result()) == pytest.approx(3 / 32)

@@ -168,3 +168,32 @@ def test_keras_fit_runs_one_epoch_per_iteration() -> None:
         train, validation_data=eval_dataset(images, masks, batch_size=4), epochs=2, shuffle=False, verbose=0
     )
     assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["val_loss"]))
+
+
+def test_steps_make_an_epoch_of_exactly_that_many_full_batches_freshly_augmented_per_pass() -> None:
+    """10 images, batch 4, steps 7 = 28 samples from 3 passes: every pass a permutation of its own."""
+    images, masks = make_arrays(n=10)
+    ds = train_dataset(images, masks, batch_size=4, augment=None, seed=3, epoch=0, steps=7)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [4] * 7
+    seen = order_of(images, np.concatenate([b[0] for b in batches]))
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert seen[:10] != seen[10:20]  # the second pass is reshuffled, not a repeat
+    # pass 0 is the one-pass epoch: steps only adds passes after it
+    one_pass = order_of(images, epoch(train_dataset(images, masks, batch_size=4, augment=None, seed=3, epoch=0))[0])
+    assert seen[:10] == one_pass
+
+    spec = AugmentSpec.reference()
+    aug = lambda e: epoch(train_dataset(images, masks, batch_size=4, augment=spec, seed=3, epoch=e, steps=5))  # noqa: E731
+    (a, am), (b, bm), (c, _) = aug(1), aug(1), aug(2)
+    np.testing.assert_array_equal(a, b)  # deterministic per (seed, epoch): a resumed run sees the same data
+    np.testing.assert_array_equal(am, bm)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a[:10], a[10:20])  # each pass augmented afresh
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True])
+def test_steps_must_be_a_positive_int(steps: Any) -> None:
+    images, masks = make_arrays(n=4)
+    with pytest.raises(ValueError, match="steps"):
+        train_dataset(images, masks, batch_size=2, augment=None, seed=0, steps=steps)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
-from search.errors import TrialFailed
+from search.errors import TrialCollapsed, TrialFailed
 from search.specs import TrainSpec, TrialSpecs
-from search.training import Checkpoint, evaluate_model, train_model
+from search.training import Checkpoint, LoopState, evaluate_model, train_model
 
 
 def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,13 +21,13 @@ def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _specs(*, size: int = 32, levels: int = 3, filters: int = 8, lr: float = 3e-3, epochs: int = 2,
-           patience: int = 10, seed: int = 0) -> TrialSpecs:
+           patience: int = 10, seed: int = 0, **train: Any) -> TrialSpecs:
     return TrialSpecs(
         model=UNetSpec(image_size=size, channels=1, base_filters=filters, base_kernels=3, num_layers=levels,
                        dilation=1, dropout_rate=0.0),
         augment=AugmentSpec.none(),
         train=TrainSpec(learning_rate=lr, batch_size=8, max_epochs=epochs, patience=patience, seed=seed,
-                        reducer_patience=4),
+                        reducer_patience=4, **train),
     )
 
 
@@ -102,3 +103,108 @@ def test_checkpoint_resume_continues_from_last_epoch(tmp_path: Path) -> None:
                                rtol=1e-5)
     for w1, w2 in zip(resumed.model.get_weights(), straight.model.get_weights(), strict=True):
         np.testing.assert_allclose(w1, w2, rtol=1e-5, atol=1e-6)
+
+
+def test_a_ten_image_dataset_trains_exactly_steps_per_epoch_steps() -> None:
+    """train.steps_per_epoch works on a dataset smaller than an epoch: the pipeline repeats."""
+    import keras
+
+    ti, tm = _data(10, 32, seed=3)
+    vi, vm = _data(4, 32, seed=4)
+    counts: list[int] = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            counts.append(0)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            counts[-1] += 1
+
+    result = train_model(_specs(epochs=2, steps_per_epoch=5), train_images=ti, train_masks=tm,
+                         valid_images=vi, valid_masks=vm, callbacks=[Count()])
+    assert counts == [5, 5]  # 5 steps x batch 8 = 40 samples from 10 images, each epoch
+    assert result.epochs_run == 2
+
+
+def test_progress_while_the_score_is_zero_counts_loss_and_soft_dice() -> None:
+    state = LoopState()
+    assert state.progress(score=0.0, loss=0.8, soft=0.01) == (True, True)  # the first epoch
+    state.best_score = 0.0
+    assert state.progress(score=0.0, loss=0.7, soft=0.01) == (False, True)  # loss fell: still learning
+    assert state.progress(score=0.0, loss=0.7, soft=0.02) == (False, True)  # soft dice rose
+    assert state.progress(score=0.0, loss=0.7, soft=0.02) == (False, False)  # nothing moved
+    state.best_score = 0.3  # once there is a score, only the score counts
+    assert state.progress(score=0.2, loss=0.1, soft=0.9) == (False, False)
+    assert state.progress(score=0.31, loss=0.5, soft=0.1) == (True, True)
+
+
+class _StartBelowThreshold:
+    """A callback factory: the head's bias starts at -8, so every prediction is background at first."""
+
+    @staticmethod
+    def make() -> Any:
+        import keras
+
+        class Start(keras.callbacks.Callback):
+            done = False
+
+            def on_train_begin(self, logs: dict | None = None) -> None:
+                if not Start.done:  # fit runs once per epoch; only the first
+                    head = self.model.get_layer("head")
+                    head.bias.assign(keras.ops.full_like(head.bias, -8.0))
+                    Start.done = True
+
+        return Start()
+
+
+def test_no_early_stop_while_the_score_is_zero_but_the_loss_still_falls() -> None:
+    """patience 1: by the hard dice alone (0, 0, 0, …) this run would stop after 2 epochs."""
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    result = train_model(_specs(epochs=4, patience=1, lr=1e-3), train_images=ti, train_masks=tm,
+                         valid_images=vi, valid_masks=vm, callbacks=[_StartBelowThreshold.make()])
+    curve = [(h["val_hard_dice"], h["val_loss"]) for h in result.history]
+    assert [d for d, _ in curve] == [0.0] * 4, curve
+    assert result.epochs_run == 4 and all(b[1] < a[1] for a, b in zip(curve, curve[1:], strict=False)), curve
+
+
+def test_no_early_stop_during_the_warm_up() -> None:
+    """A learning rate of 0 (nothing moves): patience 1 stops at epoch 2, or at the warm-up's end."""
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    quick = train_model(_specs(epochs=6, patience=1, lr=0.0), train_images=ti, train_masks=tm,
+                        valid_images=vi, valid_masks=vm)
+    warm = train_model(_specs(epochs=6, patience=1, lr=0.0, warmup_samples=16 * 4), train_images=ti,
+                       train_masks=tm, valid_images=vi, valid_masks=vm)
+    assert (quick.epochs_run, quick.stop_reason) == (2, "early_stopping")
+    assert (warm.epochs_run, warm.stop_reason) == (4, "early_stopping")  # 4 one-pass epochs of 16 samples
+
+
+def test_a_model_that_predicts_only_background_with_a_flat_loss_is_collapsed() -> None:
+    """The head's bias pinned far negative: no foreground, a loss that cannot move: stopped as collapsed."""
+    import keras
+
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+
+    class Pin(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            head = self.model.get_layer("head")
+            head.bias.assign(keras.ops.full_like(head.bias, -50.0))
+            head.kernel.assign(keras.ops.zeros_like(head.kernel))
+
+    seen: list[dict] = []
+    with pytest.raises(TrialCollapsed, match=r"collapsed: predicted no foreground .* for 3 epochs") as info:
+        train_model(_specs(epochs=20, collapse_epochs=3, patience=100), train_images=ti, train_masks=tm,
+                    valid_images=vi, valid_masks=vm, callbacks=[Pin()], on_epoch=lambda e, logs: seen.append(logs))
+    assert info.value.epochs_run == 3 and info.value.best_score == 0.0
+    assert [h["val_pred_fg"] for h in seen] == [0.0, 0.0, 0.0]
+    assert not seen[-1]["judgeable"]  # the pruner is not asked about a collapsed epoch
+
+
+def test_learning_model_is_not_collapsed() -> None:
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    result = train_model(_specs(epochs=6, collapse_epochs=2, patience=100), train_images=ti, train_masks=tm,
+                         valid_images=vi, valid_masks=vm)
+    assert result.epochs_run == 6

@@ -50,7 +50,9 @@ def demo_overrides(results_root: Path) -> dict[str, Any]:
         "study": {"name": "demo", "strategy": "tpe", "pruner": "asha", "max_trials": 6, "seed": 7,
                   "prune_warmup_epochs": 10},
         "data": {"root": str(root), "image_size": 64, "channels": 1, "batch_size": 8},
-        "train": {"max_epochs": 40, "patience": 10, "reducer": {"factor": 0.5, "patience": 4}},
+        # One pass (60 images) per epoch and a 10-epoch warm-up keep the demo at its 2-minute budget.
+        "train": {"max_epochs": 40, "patience": 10, "reducer": {"factor": 0.5, "patience": 4},
+                  "samples_per_epoch": None, "warmup_samples": 600},
         "search_space": {
             "base_filters": {"type": "choice", "values": [8, 16]},
             "base_kernels": {"type": "choice", "values": [3, 5]},
