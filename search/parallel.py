@@ -75,6 +75,8 @@ class ExtraDrivers:
         for slot in slots:
             cmd = [sys.executable, "-m", "search", "--results", str(self.results_root)]
             cmd += ["-v"] * self.verbose
+            if self.verbose < 2 and logging.getLogger("search").isEnabledFor(logging.DEBUG):
+                cmd.append("--debug")  # this driver runs with --debug: its extra drivers (and their workers) too
             cmd += ["worker", self.study_name, "--index", str(slot.index), "--parent", str(os.getpid())]
             if slot.threads:
                 cmd += ["--threads", str(slot.threads)]

@@ -21,6 +21,7 @@ SCHEMA_VERSION = 1
 Status = Literal["running", "complete", "pruned", "failed"]
 STATUSES: tuple[Status, ...] = ("running", "complete", "pruned", "failed")
 CSV_FIELDS = ("number", "status", "score", "best_epoch", "epochs_run", "duration_s", "reason")
+TRACEBACK_FILE = "traceback.txt"  # trials/<n>/traceback.txt: the full traceback of a trial that crashed
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -159,6 +160,10 @@ class StudyDir:
 
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / f"{number:04d}"
+
+    def traceback_path(self, number: int) -> Path:
+        """Where a crashed trial's full traceback is (search.worker.write_traceback writes it)."""
+        return self.trial_dir(number) / TRACEBACK_FILE
 
     def exists(self) -> bool:
         return self.study_yaml.is_file()

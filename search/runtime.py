@@ -14,6 +14,25 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+PACKAGE_LOGGERS = ("search", "data", "models")
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Log this project's packages at ``level`` and everything else at WARNING, to standard error.
+
+    A worker process gets the driver's level (``WorkerPool`` passes it as ``log_level``), so ``-v``,
+    ``-vv`` and ``--debug`` show its records too. Adds a handler only if the process has none.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in PACKAGE_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def configure_runtime(
     *,
     threads: int | None = None,
@@ -21,12 +40,12 @@ def configure_runtime(
     deterministic: bool = True,
     log_level: int = logging.WARNING,
 ) -> dict[str, Any]:
-    """Quiet TensorFlow, set thread pools, GPU memory growth, precision and determinism.
+    """Logging at ``log_level``; quiet TensorFlow, set thread pools, GPU memory growth, precision, determinism.
 
     Returns a description of the devices (for ``environment.json``).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     import tensorflow as tf
 
     if threads:

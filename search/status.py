@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import pandas as pd
@@ -28,7 +29,8 @@ def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def status_text(study: StudyDir, *, all_columns: bool = False) -> str:
+def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool = False) -> str:
+    """The status report; ``tracebacks``: the full traceback of each failed trial that left one."""
     trials = study.trials()
     lines = [f"study {study.name} ({study.root})"]
     counts = {s: sum(1 for r in trials if r.status == s) for s in ("complete", "pruned", "failed", "running")}
@@ -50,7 +52,15 @@ def status_text(study: StudyDir, *, all_columns: bool = False) -> str:
         lines.append("running: " + ", ".join(f"trial {r.number} ({r.engine_id})" for r in running))
     failed = [r for r in trials if r.status in ("failed", "pruned") and r.reason]
     for r in failed:
-        lines.append(f"{r.status} trial {r.number}: {r.reason}")
+        line = f"{r.status} trial {r.number}: {r.reason}"
+        trace = study.traceback_path(r.number)
+        if r.status != "failed" or not trace.is_file():
+            lines.append(line)
+        elif tracebacks:
+            lines.append(line)
+            lines.append(textwrap.indent(trace.read_text(errors="replace").rstrip(), "    "))
+        else:
+            lines.append(f"{line} (traceback: {trace}; status --debug prints it)")
     final = study.final_dir / "final.json"
     if final.is_file():
         import json

@@ -13,16 +13,36 @@ import multiprocessing as mp
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from search.errors import Interrupted
+from search.results import TRACEBACK_FILE, atomic_write_text
 from search.runtime import temporary_environ
-from search.trial import TrialOutcome, TrialTask
+
+if TYPE_CHECKING:  # search.trial is imported where it is used, so that it may import this module
+    from search.trial import TrialOutcome, TrialTask
 
 logger = logging.getLogger(__name__)
 
 EpochDecision = Callable[[int, dict[str, float]], str]  # returns "continue" | "prune" | "stop"
+
+
+def write_traceback(out_dir: Path, exc: BaseException) -> None:
+    """Write ``exc``'s full traceback, chained causes included, to ``out_dir/traceback.txt`` atomically.
+
+    For the trial code's crash handler (the trial's record keeps only a one-line reason);
+    ``python -m search status NAME --debug`` prints it. Never raises: a traceback that cannot be
+    written is logged instead.
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    path = Path(out_dir) / TRACEBACK_FILE
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        logger.warning("could not write %s (%s); the traceback:\n%s", path, e, text.rstrip())
 
 
 def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
@@ -34,7 +54,7 @@ def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
     configure_runtime(**runtime)
     from data import open_cache
     from search.errors import TrialPruned
-    from search.trial import run_task
+    from search.trial import TrialOutcome, run_task
 
     caches: dict[str, Any] = {}
     while True:
@@ -108,8 +128,10 @@ class WorkerPool:
     # lifecycle
     def _start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
+        # The driver's level (-v, -vv, --debug), unless the runtime sets one: a spawned child starts unconfigured.
+        runtime = {"log_level": logging.getLogger("search").getEffectiveLevel(), **self.runtime}
         with temporary_environ(self.env):  # inherited by the spawned child only for its start
-            proc = self._ctx.Process(target=_worker_main, args=(child, self.runtime), daemon=True)
+            proc = self._ctx.Process(target=_worker_main, args=(child, runtime), daemon=True)
             proc.start()
             self._proc = proc
         child.close()
@@ -144,6 +166,8 @@ class WorkerPool:
     # running
     def run(self, task: TrialTask, decide: EpochDecision) -> TrialOutcome:
         """Run one task; worker death becomes a failed outcome. Raises Interrupted on a hard stop."""
+        from search.trial import TrialOutcome
+
         if self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive()):
             self.close()
         if self._proc is None:

@@ -4,6 +4,7 @@ chief/worker mode on 127.0.0.1, and the refusals."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from conftest import finish_process, spawn_search, tiny_raw_config
 
 from search.cli import main
 from search.config import config_from_dict
-from search.parallel import free_port, plan_slots
+from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots
 from search.results import StudyDir
 from search.runner import StudyLock
 
@@ -62,6 +63,34 @@ def test_second_run_on_a_running_keras_tuner_study_is_refused(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "already running" in errors[0] and "chief/worker" in errors[0]
     assert not (results / "kt-busy" / "trials").exists()
+
+
+@pytest.mark.parametrize(("level", "verbose", "flags"), [
+    (logging.INFO, 0, []), (logging.INFO, 1, ["-v"]), (logging.DEBUG, 0, ["--debug"]), (logging.DEBUG, 2, ["-v", "-v"]),
+])
+def test_extra_drivers_get_the_drivers_verbosity_and_debug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: int, verbose: int, flags: list[str]
+) -> None:
+    started: list[list[str]] = []
+
+    class _Proc:
+        pid = 4242
+
+        def __init__(self, cmd: list[str], **kwargs: Any) -> None:
+            started.append(cmd)
+
+    monkeypatch.setattr("search.parallel.subprocess.Popen", _Proc)
+    search_logger = logging.getLogger("search")
+    saved = search_logger.level
+    search_logger.setLevel(level)
+    try:
+        extras = ExtraDrivers(study_name="s", results_root=tmp_path, log_dir=tmp_path / "logs", verbose=verbose)
+        extras.start([DriverSlot(1, threads=1)])
+        extras.close()
+    finally:
+        search_logger.setLevel(saved)
+    (cmd,) = started
+    assert cmd[cmd.index("--results") + 2:cmd.index("worker")] == flags
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--results", default="results", help="results root folder (default: results)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output (-v: Keras epoch bars)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (workers too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     run_cmd.register(sub)
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DatasetError = RuntimeError  # type: ignore[misc, assignment]  # noqa: N806
     try:
         args = build_parser().parse_args(argv)
-        _configure_logging(args.verbose)
+        _configure_logging(args.verbose, debug=debug)
         return int(args.func(args) or 0)
     except ConfigError as e:
         _fail(e, debug)
@@ -86,8 +86,9 @@ def _fail(e: BaseException, debug: bool) -> None:
     print(f"error: {e}", file=sys.stderr)
 
 
-def _configure_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose >= 2 else logging.INFO
+def _configure_logging(verbose: int, *, debug: bool = False) -> None:
+    """Our packages at INFO (DEBUG with -vv or --debug), others at WARNING; worker processes inherit the level."""
+    level = logging.DEBUG if verbose >= 2 or debug else logging.INFO
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)

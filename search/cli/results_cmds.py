@@ -14,6 +14,9 @@ def register(sub: Any) -> None:
     s = sub.add_parser("status", help="table of a study's trials, the best one, running trials and failures")
     s.add_argument("name", help="study name")
     s.add_argument("--all", action="store_true", help="show every hyperparameter column")
+    # SUPPRESS: `python -m search --debug status NAME` sets it too, and a default here would undo that.
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="print the full traceback of each failed trial that left one (trials/<n>/traceback.txt)")
     s.set_defaults(func=cmd_status)
     try:
         from search.cli import extra_cmds
@@ -36,5 +39,6 @@ def open_study(results: str, name: str) -> StudyDir:
 def cmd_status(args: argparse.Namespace) -> int:
     from search.status import status_text
 
-    print(status_text(open_study(args.results, args.name), all_columns=args.all))
+    print(status_text(open_study(args.results, args.name), all_columns=args.all,
+                      tracebacks=getattr(args, "debug", False)))
     return 0
