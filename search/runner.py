@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -58,7 +59,8 @@ class PreparedData:
 def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = False) -> tuple[StudyDir, bool]:
     """Create ``results/<study>/`` or check that the existing one may resume with ``cfg``.
 
-    Returns the study folder and whether it already existed.
+    Returns the study folder and whether the study already existed (its study.yaml, written once its data
+    is prepared). A new folder is only a candidate: ``run_study`` claims it with the study lock.
     """
     study = StudyDir(results_root / cfg.study.name)
     if study.exists():
@@ -177,10 +179,17 @@ class StudyLock:
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was just removed by the driver that failed to create it
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A creator that fails removes the folder, lock file included, while holding the lock:
+            # a lock on the removed file would claim nothing.
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
@@ -416,7 +425,18 @@ def run_study(
         check_stored_config(cfg, allow_changes=allow_changes)  # reads only; before anything is created
     study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
     lock = StudyLock(study)
-    joined = role == "worker" or not lock.try_acquire()
+    # The lock is the claim on a new study, taken before its data is prepared: study.yaml (what
+    # "exists" means) is written only after that, and only the lock holder may remove the folder.
+    owner = role != "worker" and lock.try_acquire()
+    joined = not owner
+    if not existed and study.exists():  # created by another driver between the check and the lock
+        study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
+    if not existed and role != "worker" and not owner:
+        raise ConfigError(
+            f"study {cfg.study.name!r} is being created by another driver (pid {lock.holder()}), which is "
+            f"preparing its data; run this again once `python -m search status {cfg.study.name}` shows it, "
+            f"or use another --study name"
+        )
     kt_role = kt_distributed_role()
     try:
         try:
@@ -442,9 +462,12 @@ def run_study(
                         f"use another --study name or --allow-changes"
                     )
         except BaseException:
-            if not existed:  # nothing changed: drop the folder this call created
-                lock.release()
+            if owner and not existed:  # nothing changed: drop the folder this call claimed, still holding it
                 shutil.rmtree(study.root, ignore_errors=True)
+                lock.release()
+            elif not existed:  # a worker's new local folder: removed only if nothing is in it
+                with contextlib.suppress(OSError):
+                    study.root.rmdir()
             raise
         if not joined:
             _sweep_temp_files(study)

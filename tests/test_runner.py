@@ -1,0 +1,90 @@
+"""Creating a study: the claim on results/<study>/ is taken before the data is prepared (issue 11).
+
+No training here: each case ends before a worker would start (a refusal, or a dataset that is missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_raw_config
+
+from search.cli import EXIT_CONFIG, EXIT_DATA, main
+from search.config import config_from_dict
+from search.errors import ConfigError
+from search.results import StudyDir
+from search.runner import StudyLock, run_study
+
+
+def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **train: object) -> Path:
+    raw = tiny_raw_config(data_root, study={"name": name, "strategy": strategy}, train=dict(train))
+    path = tmp_path / f"{name}-{strategy}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _claim_without_study_yaml(results: Path, name: str) -> StudyLock:
+    """Another driver has created the folder and holds its lock, but is still preparing the data."""
+    study = StudyDir(results / name)
+    study.root.mkdir(parents=True)
+    lock = StudyLock(study)
+    assert lock.try_acquire()
+    return lock
+
+
+@pytest.mark.parametrize("strategy", ["random-optuna", "random"])
+def test_a_study_being_created_is_neither_deleted_nor_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], strategy: str
+) -> None:
+    results = tmp_path / "results"
+    # A missing dataset: before the fix the second driver went on to prepare_data, failed, and deleted the folder.
+    config = _config(tmp_path, tmp_path / "no-such-data", "busy", strategy)
+    lock = _claim_without_study_yaml(results, "busy")
+    try:
+        assert main(["--results", str(results), "run", "--config", str(config)]) == EXIT_CONFIG
+        study = StudyDir(results / "busy")
+        assert study.lock_path.is_file() and lock.holder() != "?"
+        assert not study.study_yaml.exists()
+    finally:
+        lock.release()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "being created by another driver" in errors[0], errors
+
+
+def test_a_study_that_appears_while_the_lock_is_taken_is_checked_like_an_existing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other driver wrote study.yaml (and exited) between this one's existence check and its lock."""
+    results = tmp_path / "results"
+    theirs = config_from_dict(yaml.safe_load(_config(tmp_path, tmp_path / "data-a", "race", max_epochs=5).read_text()))
+    mine = config_from_dict(yaml.safe_load(_config(tmp_path, tmp_path / "data-b", "race", max_epochs=9).read_text()))
+    original = StudyLock.try_acquire
+
+    def finished_meanwhile(self: StudyLock) -> bool:
+        StudyDir(results / "race").study_yaml.write_text(theirs.to_yaml())
+        return original(self)
+
+    monkeypatch.setattr(StudyLock, "try_acquire", finished_meanwhile)
+    with pytest.raises(ConfigError, match="train.max_epochs: 5 -> 9"):
+        run_study(mine, results_root=results, show_progress=False)
+    study = StudyDir(results / "race")
+    assert config_from_dict(yaml.safe_load(study.study_yaml.read_text())).train.max_epochs == 5
+
+
+def test_the_creator_removes_its_own_folder_when_the_data_is_missing(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    config = _config(tmp_path, tmp_path / "no-such-data", "mine")
+    assert main(["--results", str(results), "run", "--config", str(config)]) == EXIT_DATA
+    assert not (results / "mine").exists()
+
+
+def test_a_folder_left_by_a_dead_creator_is_claimed_again(tmp_path: Path) -> None:
+    """No study.yaml and nobody holds the lock (the creator was killed while preparing the data)."""
+    results = tmp_path / "results"
+    (results / "stale").mkdir(parents=True)
+    (results / "stale" / ".lock").write_text("99999\n")
+    config = _config(tmp_path, tmp_path / "no-such-data", "stale")
+    assert main(["--results", str(results), "run", "--config", str(config)]) == EXIT_DATA
+    assert not (results / "stale").exists()
