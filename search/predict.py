@@ -210,7 +210,7 @@ def predict_folder(
     for chunk in _chunks(files, batch_size):
         raws = [_decode(p) for p in chunk]
         for p, raw, prob in zip(chunk, raws, predict_probability(loaded, raws), strict=True):
-            mask = (prob >= threshold).astype(np.uint8) * 255
+            mask = (prob > threshold).astype(np.uint8) * 255  # as the hard metrics (models/metrics.py)
             masks.append(_write_png(out / f"{p.stem}.png", mask))
             if overlay:
                 overlays.append(_write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png", overlay_image(raw, mask)))

@@ -84,8 +84,36 @@ def test_predict_writes_masks_at_the_original_size(study_root: Path, images: Pat
             raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2BGR)
         prob = predict_probability(loaded, [raw])[0]
         assert prob.shape == (h, w)
-        np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8) * 255)
+        np.testing.assert_array_equal(mask, (prob > 0.5).astype(np.uint8) * 255)
     assert not list(out.glob(".*"))
+
+
+def test_predicted_masks_binarise_like_the_metrics(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probability exactly at the threshold is background in predict, as in the hard metrics that score trials."""
+    import search.predict as predict
+    from models import hard_dice_per_image
+
+    probs: dict[tuple[int, int], np.ndarray] = {}
+
+    def fake_probability(loaded: object, raws: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for raw in raws:
+            h, w = raw.shape[:2]
+            out.append(probs.setdefault((h, w), np.resize(np.array([0.25, 0.5, 0.75], np.float32), (h, w))))
+        return out
+
+    monkeypatch.setattr(predict, "load_model", lambda study, trial=None: predict.LoadedModel(None, 8, 1, "fake"))
+    monkeypatch.setattr(predict, "predict_probability", fake_probability)
+    predict.predict_folder(StudyDir(tmp_path / "study"), images=images, out=tmp_path / "m", threshold=0.5)
+    for name in IMAGES:
+        mask = cv2.imread(str(tmp_path / "m" / f"{Path(name).stem}.png"), cv2.IMREAD_GRAYSCALE)
+        prob = probs[mask.shape]
+        assert set(np.unique(mask[prob == 0.5]).tolist()) == {0}, name
+        assert set(np.unique(mask[prob == 0.75]).tolist()) == {255}, name
+        # the metrics' own binarisation of the same probabilities is this mask: dice 1
+        assert hard_dice_per_image((mask > 0)[None], prob[None], threshold=0.5)[0] == 1.0, name
 
 
 def test_threshold_and_trial_weights(study_root: Path, images: Path, tmp_path: Path) -> None:
@@ -102,7 +130,7 @@ def test_threshold_and_trial_weights(study_root: Path, images: Path, tmp_path: P
     t = float((middle[k] + middle[k + 1]) / 2)
     result = predict_folder(study, images=images, out=tmp_path / "t", threshold=t)
     mask = cv2.imread(str(tmp_path / "t" / "c.png"), cv2.IMREAD_GRAYSCALE)
-    np.testing.assert_array_equal(mask, (prob >= t).astype(np.uint8) * 255)
+    np.testing.assert_array_equal(mask, (prob > t).astype(np.uint8) * 255)
     assert len(result.masks) == len(IMAGES) and result.overlays == []
 
     # trial 1's weights are the final model's weights, so the masks agree

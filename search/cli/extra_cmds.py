@@ -48,7 +48,8 @@ def register(sub: Any) -> None:
     p.add_argument("name", help="study name")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of images (png/jpg/bmp/tif, any size)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for <stem>.png masks")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="foreground where the probability is above it, as in the metrics (default: 0.5)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png colour overlays")
     p.add_argument("--trial", type=int, metavar="N", help="use trial N's best weights instead of the final model")
     p.add_argument("--batch-size", type=int, default=4, help="images per prediction batch (default: 4)")
