@@ -18,11 +18,6 @@ def register(sub: Any) -> None:
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="print the full traceback of each failed trial that left one (trials/<n>/traceback.txt)")
     s.set_defaults(func=cmd_status)
-    try:
-        from search.cli import extra_cmds
-    except ImportError:
-        return
-    extra_cmds.register(sub)
 
 
 def open_study(results: str, name: str) -> StudyDir:
