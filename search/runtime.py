@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,16 +75,46 @@ def configure_runtime(
 
 
 def device_memory_budget() -> int | None:
-    """Bytes a trial may use: GPU memory when a GPU is present, else 80 % of host memory."""
+    """Bytes a trial may use: the first visible GPU's memory when there is a GPU, else 80 % of host memory.
+
+    ``UNET_SEARCH_GPU_MEMORY_GB`` overrides. The driver calls this and must not import TensorFlow, so the
+    GPU is asked with ``nvidia-smi`` (total memory of the first GPU in ``CUDA_VISIBLE_DEVICES``, else GPU
+    0), and only where one could be visible: not when CUDA_VISIBLE_DEVICES is empty or -1. TensorFlow
+    itself cannot say a GPU's size without setting the device up (``get_memory_info`` reports usage).
+    None when a GPU is visible but its size is unknown (a MIG slice): no budget rather than a wrong one.
+    """
+    gpu_env = os.environ.get("UNET_SEARCH_GPU_MEMORY_GB")
+    if gpu_env:
+        return int(float(gpu_env) * 2**30)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hidden = visible is not None and visible.strip() in ("", "-1")
+    gpus = None if hidden else _nvidia_smi_gpus()
+    if gpus:
+        first = (visible or "0").split(",")[0].strip()
+        for index, uuid, total_mib in gpus:
+            if first == index or (first.startswith("GPU-") and uuid.startswith(first)):
+                return total_mib * 2**20
+        logger.debug("GPU %r (CUDA_VISIBLE_DEVICES) is not in nvidia-smi's list; no memory budget", first)
+        return None
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 0
-    budget = int(total * 0.8) if total else None
-    gpu_env = os.environ.get("UNET_SEARCH_GPU_MEMORY_GB")
-    if gpu_env:
-        return int(float(gpu_env) * 2**30)
-    return budget
+    return int(total * 0.8) if total else None
+
+
+def _nvidia_smi_gpus() -> list[tuple[str, str, int]]:
+    """(index, uuid, total MiB) of each GPU nvidia-smi lists; empty without nvidia-smi or when it fails."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    cmd = ["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+        rows = [[field.strip() for field in line.split(",")] for line in out.splitlines() if line.strip()]
+        return [(index, uuid, int(float(total))) for index, uuid, total in rows]
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        logger.debug("nvidia-smi gave no GPU memory (%s)", e)
+        return []
 
 
 @contextlib.contextmanager
