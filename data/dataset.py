@@ -271,11 +271,16 @@ def _scan_split(split_dir: Path) -> tuple[tuple[Pair, ...], list[str]]:
                 f"dataset {split_dir}: no {kind}/ folder; expected {folder} holding the {kind[:-1]} files"
             )
             continue
-        by_stem, duplicates = _image_files(folder)
+        by_stem, duplicates, not_files = _image_files(folder)
         if duplicates:
             problems.append(
                 f"dataset {folder}: {len(duplicates)} stems appear with several extensions "
                 f"({list_names(duplicates)}); expected one file per stem"
+            )
+        if not_files:
+            problems.append(
+                f"dataset {folder}: {len(not_files)} entries named like images are not files "
+                f"({list_names(not_files)}); expected image files (a folder or a dangling link here is a mistake)"
             )
         files[kind] = by_stem
     if problems:
@@ -302,16 +307,21 @@ def _scan_split(split_dir: Path) -> tuple[tuple[Pair, ...], list[str]]:
     return pairs, problems
 
 
-def _image_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Image files by stem (hidden and non-image files ignored) and the names of stems seen twice."""
+def _image_files(folder: Path) -> tuple[dict[str, Path], list[str], list[str]]:
+    """Image files by stem (hidden and non-image entries ignored), the stems seen twice, and the entries
+    named like images that are not files (folders, dangling links)."""
     by_stem: dict[str, Path] = {}
     clashes: dict[str, list[str]] = {}
     ignored: list[str] = []
+    not_files: list[str] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
             ignored.append(path.name)
+            continue
+        if not path.is_file():
+            not_files.append(path.name)
             continue
         if path.stem in by_stem:
             clashes.setdefault(path.stem, [by_stem[path.stem].name]).append(path.name)
@@ -321,7 +331,7 @@ def _image_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
         logger.debug(
             "dataset %s: ignoring %d non-image entries (%s)", folder, len(ignored), list_names(ignored)
         )
-    return by_stem, [f"{stem}: {', '.join(names)}" for stem, names in sorted(clashes.items())]
+    return by_stem, [f"{stem}: {', '.join(names)}" for stem, names in sorted(clashes.items())], not_files
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> list[int]:

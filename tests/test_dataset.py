@@ -47,7 +47,7 @@ def _dataset(root: Path, counts: dict[str, int] | None = None, *, size: int = 24
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(root.rglob("*"))
     }
 
 
@@ -136,9 +136,24 @@ def _bad_duplicate_stem(tmp_path: Path) -> tuple[Path, str]:
     return root, "s00: s00.bmp, s00.png"
 
 
+def _bad_folder_named_like_an_image(tmp_path: Path) -> tuple[Path, str]:
+    root = _dataset(tmp_path / "ds")
+    _png(root / "train" / "images" / "scan.png" / "inner.png", np.zeros((24, 24), np.uint8))
+    (root / "train" / "masks" / "scan.png").mkdir()
+    return root, f"{root / 'train' / 'images'}: 1 entries named like images are not files (scan.png)"
+
+
+def _bad_dangling_link(tmp_path: Path) -> tuple[Path, str]:
+    root = _dataset(tmp_path / "ds")
+    (root / "valid" / "masks" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    return root, f"{root / 'valid' / 'masks'}: 1 entries named like images are not files (gone.png)"
+
+
 @pytest.mark.parametrize(
     "make",
     [
+        _bad_folder_named_like_an_image,
+        _bad_dangling_link,
         _bad_missing_root,
         _bad_missing_split,
         _bad_missing_masks,
