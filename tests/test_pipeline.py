@@ -92,12 +92,17 @@ def test_augmented_images_stay_aligned_with_masks() -> None:
     _, masks = make_arrays(n=8, size=64)
     images = np.repeat((masks * 255)[..., None], 3, axis=3)
     ds = train_dataset(images, masks, batch_size=4, augment=AugmentSpec.reference(), seed=3)
+    ring = np.ones((3, 3), np.uint8)
     for _ in range(2):
         out_images, out_masks = epoch(ds)
         for image, mask in zip(out_images, out_masks[..., 0].astype(bool), strict=True):
             thresholded = image[..., 0] > 127
+            # The mask is resampled with nearest neighbour, the image bilinearly: with one transform they
+            # differ on the outline only (a disc of radius 3-7 px), never by a shift of more than a pixel.
+            assert not (mask & ~cv2.dilate(thresholded.astype(np.uint8), ring).astype(bool)).any()
+            assert not (thresholded & ~cv2.dilate(mask.astype(np.uint8), ring).astype(bool)).any()
             union = (thresholded | mask).sum()
-            assert union == 0 or (thresholded & mask).sum() / union >= 0.99
+            assert union == 0 or (thresholded & mask).sum() / union >= 0.8
 
 
 def test_eval_is_never_augmented_and_in_order() -> None:
