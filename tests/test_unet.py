@@ -159,7 +159,12 @@ def test_output_shape(overrides: dict[str, object]) -> None:
     y = np.asarray(model(x, training=False))
     assert y.shape == (2, size, size, classes)
     assert y.dtype == np.float32
-    assert np.all((y >= 0.0) & (y <= 1.0))
+    # The output is the sigmoid of a 1×1 convolution of the last decoder features, computed here by hand.
+    head = _layer(model, "head")
+    features = np.asarray(keras.Model(model.input, head.input)(x, training=False), dtype=np.float64)
+    kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
+    logits = features @ kernel[0, 0] + bias
+    np.testing.assert_allclose(y, 1.0 / (1.0 + np.exp(-logits)), rtol=1e-4, atol=1e-6)
 
 
 def test_layer_names_are_deterministic() -> None:
