@@ -247,7 +247,7 @@ def _summary(ctx: _Context, page: _Page) -> str:
     if ctx.final and isinstance(ctx.final.get("test"), dict):
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{_fmt(t.get('hard_dice'))}</b>, IoU {_fmt(t.get('hard_iou'))} "
-                                   f"(trial {ctx.final.get('trial')} retrained)"))
+                                   f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
     durations = [r.duration_s for r in trials if r.status != "running"]
     if durations:
         rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
@@ -535,17 +535,23 @@ def _failures(ctx: _Context, page: _Page) -> str:
     return _table(["trial", "status", "epochs", "score so far", "reason"], rows, raw=True)
 
 
+def _model_from(final: dict[str, Any]) -> str:
+    """How the final model was made (final.json ``model_from``; older studies retrained)."""
+    return {"trial_weights": "the trial's own weights",
+            "retrained_train_valid": "retrained on train+valid"}.get(str(final.get("model_from")), "retrained")
+
+
 def _final(ctx: _Context, page: _Page) -> str:
     metrics = ctx.test_metrics
     final = ctx.final or {}
     if metrics is None and not final:
         return _note(f"No final model yet: run <code>python -m search final {html.escape(ctx.study.name)}</code> "
-                     "to retrain the best configuration and test it.", raw=True)
+                     "to test the best trial's model.", raw=True)
     test = dict(final.get("test") or {})
     for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images"):
         if metrics and k not in test and k in metrics:
             test[k] = metrics[k]
-    rows = [("trial retrained", str(final.get("trial", "?"))),
+    rows = [("final model", f"trial {final.get('trial', '?')}, {_model_from(final)}"),
             ("validation score of that trial", _fmt(final.get("valid_score")))]
     labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
               "soft_dice": "test soft dice (reference, batch)", "loss": "test loss", "n_images": "test images"}

@@ -2,7 +2,8 @@
 
 The epoch loop is ours (one ``fit`` call per epoch) so that early stopping, the learning-rate
 reducer and the pruning hook share one state that is checkpointed after every epoch: an
-interrupted trial continues from its last completed epoch (weights, optimizer slots, counters).
+interrupted trial continues from its last completed epoch (weights, optimizer slots, dropout seed
+states, counters), exactly: the same losses and weights as an uninterrupted run (tested).
 
 When a trial may be judged (README, "Budgets, warm-up and when a trial is judged"):
 
@@ -103,6 +104,8 @@ class Checkpoint:
         tag = state.epoch % 2  # alternate files so the committed pair is never overwritten
         _save_arrays(self.folder / f"weights{tag}.npz", model.get_weights())
         _save_arrays(self.folder / f"optimizer{tag}.npz", [v.numpy() for v in model.optimizer.variables])
+        # Dropout's seed-generator states: without them a resumed run draws other dropout masks.
+        _save_arrays(self.folder / f"seeds{tag}.npz", [v.numpy() for v in _seed_states(model)])
         if best_improved:
             _save_arrays(self.folder / "best.npz", model.get_weights())
         atomic_write_json(self.state_path, {"tag": tag, **asdict(state)})
@@ -120,8 +123,18 @@ class Checkpoint:
             raise TrialFailed(f"checkpoint {self.folder} does not match the model (optimizer variables differ)")
         for var, value in zip(opt.variables, saved, strict=True):
             var.assign(value)
+        seeds = self.folder / f"seeds{tag}.npz"
+        if seeds.is_file():  # checkpoints written before this file existed resume with fresh seeds
+            for var, value in zip(_seed_states(model), _load_arrays(seeds), strict=True):
+                var.assign(value)
         best = self.folder / "best.npz"
         return state, (_load_arrays(best) if best.is_file() else None)
+
+
+def _seed_states(model: Any) -> list[Any]:
+    """The model's random-generator states (``model.variables`` that are not weights), in a fixed order."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:

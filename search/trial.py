@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,9 @@ def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # 
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
     if task.weights_path is not None and task.fixed_epochs is None:
         model = compile_model(specs)
-        model.load_weights(task.weights_path)
+        with warnings.catch_warnings():  # the file holds the trial's optimizer state too; not needed to test
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(task.weights_path)
         valid_metrics = evaluate_model(model, valid.images, valid.masks, batch_size=specs.train.batch_size,
                                        loss=specs.train.loss)
         result = TrainResult(model=model, history=[], best_score=valid_metrics["hard_dice"], best_epoch=-1,

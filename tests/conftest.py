@@ -35,7 +35,8 @@ def tiny_raw_config(data_root: Path, **sections: Any) -> dict[str, Any]:
                   "baselines": False},
         "data": {"root": str(data_root), "image_size": 32, "channels": 1, "batch_size": 8,
                  "num_val_predictions": 2},
-        "train": {"max_epochs": 3, "patience": 3},
+        # one pass over the ~24 training images per epoch, no warm-up: seconds per trial
+        "train": {"max_epochs": 3, "patience": 3, "samples_per_epoch": None, "warmup_samples": 0},
         "final": {"retrain": False, "num_predictions": 2},
         "search_space": {
             "base_filters": {"type": "choice", "values": [4, 8]},

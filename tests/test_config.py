@@ -171,3 +171,43 @@ def test_param_snap_and_contains() -> None:
     p = ParamDef(name="base_filters", type="pow2", min=8, max=32)
     assert p.choices() == (8, 16, 32) and p.contains(16) and not p.contains(12)
     assert p.snap(64) == 32
+
+
+def test_num_layers_max_auto_fits_the_image_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="search.config"):
+        cfg = load_config(overrides=["data.image_size=128", "search_space.num_layers={type: int, min: 3, max: auto}"])
+    assert (cfg.search_space["num_layers"].min, cfg.search_space["num_layers"].max) == (3, 6)
+    assert "max auto -> 6" in caplog.text
+    assert load_config(overrides=["search_space.num_layers={type: int, min: 3, max: auto}"]).search_space[
+        "num_layers"].max == 8  # 512 px: the reference depth, no deeper
+
+
+def test_the_shipped_space_fits_a_small_image() -> None:
+    """The default search_space.yaml used to fail at 128 px ('num_layers: [8] cannot fit image_size 128')."""
+    cfg = load_config(REPO / "search_space.yaml", overrides=["data.image_size=128"])
+    assert cfg.search_space["num_layers"].max == 6
+
+
+def test_an_omitted_num_layers_is_fitted_and_an_explicit_one_that_cannot_fit_is_an_error() -> None:
+    cfg = load_config(overrides=["data.image_size=64"])  # no search space: the reference depth 8 is too deep
+    assert cfg.fixed_values()["num_layers"] == 5
+    with pytest.raises(ConfigError, match=r"search_space.num_layers: \[8\] cannot fit image_size 64"):
+        load_config(overrides=["data.image_size=64", "search_space.num_layers={type: int, min: 4, max: 8}"])
+    with pytest.raises(ConfigError, match=r"num_layers: min 6 cannot fit image_size 64"):
+        load_config(overrides=["data.image_size=64", "search_space.num_layers={type: int, min: 6, max: auto}"])
+    with pytest.raises(ConfigError, match=r"search_space.base_filters.max: 'auto' is accepted only for num_layers"):
+        load_config(overrides=["search_space.base_filters={type: int, min: 8, max: auto}"])
+
+
+def test_an_epoch_is_a_sample_count_and_the_warm_up_follows_it() -> None:
+    cfg = load_config()
+    assert cfg.steps_per_epoch == 400 and cfg.prune_warmup == 5  # 800 samples at batch 2; 4000-sample warm-up
+    cfg = load_config(overrides=["train.steps_per_epoch=50"])
+    assert cfg.steps_per_epoch == 50 and cfg.prune_warmup == 40
+    cfg = load_config(overrides=["train.samples_per_epoch=null", "train.max_epochs=30"])
+    assert cfg.steps_per_epoch is None and cfg.prune_warmup == 3  # one pass: the old epoch-based default
+    assert cfg.warmup_epochs(n_train=100) == 40
+    with pytest.raises(ConfigError, match="train.steps_per_epoch: expected an integer ≥ 1, got 0"):
+        load_config(overrides=["train.steps_per_epoch=0"])

@@ -75,6 +75,10 @@ def test_optuna_tpe_asha_end_to_end(tmp_path: Path, synthetic_root: Path, capsys
     assert best is not None
     fixed = config_from_dict(yaml.safe_load((final / "best_config.yaml").read_text()))
     assert fixed.fixed_values() == best.values  # re-runnable: every hyperparameter fixed to the best
+    # the final model is the best trial's own weights (a same-seed retrain would reproduce them):
+    # its validation dice is that trial's score, and its test dice is what those weights score
+    assert json.loads((final / "final.json").read_text())["model_from"] == metrics["model_from"] == "trial_weights"
+    assert metrics["valid_score"] == pytest.approx(best.score, abs=1e-5)
     # status reads the contract
     capsys.readouterr()
     assert main(["--results", str(results), "status", "tpe"]) == 0

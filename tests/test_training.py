@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,18 @@ def test_nan_loss_is_a_trial_failure() -> None:
                     callbacks=[Poison()])
 
 
-def test_checkpoint_resume_continues_from_last_epoch(tmp_path: Path) -> None:
-    """3 epochs, then 'crash' and resume to 5 == 5 epochs straight (same history, same weights)."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_checkpoint_resume_continues_from_last_epoch(tmp_path: Path, dropout: float) -> None:
+    """3 epochs, then 'crash' and resume to 5 == 5 epochs straight (same history, same weights), with
+    dropout too: the checkpoint carries the dropout layers' seed-generator states."""
     ti, tm = _data(16, 32, seed=3)
     vi, vm = _data(8, 32, seed=4)
-    straight = train_model(_specs(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi,
+
+    def with_dropout(**kw: Any) -> TrialSpecs:
+        s = _specs(**kw)
+        return TrialSpecs(model=dataclasses.replace(s.model, dropout_rate=dropout), augment=s.augment, train=s.train)
+
+    straight = train_model(with_dropout(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi,
                            valid_masks=vm)
     ckpt = Checkpoint(tmp_path / "ckpt")
     seen: list[int] = []
@@ -93,9 +101,9 @@ def test_checkpoint_resume_continues_from_last_epoch(tmp_path: Path) -> None:
             raise Crash
 
     with pytest.raises(Crash):
-        train_model(_specs(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi, valid_masks=vm,
+        train_model(with_dropout(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi, valid_masks=vm,
                     checkpoint=ckpt, on_epoch=crash_after_3)
-    resumed = train_model(_specs(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi,
+    resumed = train_model(with_dropout(epochs=5, seed=9), train_images=ti, train_masks=tm, valid_images=vi,
                           valid_masks=vm, checkpoint=ckpt, on_epoch=lambda e, logs: seen.append(e))
     assert seen == [0, 1, 2, 3, 4]  # epochs 0-2 before the crash, 3-4 after: none repeated
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3, 4]
@@ -208,3 +216,4 @@ def test_learning_model_is_not_collapsed() -> None:
     result = train_model(_specs(epochs=6, collapse_epochs=2, patience=100), train_images=ti, train_masks=tm,
                          valid_images=vi, valid_masks=vm)
     assert result.epochs_run == 6
+

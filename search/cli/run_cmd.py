@@ -1,4 +1,4 @@
-"""``run`` (create or resume a study) and ``final`` (retrain the best and test it)."""
+"""``run`` (create or resume a study) and ``final`` (test the best trial's model, or retrain it first)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def register(sub: Any) -> None:
                    help="Optuna storage shared by workers on many machines, e.g. postgresql://user@host/db "
                         "(study.storage)")
     p.add_argument("--allow-changes", action="store_true", help="resume even if the config or data changed")
-    p.add_argument("--no-final", action="store_true", help="skip the final retrain + test")
+    p.add_argument("--no-final", action="store_true", help="skip the final stage (test of the best model)")
     p.set_defaults(func=cmd_run)
 
-    f = sub.add_parser("final", help="retrain a study's best configuration and evaluate it on the test split")
+    f = sub.add_parser("final", help="evaluate a study's best trial on the test split (final.train_on_valid: retrain it first)")
     f.add_argument("name", help="study name")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override final.* keys")
     f.set_defaults(func=cmd_final)

@@ -1,0 +1,137 @@
+"""One trial in-process (search/trial.py run_task): pruned and resumed outcomes are recorded truthfully."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import tiny_raw_config
+
+from data import synthetic_arrays
+from search.config import config_from_dict
+from search.errors import TrialPruned
+from search.trial import TrialTask, run_task
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: escapes run_task like a dead process, leaving the checkpoint behind."""
+
+
+def _data() -> Any:
+    splits = {}
+    for name, (n, seed) in {"train": (16, 1), "valid": (8, 2), "test": (8, 3)}.items():
+        images, masks = synthetic_arrays(n=n, size=32, seed=seed)
+        splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
+    return SimpleNamespace(split=lambda name: splits[name])
+
+
+def _task(out: Path, *, epochs: int = 6) -> TrialTask:
+    raw = tiny_raw_config(Path("unused"), train={"max_epochs": epochs, "patience": epochs})
+    cfg = config_from_dict(raw)
+    values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
+    return TrialTask(number=0, values=values, seed=5, out_dir=str(out), config=cfg.to_dict(), cache_path="")
+
+
+def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
+    seen: list[dict[str, float]] = []
+
+    def prune_at_3(epoch: int, logs: dict[str, float]) -> None:
+        seen.append(logs)
+        if epoch == 3:
+            raise TrialPruned("pruned after epoch 3")
+
+    outcome = run_task(_task(tmp_path / "t"), _data(), prune_at_3)
+    assert outcome.status == "pruned" and outcome.reason == "pruned after epoch 3"
+    assert outcome.epochs_run == 4
+    assert outcome.score == pytest.approx(max(h["score"] for h in seen))
+    # what the pruner was shown is the running best, so pruned trials agree with trials.csv
+    assert [h["best_score"] for h in seen] == list(np.maximum.accumulate([h["score"] for h in seen]))
+    assert not (tmp_path / "t" / "checkpoint").exists()
+
+
+def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) -> None:
+    """Rows restored from the checkpoint carry no "score": this used to crash the worker (KeyError)."""
+    out = tmp_path / "t"
+    first: list[dict[str, float]] = []
+
+    def killed_after_2(epoch: int, logs: dict[str, float]) -> None:
+        first.append(logs)
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        run_task(_task(out), _data(), killed_after_2)
+    assert (out / "checkpoint" / "state.json").is_file()
+
+    def prune_now(epoch: int, logs: dict[str, float]) -> None:
+        assert epoch == 2  # resumed after the two checkpointed epochs
+        raise TrialPruned("pruned after epoch 2")
+
+    outcome = run_task(_task(out), _data(), prune_now)
+    assert outcome.status == "pruned", outcome.reason
+    assert outcome.epochs_run == 3
+    assert outcome.score is not None and outcome.score >= max(h["score"] for h in first)
+
+
+def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Path) -> None:
+    """TrialExecutor's per-epoch decision: warm-up/zero-score epochs skip the pruner; a dip is not reported."""
+    from search.progress import Progress
+    from search.results import StudyDir
+    from search.runner import PreparedData, TrialExecutor
+    from search.trial import TrialOutcome
+
+    epochs = [  # (judgeable, this epoch's score, running best)
+        (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (1.0, 0.6, 0.6), (1.0, 0.2, 0.6), (1.0, 0.7, 0.7)]
+    answers: list[str] = []
+
+    class Pool:
+        stop_requested = 0
+
+        def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
+            for epoch, (judgeable, score, best) in enumerate(epochs):
+                answers.append(decide(epoch, {"judgeable": judgeable, "score": score, "best_score": best}))
+            return TrialOutcome(status="complete", score=0.7, best_epoch=4, epochs_run=5)
+
+    cfg = config_from_dict(tiny_raw_config(Path("unused")))
+    study = StudyDir(tmp_path / "study")
+    study.root.mkdir()
+    execute = TrialExecutor(cfg, study, PreparedData(cache_path="", fingerprint={}), Pool(),  # type: ignore[arg-type]
+                            Progress(total=1, enabled=False), deadline=None)
+    asked: list[tuple[int, float]] = []
+
+    def should_prune(epoch: int, value: float) -> bool:
+        asked.append((epoch, value))
+        return epoch == 3
+
+    rec = execute(0, {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}, baseline=False,
+                  should_prune=should_prune)
+    assert asked == [(2, 0.6), (3, 0.6), (4, 0.7)]  # the dip at epoch 3 is reported as the best so far
+    assert answers == ["continue", "continue", "continue", "prune", "continue"]
+    assert rec.status == "complete"
+
+
+def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it_is(tmp_path: Path) -> None:
+    import json
+    from dataclasses import replace
+
+    data = _data()
+    trial = run_task(_task(tmp_path / "trial", epochs=3), data, lambda e, logs: None)
+    assert trial.status == "complete"
+    weights = tmp_path / "trial" / "best.weights.h5"
+
+    final = run_task(replace(_task(tmp_path / "final"), kind="final", weights_path=str(weights)), data,
+                     lambda e, logs: None)
+    metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
+    assert final.status == "complete" and final.epochs_run == 0  # nothing trained again
+    assert metrics["model_from"] == "trial_weights"
+    assert metrics["valid_score"] == pytest.approx(trial.score, abs=1e-5)  # the very model the trial scored
+
+    retrain = run_task(replace(_task(tmp_path / "retrain"), kind="final", fixed_epochs=2), data,
+                       lambda e, logs: None)
+    metrics = json.loads((tmp_path / "retrain" / "test_metrics.json").read_text())
+    assert retrain.status == "complete" and retrain.epochs_run == 2
+    assert metrics["model_from"] == "retrained_train_valid"
+    assert "valid_score" not in metrics and "train_score_augmented" in metrics  # no held-out split was left
