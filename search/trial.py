@@ -23,6 +23,7 @@ from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv
 from search.specs import check_memory, specs_from_values
 from search.training import OBJECTIVE, Checkpoint, evaluate_model, predict_probabilities, train_model
+from search.worker import write_traceback
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         else:
             reason = f"{name}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
         logger.debug("trial %d crashed", task.number, exc_info=True)
+        write_traceback(out, e)  # the whole story, for `status NAME --debug`
         outcome = TrialOutcome(status="failed", reason=reason, epochs_run=len(history))
     outcome.duration_s = time.perf_counter() - t0
     return outcome
@@ -229,7 +231,7 @@ def save_predictions(folder: Path, images: np.ndarray, masks: np.ndarray, prob: 
         if gray.ndim == 3:
             gray = cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_RGB2GRAY)
         panel = np.concatenate(
-            [gray.astype(np.uint8), (np.asarray(mask) > 0).astype(np.uint8) * 255, (p >= 0.5).astype(np.uint8) * 255],
+            [gray.astype(np.uint8), (np.asarray(mask) > 0).astype(np.uint8) * 255, (p > 0.5).astype(np.uint8) * 255],
             axis=1,
         )
         tmp = folder / f".{stem}.tmp.png"

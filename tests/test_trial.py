@@ -135,3 +135,13 @@ def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it
     assert retrain.status == "complete" and retrain.epochs_run == 2
     assert metrics["model_from"] == "retrained_train_valid"
     assert "valid_score" not in metrics and "train_score_augmented" in metrics  # no held-out split was left
+
+
+def test_a_crashed_trial_keeps_its_whole_traceback(tmp_path: Path) -> None:
+    def crash(epoch: int, logs: dict[str, float]) -> None:
+        raise RuntimeError("boom\nsecond line of the message")
+
+    outcome = run_task(_task(tmp_path / "t", epochs=2), _data(), crash)
+    assert outcome.status == "failed" and outcome.reason == "RuntimeError: boom"  # one line in trials.csv
+    text = (tmp_path / "t" / "traceback.txt").read_text()
+    assert "Traceback (most recent call last)" in text and "in crash" in text and "second line" in text
