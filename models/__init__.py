@@ -1,31 +1,40 @@
-"""models: UNet specs, builders, analytic cost, losses and metrics (pure Keras, no I/O, no tuner)."""
+"""models: UNet specs, builders, analytic cost, losses and metrics (pure Keras, no I/O, no tuner).
+
+The spec and the cost model import without Keras, so a process that only plans trials (the search
+driver) never loads TensorFlow: the Keras-dependent names below load on first use (PEP 562).
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from models.cost import ModelCost, estimate_cost, estimate_training_memory_bytes
-from models.losses import (
-    LOSSES,
-    bce_dice_image_loss,
-    bce_dice_loss,
-    bce_iou_loss,
-    bce_loss,
-    dice_coef,
-    dice_loss,
-    get_loss,
-    iou_coef,
-)
-from models.metrics import (
-    HardDice,
-    HardIoU,
-    PredictedForeground,
-    SoftDice,
-    hard_dice_per_image,
-    iou_per_image,
-    soft_dice,
-)
-from models.registry import VARIANTS, build_model
 from models.spec import UNetSpec
-from models.unet import build_unet
+
+if TYPE_CHECKING:
+    from models.losses import (
+        LOSSES,
+        bce_dice_image_loss,
+        bce_dice_loss,
+        bce_iou_loss,
+        bce_loss,
+        dice_coef,
+        dice_loss,
+        get_loss,
+        iou_coef,
+    )
+    from models.metrics import (
+        HardDice,
+        HardIoU,
+        PredictedForeground,
+        SoftDice,
+        hard_dice_per_image,
+        iou_per_image,
+        soft_dice,
+    )
+    from models.registry import VARIANTS, build_model
+    from models.unet import build_unet
 
 __all__ = [
     "LOSSES",
@@ -52,3 +61,22 @@ __all__ = [
     "iou_per_image",
     "soft_dice",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("LOSSES", "bce_dice_image_loss", "bce_dice_loss", "bce_iou_loss", "bce_loss", "dice_coef",
+                     "dice_loss", "get_loss", "iou_coef"), "models.losses"),
+    **dict.fromkeys(("HardDice", "HardIoU", "PredictedForeground", "SoftDice", "hard_dice_per_image",
+                     "iou_per_image", "soft_dice"), "models.metrics"),
+    "VARIANTS": "models.registry",
+    "build_model": "models.registry",
+    "build_unet": "models.unet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value

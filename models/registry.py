@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 import keras
 
-from models.spec import UNetSpec
+from models.spec import VARIANT_NAMES, UNetSpec
 from models.unet import build_unet
 
 __all__ = ["VARIANTS", "build_model"]
 
 VARIANTS: dict[str, Callable[[UNetSpec], keras.Model]] = {"unet": build_unet}
+if tuple(VARIANTS) != VARIANT_NAMES:  # pragma: no cover - a programming error caught at import
+    raise ImportError(f"models.registry builds {tuple(VARIANTS)} but models.spec.VARIANT_NAMES is {VARIANT_NAMES}")
 
 
 def build_model(spec: UNetSpec) -> keras.Model:

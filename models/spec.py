@@ -21,6 +21,10 @@ ACTIVATIONS: tuple[str, ...] = (
     "sigmoid",
 )
 
+# The builders registered in models/registry.py (which checks that it builds exactly these). Named
+# here so that validating a spec needs no Keras, and spec.py and registry.py import one way only.
+VARIANT_NAMES: tuple[str, ...] = ("unet",)
+
 # The smallest bottleneck (in pixels per side) the search accepts; see DESIGN §4.
 MIN_BOTTLENECK_SIZE = 4
 
@@ -159,12 +163,9 @@ class UNetSpec:
             raise ValueError(
                 f"Expected `activation` to be one of {list(ACTIVATIONS)}. Received: activation={self.activation!r}"
             )
-        # Local import: the registry imports the builders, which import this module.
-        from models.registry import VARIANTS
-
-        if self.variant not in VARIANTS:
+        if self.variant not in VARIANT_NAMES:
             raise ValueError(
-                f"Expected `variant` to be one of {sorted(VARIANTS)}. Received: variant={self.variant!r}"
+                f"Expected `variant` to be one of {sorted(VARIANT_NAMES)}. Received: variant={self.variant!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
