@@ -104,8 +104,14 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         logger.debug("trial %d crashed", task.number, exc_info=True)
         write_traceback(out, e)  # the whole story, for `status NAME --debug`
         outcome = TrialOutcome(status="failed", reason=reason, epochs_run=len(history))
-    outcome.duration_s = time.perf_counter() - t0
+    # A resumed trial's earlier segments count too (their epochs' seconds, from the checkpoint).
+    outcome.duration_s = time.perf_counter() - t0 + _earlier_segments_s(history)
     return outcome
+
+
+def _earlier_segments_s(history: list[dict[str, Any]]) -> float:
+    """Seconds of the epochs restored from a checkpoint (rows without the hook's "score")."""
+    return float(sum(float(h.get("epoch_s", 0.0)) for h in history if "score" not in h))
 
 
 def _row_score(row: dict[str, Any]) -> float | None:

@@ -73,6 +73,8 @@ def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) 
     outcome = run_task(_task(out), _data(), prune_now)
     assert outcome.status == "pruned", outcome.reason
     assert outcome.epochs_run == 3
+    # the duration covers the segment before the kill too, not only the resumed one
+    assert outcome.duration_s > sum(h["epoch_s"] for h in first)
     assert outcome.score is not None and outcome.score >= max(h["score"] for h in first)
 
 
