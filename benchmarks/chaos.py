@@ -2,7 +2,10 @@
 
 A small study (synthetic 32 px data, tiny UNets) runs as ``python -m search run``; after a seeded random
 delay the whole process group (driver and worker process) gets SIGKILL, the results folder is checked,
-and the same command runs again — ``--kills`` times, then once more to the end (with the final stage).
+and the same command runs again — ``--kills`` times. Then ``--final-kills`` runs that include the final
+stage are killed once the search is done (so the kill lands in the final stage), and a last run goes to
+the end. With an Optuna strategy the pruner is ASHA from epoch 1 (``--pruner``), so many trials are
+pruned and kills also land in trials that are about to be pruned, or resumed and then pruned.
 
 Invariants checked after every kill and at the end:
 - no truncated files: every JSON file parses, every CSV parses with one column count, every line of the
@@ -14,11 +17,11 @@ Invariants checked after every kill and at the end:
   kill may leave the engine one step behind the results (it is told after the record is written) —
   allowed after a kill, not at the end;
 - at the end: every trial finished, the best trial equals the best completed trial, the engine's best
-  has its score, and the final stage retrained that trial.
+  has its score, and the final stage tested that trial.
 
 Prints one JSON line per kill and a summary line; exits 1 if an invariant broke.
 
-    python benchmarks/chaos.py --strategy tpe --kills 6 --seed 0
+    python benchmarks/chaos.py --strategy tpe --kills 6 --final-kills 2 --seed 0   # Optuna + ASHA
     python benchmarks/chaos.py --strategy random --kills 6 --seed 1      # Keras Tuner
     python benchmarks/chaos.py --strategy tpe --workers 2 --kills 6       # two drivers, killed together
 """
@@ -46,13 +49,16 @@ OPTUNA_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "
 KT_STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running"}
 
 
-def study_config(data_root: Path, *, name: str, strategy: str, trials: int, epochs: int, seed: int) -> dict[str, Any]:
+def study_config(data_root: Path, *, name: str, strategy: str, trials: int, epochs: int, seed: int,
+                 pruner: str = "asha") -> dict[str, Any]:
     optuna = strategy not in ("random", "bayesian", "hyperband")
     return {
-        "study": {"name": name, "strategy": strategy, "pruner": "median" if optuna else "none",
-                  "prune_warmup_epochs": 2, "max_trials": trials, "seed": seed, "baselines": True},
+        "study": {"name": name, "strategy": strategy, "pruner": pruner if optuna else "none",
+                  "prune_warmup_epochs": 1, "hyperband_factor": 2, "max_trials": trials, "seed": seed,
+                  "baselines": True},
         "data": {"root": str(data_root), "image_size": 32, "channels": 1, "batch_size": 8, "num_val_predictions": 2},
-        "train": {"max_epochs": epochs, "patience": epochs},
+        # one pass per epoch and no warm-up: short trials, so kills land in every phase
+        "train": {"max_epochs": epochs, "patience": epochs, "samples_per_epoch": None, "warmup_samples": 0},
         "final": {"retrain": True, "num_predictions": 2},
         "search_space": {
             "base_filters": {"type": "choice", "values": [4, 8]},
@@ -166,6 +172,7 @@ def check_study(study_root: Path, engine: str, name: str, *, final: bool) -> tup
     info.update(
         trials=len(records),
         finished=sum(r["status"] != "running" for r in records.values()),
+        pruned=sum(r["status"] == "pruned" for r in records.values()),
         running=sorted(n for n, r in records.items() if r["status"] == "running"),
     )
     for n, rec in records.items():
@@ -204,7 +211,7 @@ def check_study(study_root: Path, engine: str, name: str, *, final: bool) -> tup
             if not final_json.is_file():
                 problems.append("no final/final.json at the end")
             elif json.loads(final_json.read_text())["trial"] != best["number"]:
-                problems.append("the final stage did not retrain the best completed trial")
+                problems.append("the final stage did not test the best completed trial")
             engine_best = engine_best_score(study_root, engine, name)
             if engine_best is not None and abs(engine_best - best["score"]) > 1e-6:
                 problems.append(f"engine's best score {engine_best} != best completed trial's {best['score']}")
@@ -239,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-delay", type=float, default=2.0, help="earliest kill, seconds after a start")
     ap.add_argument("--max-delay", type=float, default=14.0, help="latest kill, seconds after a start")
     ap.add_argument("--workers", type=int, default=1, help="run --workers N (parallel drivers, killed together)")
+    ap.add_argument("--pruner", default="asha", help="Optuna pruner (asha, median, hyperband, none)")
+    ap.add_argument("--final-kills", type=int, default=2, help="kills during the final stage, after the search")
     ap.add_argument("--out", help="work folder (default: a temporary one)")
     ap.add_argument("--timeout", type=float, default=900, help="limit for the last, uninterrupted run (s)")
     args = ap.parse_args(argv)
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"chaos-{args.strategy}-s{args.seed}"
     config = work / f"{name}.yaml"
     config.write_text(yaml.safe_dump(study_config(data_root, name=name, strategy=args.strategy, trials=args.trials,
-                                                  epochs=args.epochs, seed=args.seed)))
+                                                  epochs=args.epochs, seed=args.seed, pruner=args.pruner)))
     results = work / "results"
     study_root = results / name
     cmd = [sys.executable, "-m", "search", "--results", str(results), "run", "--config", str(config),
@@ -294,6 +303,37 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 violations.append(f"run {i} exited with {code} before its kill (see {log.name})")
             break  # the study finished before this kill: nothing left to interrupt
+    # Finish the search without the final stage, then kill runs during the final stage.
+    final_kills = 0
+    if not violations:
+        code = subprocess.run([*cmd, "--no-final"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=args.timeout, check=False).returncode
+        if code != 0:
+            violations.append(f"the search's last run exited with {code} (see {log.name})")
+    for i in range(args.final_kills if not violations else 0):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        final_json = study_root / "final" / "final.json"
+        deadline = time.monotonic() + args.timeout
+        while proc.poll() is None and not (study_root / "final").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the final folder appears when the final stage starts
+        time.sleep(rng.uniform(0.0, 4.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            final_kills += 1
+            phase = "final stage" if not final_json.is_file() else "after the final stage"
+        else:
+            phase = "finished"
+        problems, info = check_study(study_root, engine, name, final=False)
+        if final_json.is_file():
+            try:
+                json.loads(final_json.read_text())
+            except ValueError as e:
+                problems.append(f"final.json does not parse after a kill ({e})")
+        violations += [f"after final kill {i}: {p}" for p in problems]
+        print(json.dumps({"final_kill": i, "phase": phase, "violations": problems}), flush=True)
+        if final_json.is_file():
+            final_json.unlink()  # so that the next run does the final stage again
     t_last = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -310,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"summary": "chaos", "strategy": args.strategy, "engine": engine, "seed": args.seed,
                "workers": args.workers,
                "kills": kills, "kills_mid_trial": mid_trial, "kills_with_a_checkpoint_to_continue": with_checkpoint,
+               "final_stage_kills": final_kills, "pruned": info.get("pruned"),
                "finished_before_a_kill": finished_early,
                "last_run_s": round(time.monotonic() - t_last, 1), "wall_s": round(time.monotonic() - t_start, 1),
                **info, "violations": violations, "ok": not violations, "work": str(work)}
