@@ -46,12 +46,30 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "bn_k5": {"batch_norm": True, "base_kernels": 5},
     "bn_f32": {"batch_norm": True, "base_filters": 32},
     "bn_l4": {"batch_norm": True, "num_layers": 4},
+    # like the best trials of the B8 searches: 4 levels, 3x3, lr ~1e-3, BatchNorm, augmentation
+    "best_like": {"batch_norm": True, "num_layers": 4, "learning_rate": 1.3e-3, "augment": 0.5},
+    "best_like_std": {"batch_norm": True, "standardize_input": True, "num_layers": 4, "learning_rate": 1.3e-3,
+                      "augment": 0.5},
     "reference": {"base_kernels": 9, "dilation": 3, "dropout_rate": 0.05, "learning_rate": 1e-4, "augment": 1.0},
 }
 BASE: dict[str, Any] = {
     "base_filters": 16, "base_kernels": 3, "num_layers": 5, "dilation": 1, "dropout_rate": 0.0,
     "learning_rate": 1e-3, "batch_norm": False, "standardize_input": False, "loss": "bce_dice", "augment": 0.0,
 }
+
+
+def _TestEvery(every: int, test: Any, loss: str, batch: int, out: dict[int, float]) -> Any:  # noqa: N802
+    """A Keras callback that scores the current weights on the test split every ``every`` epochs."""
+    import keras
+
+    from search.training import evaluate_model
+
+    class TestEvery(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            if (epoch + 1) % every == 0:
+                out[epoch] = evaluate_model(self.model, test.images, test.masks, batch_size=batch, loss=loss)["hard_dice"]
+
+    return TestEvery()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50, help="optimizer steps per epoch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="JSON lines file (default: stdout only)")
+    ap.add_argument("--test-every", type=int, default=0,
+                    help="also score the test split every K epochs (what a longer budget would reach)")
     args = ap.parse_args(argv)
 
     from data import AugmentSpec, LoadSettings, discover, load_cached
@@ -99,13 +119,18 @@ def main(argv: list[str] | None = None) -> int:
             patience=10**6, steps_per_epoch=args.steps, collapse_epochs=0, seed=args.seed))
         t0 = time.perf_counter()
 
-        def on_epoch(epoch: int, logs: dict[str, float], name: str = name) -> None:
+        tested: dict[int, float] = {}
+
+        def on_epoch(epoch: int, logs: dict[str, float], name: str = name, tested: dict[int, float] = tested) -> None:
             log({"bench": "curve", "config": name, "epoch": epoch,
                  **{k: round(logs[k], 4) for k in ("loss", "val_loss", "val_hard_dice", "val_dice_coef",
-                                                     "val_pred_fg", "epoch_s") if k in logs}})
+                                                     "val_pred_fg", "epoch_s") if k in logs},
+                 **({"test_hard_dice": round(tested[epoch], 4)} if epoch in tested else {})})
 
         result = train_model(spec, train_images=train.images, train_masks=train.masks, valid_images=valid.images,
-                             valid_masks=valid.masks, on_epoch=on_epoch)
+                             valid_masks=valid.masks, on_epoch=on_epoch,
+                             callbacks=[_TestEvery(args.test_every, test, v["loss"], args.batch, tested)]
+                             if args.test_every else None)
         test_metrics = evaluate_model(result.model, test.images, test.masks, batch_size=args.batch, loss=v["loss"])
         log({"bench": "curve_end", "config": name, "data": Path(args.data).name, "size": args.size,
              "steps": args.steps, "epochs": args.epochs, "best_epoch": result.best_epoch,

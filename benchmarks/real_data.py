@@ -40,18 +40,22 @@ CPU_BUDGET = [
 ]
 
 
-def run_one(dataset: str, seed: int, *, timeout: float, results: Path, extra: list[str]) -> dict[str, Any]:
+def run_one(dataset: str, seed: int, *, timeout: float, results: Path, extra: list[str], code: Path,
+            report_only: bool = False) -> dict[str, Any]:
     study = f"b8-{dataset}-s{seed}"
     sets = [*CPU_BUDGET, f"study.seed={seed}", *extra]
     cmd = [sys.executable, "-m", "search", "--results", str(results), "run", "--data", str(SHARED_DATA / dataset),
            "--study", study, "--timeout", str(timeout), "--max-trials", "200",
            *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(code)}
     t0 = time.perf_counter()
     log = results / f"{study}.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    wall = time.perf_counter() - t0
+    returncode: int | None = None
+    if not report_only:
+        with open(log, "w") as fh:
+            returncode = subprocess.run(cmd, cwd=code, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                        check=False).returncode
+    wall = time.perf_counter() - t0 if not report_only else None
     root = results / study
     rows = list(csv.DictReader(open(root / "trials.csv"))) if (root / "trials.csv").is_file() else []
 
@@ -66,7 +70,8 @@ def run_one(dataset: str, seed: int, *, timeout: float, results: Path, extra: li
     base_score = score(baseline) if baseline is not None else None
     best_score = score(best) if best is not None else None
     return {
-        "bench": "real_data", "dataset": dataset, "seed": seed, "exit": proc.returncode, "wall_s": round(wall, 1),
+        "bench": "real_data", "dataset": dataset, "seed": seed, "exit": returncode,
+        "wall_s": round(wall, 1) if wall is not None else None,
         "trials": len(rows), "complete": len(complete),
         "pruned": sum(r["status"] == "pruned" and not r["reason"].startswith("collapsed") for r in rows),
         "collapsed": sum(r["reason"].startswith("collapsed") for r in rows),
@@ -85,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="study.timeout_s of each search")
     ap.add_argument("--results", default=str(REPO / "results" / "benchmarks" / "real_data"))
     ap.add_argument("--set", action="append", default=[], help="more overrides for every run")
+    ap.add_argument("--code", default=str(REPO),
+                    help="checkout whose code runs (e.g. a `git archive` snapshot, so edits in the work tree "
+                         "cannot reach a running benchmark); default: this repository")
+    ap.add_argument("--report-only", action="store_true", help="summarise existing study folders, run nothing")
     args = ap.parse_args(argv)
     if not SHARED_DATA.is_dir():
         print(f"no real datasets at {SHARED_DATA}", file=sys.stderr)
@@ -96,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     with open(results / "b8.jsonl", "a") as out:
         for seed in args.seeds:  # seed-major: a run cut short still covers every dataset
             for dataset in args.datasets:
-                row = emit(run_one(dataset, seed, timeout=args.timeout, results=results, extra=args.set))
-                out.write(json.dumps(row) + "\n")
+                row = emit(run_one(dataset, seed, timeout=args.timeout, results=results, extra=args.set,
+                                   code=Path(args.code).resolve(), report_only=args.report_only))
+                if not args.report_only:
+                    out.write(json.dumps(row) + "\n")
                 out.flush()
                 rows.append(row)
     print(table(rows, [("dataset", "dataset"), ("seed", "seed"), ("trials", "trials"), ("complete", "done"),
