@@ -10,7 +10,20 @@ from typing import Any
 
 from data.augment import Augmenter, AugmentSpec
 from data.cache import CachedDataset, SplitArrays, cache_key, load_cached, open_cache
-from data.dataset import IMAGE_EXTENSIONS, SPLITS, DatasetIndex, LoadSettings, Pair, discover, read_pair
+from data.dataset import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    DatasetIndex,
+    LoadSettings,
+    Pair,
+    decode_raw,
+    discover,
+    list_names,
+    read_bytes,
+    read_pair,
+    resize_image,
+    to_channels,
+)
 from data.errors import DatasetError
 from data.fingerprint import CheckReport, check_dataset, content_hash
 from data.synthetic import make_phantom, synthetic_arrays, write_synthetic_dataset
@@ -33,15 +46,20 @@ __all__ = [
     "cache_key",
     "check_dataset",
     "content_hash",
+    "decode_raw",
     "discover",
     "eval_dataset",
     "find_volume_pairs",
+    "list_names",
     "load_cached",
     "make_phantom",
     "open_cache",
     "prepare_volumes",
+    "read_bytes",
     "read_pair",
+    "resize_image",
     "synthetic_arrays",
+    "to_channels",
     "train_dataset",
     "write_synthetic_dataset",
 ]

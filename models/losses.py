@@ -15,6 +15,7 @@ from keras import ops
 
 __all__ = [
     "LOSSES",
+    "as_float_pair",
     "bce_dice_image_loss",
     "bce_dice_loss",
     "bce_iou_loss",
@@ -28,8 +29,11 @@ __all__ = [
 _PACKAGE = "unet_search"
 
 
-def _as_float_pair(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
-    """Cast both to float32 and give ``y_true`` the channel axis of ``y_pred`` if it lacks one."""
+def as_float_pair(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """Cast both to float32 and give ``y_true`` the channel axis of ``y_pred`` if it lacks one.
+
+    Shared by the losses and the metrics (models/metrics.py), so both see the same tensors.
+    """
     y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
     y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
     if len(y_true.shape) == len(y_pred.shape) - 1:
@@ -40,7 +44,7 @@ def _as_float_pair(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def dice_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
     """Reference soft dice pooled over the whole batch: ``(2·Σ t·p + s) / (Σ t + Σ p + s)``."""
-    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    y_true, y_pred = as_float_pair(y_true, y_pred)
     intersection = ops.sum(y_true * y_pred)
     return (2.0 * intersection + smooth) / (ops.sum(y_true) + ops.sum(y_pred) + smooth)
 
@@ -48,7 +52,7 @@ def dice_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
     """Soft IoU (Jaccard) pooled over the whole batch: ``(Σ t·p + s) / (Σ t + Σ p − Σ t·p + s)``."""
-    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    y_true, y_pred = as_float_pair(y_true, y_pred)
     intersection = ops.sum(y_true * y_pred)
     union = ops.sum(y_true) + ops.sum(y_pred) - intersection
     return (intersection + smooth) / (union + smooth)
@@ -57,7 +61,7 @@ def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def bce_loss(y_true: Any, y_pred: Any) -> Any:
     """Mean pixel binary cross-entropy; predictions are clipped to ``[ε, 1 − ε]`` (``keras.config.epsilon()``)."""
-    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    y_true, y_pred = as_float_pair(y_true, y_pred)
     eps = keras.config.epsilon()
     y_pred = ops.clip(y_pred, eps, 1.0 - eps)
     return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
@@ -84,7 +88,7 @@ def bce_iou_loss(y_true: Any, y_pred: Any) -> Any:
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def dice_per_image(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
     """Soft dice of each image ``[B]``: ``(2·Σ t·p + s) / (Σ t + Σ p + s)`` over that image's pixels."""
-    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    y_true, y_pred = as_float_pair(y_true, y_pred)
     axes = tuple(range(1, len(y_pred.shape)))
     intersection = ops.sum(y_true * y_pred, axis=axes)
     return (2.0 * intersection + smooth) / (ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes) + smooth)

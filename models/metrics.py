@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.losses import _as_float_pair, dice_coef
+from models.losses import as_float_pair, dice_coef
 
 __all__ = [
     "HardDice",
@@ -44,7 +44,7 @@ class _PerImageHardScore(keras.metrics.Metric):
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Add the per-image scores of one batch; ``sample_weight`` (per image or per pixel) weights images."""
-        y_true, y_pred = _as_float_pair(y_true, y_pred)
+        y_true, y_pred = as_float_pair(y_true, y_pred)
         truth = ops.cast(ops.greater(y_true, 0.5), "float32")
         pred = ops.cast(ops.greater(y_pred, self.threshold), "float32")
         axes = tuple(range(1, len(pred.shape)))
@@ -124,7 +124,7 @@ class PredictedForeground(keras.metrics.Mean):
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Add one batch's predicted-foreground fraction (``sample_weight`` is ignored)."""
-        _, y_pred = _as_float_pair(y_true, y_pred)
+        _, y_pred = as_float_pair(y_true, y_pred)
         super().update_state(ops.mean(ops.cast(ops.greater(y_pred, self.threshold), "float32")))
 
     def get_config(self) -> dict[str, Any]:

@@ -18,8 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data.dataset import IMAGE_EXTENSIONS, decode_raw, list_names, read_bytes, resize_image, to_channels
-from data.errors import DatasetError
+from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, read_bytes, resize_image, to_channels
 from search.errors import ConfigError
 from search.results import StudyDir, atomic_write_bytes
 
