@@ -21,7 +21,10 @@ def main() -> int:
     for name in ("search.runner", "search.engines.optuna_engine"):
         importlib.import_module(name)
     from search.config import load_config
-    from search.runner import environment_info
+    try:
+        from search.environment import environment_info
+    except ImportError:  # a checkout from before search/environment.py
+        from search.runner import environment_info  # type: ignore[attr-defined, no-redef]
     from search.specs import specs_from_values
 
     cfg = load_config("search_space.yaml")

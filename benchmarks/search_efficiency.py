@@ -288,7 +288,7 @@ def main() -> int:
                          "(pip install cmaes, or put it on PYTHONPATH for this benchmark)"})
 
     from search.config import config_from_dict
-    from search.runner import prepare_data
+    from search.study_data import prepare_data
 
     runs: list[dict[str, Any]] = []
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -2,7 +2,7 @@
 
 Runs one study of N identical-cost trials (random-optuna, pruner none, only the learning rate sampled, no
 early stopping) through ``search.runner.run_study(show_progress=False)`` on a synthetic CT-like dataset, with
-a ``WorkerPool`` subclass that timestamps every ``run`` and reads VmRSS from /proc (psutil is not a
+a ``TrialProcess`` subclass that timestamps every ``run`` and reads VmRSS from /proc (psutil is not a
 dependency). The number of epochs is calibrated first (in a separate process) so a trial trains for about
 ``--trial-s`` seconds.
 
@@ -10,7 +10,7 @@ B4, three views of the overhead, each ``(wall − train_s) ÷ wall``, train_s be
 ``model.fit`` (training + validation, tf.function tracing of the first epoch included) from trial.json:
   * worker:  wall = trial.json ``duration_s`` (the worker's run_task: config, build, compile, train,
              per-epoch checkpoints and history, predictions, weights);
-  * pool:    wall = ``WorkerPool.run`` in the driver (adds the pipe and, on the first trial and after each
+  * pool:    wall = ``TrialProcess.run`` in the driver (adds the pipe and, on the first trial and after each
              recycle, the worker's spawn + TensorFlow import);
   * driver:  wall = time between the ends of consecutive trials (adds the engine's sampling, the results
              records, trials.csv and report.html refresh); the first trial's also covers the study set-up.
@@ -42,7 +42,7 @@ from typing import Any  # noqa: E402
 from _common import REPO, emit, machine_info, median, print_table, vmrss_mib  # noqa: E402
 
 from search.trial import TrialOutcome, TrialTask  # noqa: E402
-from search.worker import EpochDecision, WorkerPool  # noqa: E402
+from search.trial_process import DecideEpoch, TrialProcess  # noqa: E402
 
 AUGMENT_PRESETS = {
     "none": {},
@@ -52,14 +52,14 @@ AUGMENT_PRESETS = {
 }
 
 
-class MeasuredPool(WorkerPool):
-    """A WorkerPool that records, for every run: wall times, whether a worker was started, RSS."""
+class MeasuredPool(TrialProcess):
+    """A TrialProcess that records, for every run: wall times, whether a worker was started, RSS."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runs: list[dict[str, Any]] = []
 
-    def run(self, task: TrialTask, decide: EpochDecision) -> TrialOutcome:
+    def run(self, task: TrialTask, decide: DecideEpoch) -> TrialOutcome:
         before_pid = self.pid
         recycle = self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive())
         rss_start = vmrss_mib()
@@ -173,7 +173,8 @@ def main() -> int:
     from data import write_synthetic_dataset
     from search.config import config_from_dict
     from search.results import StudyDir
-    from search.runner import prepare_data, run_study
+    from search.runner import run_study
+    from search.study_data import prepare_data
 
     emit(machine_info(tensorflow=False))
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,7 @@ def main() -> int:
     poller.start()
     t_start = time.time()
     try:
-        run_study(cfg, results_root=results_root, show_progress=False, pool=pool)
+        run_study(cfg, results_root=results_root, show_progress=False, trial_process=pool)
         t_end = time.time()
         rss_after_study = vmrss_mib()
     finally:

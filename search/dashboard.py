@@ -13,15 +13,15 @@ import datetime as dt
 import logging
 import math
 import os
-import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
 from search.results import StudyDir, TrialRecord
+from search.vocabulary import OBJECTIVE, optuna_state
 
 __all__ = [
     "DASHBOARD_JOURNAL",
@@ -29,13 +29,13 @@ __all__ = [
     "dashboard_storage",
     "frozen_trials",
     "mirror_to_optuna",
+    "quiet_optuna_logging",
     "serve",
 ]
 
 logger = logging.getLogger(__name__)
 
 DASHBOARD_JOURNAL = "dashboard.journal"
-OBJECTIVE = "val_hard_dice"
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -75,15 +75,9 @@ def frozen_trials(
     """Our trial records as ``optuna.trial.FrozenTrial`` objects (state, value, params, epochs' scores)."""
     from optuna.trial import FrozenTrial, TrialState
 
-    states = {
-        "complete": TrialState.COMPLETE,
-        "pruned": TrialState.PRUNED,
-        "failed": TrialState.FAIL,
-        "running": TrialState.RUNNING,
-    }
     out = []
     for i, r in enumerate(records):
-        state = states.get(r.status, TrialState.FAIL)
+        state = optuna_state(r.status)
         score = None if r.score is None or not math.isfinite(float(r.score)) else float(r.score)
         if state == TrialState.COMPLETE and score is None:
             state = TrialState.FAIL
@@ -166,7 +160,7 @@ def mirror_to_optuna(study: StudyDir, *, path: Path | None = None) -> Any:
     tmp.unlink(missing_ok=True)
     try:
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp)))
-        with _quiet_optuna():
+        with quiet_optuna_logging():
             mirror = optuna.create_study(storage=storage, study_name=study.name, direction="maximize")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -204,7 +198,7 @@ def dashboard_storage(study: StudyDir, *, mirror: bool = False) -> tuple[Any, st
     cfg = read_study_config(study)
     if not mirror and cfg.engine == "optuna":
         if cfg.study.storage:
-            from search.engines.optuna_engine import engine_url
+            from search.engines.optuna_engine import engine_url, redact_url
 
             return engine_url(cfg.study.storage), f"Optuna storage {redact_url(cfg.study.storage)}"
         journal = study.engine_dir / "optuna.journal"
@@ -229,16 +223,12 @@ def serve(storage: Any, *, host: str = "127.0.0.1", port: int = 8080) -> None:
         raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None
 
 
-def redact_url(url: str) -> str:
-    """A storage URL with its password hidden (for messages)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 
 
 @contextlib.contextmanager
-def _quiet_optuna() -> Any:
+def quiet_optuna_logging() -> Iterator[None]:
+    """Optuna's log level at WARNING inside the block (its study-creation and trial messages), restored after."""
     import optuna
 
     level = optuna.logging.get_verbosity()

@@ -22,6 +22,7 @@ import yaml
 from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir, TrialRecord, atomic_write_text, read_json
+from search.vocabulary import OBJECTIVE
 
 __all__ = [
     "FORMATS",
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 ExportFormat = Literal["yaml", "json", "ini"]
 FORMATS: tuple[ExportFormat, ...] = ("yaml", "json", "ini")
-OBJECTIVE = "val_hard_dice"
 
 # Our loss names → the reference tool's loss functions (it resolves the name in its own losses module).
 LOSS_TO_REFERENCE: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Several drivers on one machine (``run --workers N``): devices, threads and the extra drivers.
 
 The main driver starts N−1 extra drivers, each ``python -m search worker NAME`` in a subprocess
-with its own worker pool. They share the study through the Optuna storage. Each driver gets one
+with its own trial process. They share the study through the Optuna storage. Each driver gets one
 GPU (``CUDA_VISIBLE_DEVICES``) when GPUs are present, else an equal share of the CPU threads.
 """
 
@@ -119,6 +119,15 @@ class ExtraDrivers:
             if code not in (0, None, 130):
                 logger.warning("worker %d exited with code %s; see %s", i, code, self.log_dir / f"worker-{i}.log")
         return codes
+
+    def finish(self, *, stop_requested: int) -> None:
+        """The main driver is leaving: let its extra drivers finish (they stop on Ctrl-C or on their own)."""
+        if any(p.poll() is None for p in self.procs):
+            if not stop_requested:
+                self.interrupt()  # an error in the main driver: stop them after the epoch
+            self.wait(timeout=120)
+            self.kill()
+        self.close()
 
     def kill(self) -> None:
         for proc in self.procs:

@@ -25,12 +25,12 @@ import numpy as np
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
 from search.results import StudyDir, TrialRecord, atomic_write_text, read_json
+from search.vocabulary import OBJECTIVE
 
 __all__ = ["SECTIONS", "build_report_html", "write_hparams_summary", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVE = "val_hard_dice"
 # (id, title) of every section, in page order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
@@ -418,13 +418,13 @@ def _importance(ctx: _Context, page: _Page) -> str:
         return _note(f"Needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials ({len(done)} so far).")
     import optuna
 
-    from search.dashboard import _quiet_optuna, covering_distributions, frozen_trials
+    from search.dashboard import covering_distributions, frozen_trials, quiet_optuna_logging
 
     dists = covering_distributions(ctx.cfg, done)
     dists = {k: v for k, v in dists.items() if not getattr(v, "single", lambda: False)()}
     if not dists:
         return _note("No sampled hyperparameter varies between the completed trials.")
-    with _quiet_optuna():
+    with quiet_optuna_logging():
         mem = optuna.create_study(direction="maximize")
         mem.add_trials(frozen_trials(done, dists))
         scores = {float(r.score or 0) for r in done}

@@ -10,16 +10,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from search.errors import ConfigError
+from search.vocabulary import TrialState
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-Status = Literal["running", "complete", "pruned", "failed"]
-STATUSES: tuple[Status, ...] = ("running", "complete", "pruned", "failed")
 CSV_FIELDS = ("number", "status", "score", "best_epoch", "epochs_run", "duration_s", "reason")
 TRACEBACK_FILE = "traceback.txt"  # trials/<n>/traceback.txt: the full traceback of a trial that crashed
 
@@ -87,7 +92,7 @@ class TrialRecord:
     """One trial as the results contract stores it."""
 
     number: int
-    status: Status
+    status: TrialState
     values: dict[str, Any]
     seed: int
     score: float | None = None
@@ -101,6 +106,9 @@ class TrialRecord:
     engine_id: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     train_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.status = TrialState(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,7 +170,7 @@ class StudyDir:
         return self.trials_dir / f"{number:04d}"
 
     def traceback_path(self, number: int) -> Path:
-        """Where a crashed trial's full traceback is (search.worker.write_traceback writes it)."""
+        """Where a crashed trial's full traceback is (:func:`write_traceback` writes it)."""
         return self.trial_dir(number) / TRACEBACK_FILE
 
     def exists(self) -> bool:
@@ -188,12 +196,12 @@ class StudyDir:
             if d.is_dir() and p.is_file():
                 try:
                     out.append(TrialRecord.from_dict(read_json(p)))
-                except (json.JSONDecodeError, TypeError):
+                except (ValueError, TypeError):  # JSONDecodeError is a ValueError, so is an unknown status
                     continue  # never written torn (atomic), but tolerate foreign files
         return sorted(out, key=lambda r: r.number)
 
     def best_trial(self) -> TrialRecord | None:
-        done = [r for r in self.trials() if r.status == "complete" and r.score is not None]
+        done = [r for r in self.trials() if r.status == TrialState.COMPLETE and r.score is not None]
         if not done:
             return None
         return max(done, key=lambda r: (r.score, -r.number))
@@ -232,6 +240,32 @@ class StudyDir:
             return []
         with p.open() as f:
             return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def open_study(results_root: Path | str, name: str) -> StudyDir:
+    """The folder of an existing study, or a one-line ConfigError naming the studies that do exist."""
+    root = Path(results_root)
+    study = StudyDir(root / name)
+    if not study.exists():
+        known = sorted(p.parent.name for p in root.glob("*/study.yaml")) if root.is_dir() else []
+        hint = f"; studies here: {', '.join(known)}" if known else ""
+        raise ConfigError(f"no study {name!r} in {root.resolve()}{hint}")
+    return study
+
+
+def write_traceback(out_dir: Path, exc: BaseException) -> None:
+    """Write ``exc``'s full traceback, chained causes included, to ``out_dir/traceback.txt`` atomically.
+
+    For the trial code's crash handler (the trial's record keeps only a one-line reason);
+    ``python -m search status NAME --debug`` prints it. Never raises: a traceback that cannot be
+    written is logged instead.
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    path = Path(out_dir) / TRACEBACK_FILE
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        logger.warning("could not write %s (%s); the traceback:\n%s", path, e, text.rstrip())
 
 
 def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:

@@ -1,6 +1,6 @@
 """Runtime setup of a process that trains: the one place that touches devices and TF settings.
 
-Called by the worker process (and tests), never on import.
+Called by the trial process (search/trial_process.py) and tests, never on import.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ PACKAGE_LOGGERS = ("search", "data", "models")
 def configure_logging(level: int = logging.WARNING) -> None:
     """Log this project's packages at ``level`` and everything else at WARNING, to standard error.
 
-    A worker process gets the driver's level (``WorkerPool`` passes it as ``log_level``), so ``-v``,
+    A trial process gets the driver's level (``TrialProcess`` passes it as ``log_level``), so ``-v``,
     ``-vv`` and ``--debug`` show its records too. Adds a handler only if the process has none.
     """
     root = logging.getLogger()
@@ -72,6 +75,17 @@ def configure_runtime(
         except Exception:  # noqa: BLE001 - not available on every build
             pass
     return {"gpus": [g.name for g in gpus], "mixed_precision": bool(mixed_precision and gpus)}
+
+
+def trial_runtime(cfg: Config) -> dict[str, Any]:
+    """Runtime settings of a trial process (:func:`configure_runtime`'s arguments) from the study's config.
+
+    Op determinism makes Keras drop XLA (with only a warning), so ``jit_compile`` turns it off.
+    """
+    return {
+        "mixed_precision": cfg.train.mixed_precision,
+        "deterministic": cfg.train.deterministic and not cfg.train.jit_compile,
+    }
 
 
 def device_memory_budget() -> int | None:

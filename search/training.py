@@ -35,10 +35,10 @@ import numpy as np
 from search.errors import TrialCollapsed, TrialFailed
 from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
+from search.vocabulary import OBJECTIVE
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVE = "val_hard_dice"
 EpochHook = Callable[[int, dict[str, float]], None]
 
 # "No score yet" below this hard dice: progress in loss or soft dice still counts (module docstring).

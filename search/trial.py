@@ -20,10 +20,10 @@ import numpy as np
 
 from search.config import Config, config_from_dict
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
-from search.results import atomic_write_json, write_history_csv
+from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import check_memory, specs_from_values
-from search.training import OBJECTIVE, Checkpoint, evaluate_model, predict_probabilities, train_model
-from search.worker import write_traceback
+from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
+from search.vocabulary import OBJECTIVE, TrialState
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class TrialTask:
 
 @dataclass
 class TrialOutcome:
-    status: Literal["complete", "pruned", "failed", "interrupted"]
+    """What a trial process reports back. ``running``: stopped on request, resumable (:attr:`interrupted`)."""
+
+    status: TrialState
     score: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
@@ -57,6 +59,13 @@ class TrialOutcome:
     duration_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     infeasible: bool = False
+
+    def __post_init__(self) -> None:
+        self.status = TrialState(self.status)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == TrialState.RUNNING
 
 
 def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
@@ -82,7 +91,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
     except TrialPruned as e:
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
         # objective under its own name and no "score" (written before the hook ran).
-        outcome = TrialOutcome(status="pruned", reason=e.reason, epochs_run=len(history))
+        outcome = TrialOutcome(status=TrialState.PRUNED, reason=e.reason, epochs_run=len(history))
         scores: list[float] = [v for v in (_row_score(h) for h in history) if v is not None]
         if isinstance(e, TrialCollapsed):
             outcome.epochs_run = e.epochs_run
@@ -91,10 +100,10 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
             outcome.score = max(scores)
         _drop_checkpoint(out)
     except TrialFailed as e:
-        outcome = TrialOutcome(status="failed", reason=e.reason, epochs_run=len(history), infeasible=e.infeasible)
+        outcome = TrialOutcome(status=TrialState.FAILED, reason=e.reason, epochs_run=len(history), infeasible=e.infeasible)
         _drop_checkpoint(out)
     except MemoryError:
-        outcome = TrialOutcome(status="failed", reason="out of host memory", epochs_run=len(history))
+        outcome = TrialOutcome(status=TrialState.FAILED, reason="out of host memory", epochs_run=len(history))
     except Exception as e:  # a trial-local crash must not end the search
         name = type(e).__name__
         if "ResourceExhausted" in name or "OOM" in str(e)[:200]:
@@ -103,7 +112,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
             reason = f"{name}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
         logger.debug("trial %d crashed", task.number, exc_info=True)
         write_traceback(out, e)  # the whole story, for `status NAME --debug`
-        outcome = TrialOutcome(status="failed", reason=reason, epochs_run=len(history))
+        outcome = TrialOutcome(status=TrialState.FAILED, reason=reason, epochs_run=len(history))
     # A resumed trial's earlier segments count too (their epochs' seconds, from the checkpoint).
     outcome.duration_s = time.perf_counter() - t0 + _earlier_segments_s(history)
     return outcome
@@ -149,7 +158,7 @@ def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOut
     result.model.save_weights(str(out / "best.weights.h5"))
     _drop_checkpoint(out)
     return TrialOutcome(
-        status="complete",
+        status=TrialState.COMPLETE,
         score=result.best_score,
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
@@ -206,7 +215,7 @@ def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # 
         save_predictions(out / "predictions", test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
     atomic_write_json(out / "test_metrics.json", metrics)
     return TrialOutcome(
-        status="complete",
+        status=TrialState.COMPLETE,
         score=metrics["hard_dice"],
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,

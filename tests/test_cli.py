@@ -24,7 +24,7 @@ def test_every_command_is_registered() -> None:
 def test_a_command_module_that_cannot_be_imported_is_not_silently_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     import search.cli
 
-    monkeypatch.setitem(sys.modules, "search.cli.extra_cmds", None)  # importing it raises ImportError
-    monkeypatch.delattr(search.cli, "extra_cmds", raising=False)
+    monkeypatch.setitem(sys.modules, "search.cli.results_cmds", None)  # importing it raises ImportError
+    monkeypatch.delattr(search.cli, "results_cmds", raising=False)
     with pytest.raises(ImportError):
         _commands()

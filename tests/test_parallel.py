@@ -16,7 +16,7 @@ from search.cli import main
 from search.config import config_from_dict
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots
 from search.results import StudyDir
-from search.runner import StudyLock
+from search.study_folder import StudyLock
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **study: Any) -> Path:

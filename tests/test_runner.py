@@ -15,7 +15,8 @@ from search.cli import EXIT_CONFIG, EXIT_DATA, main
 from search.config import config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir
-from search.runner import StudyLock, run_study
+from search.runner import run_study
+from search.study_folder import StudyLock
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **train: object) -> Path:

@@ -19,7 +19,7 @@ from search.config import config_from_dict
 from search.results import StudyDir
 from search.runner import run_study
 from search.trial import TrialOutcome, TrialTask
-from search.worker import WorkerPool
+from search.trial_process import TrialProcess
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def test_infeasible_values_are_rejected_before_training(
     assert all(r.reason.startswith("infeasible: estimated training memory") and r.epochs_run == 0 for r in recs)
 
 
-class KillingPool(WorkerPool):
+class KillingPool(TrialProcess):
     """Kills its worker process (SIGKILL, like the OOM killer) during the trials named."""
 
     def __init__(self, kill_numbers: set[int], **kwargs: Any) -> None:
@@ -158,7 +158,7 @@ def test_killed_worker_becomes_failed_trial_and_search_continues(tmp_path: Path,
     cfg = config_from_dict(tiny_raw_config(synthetic_root, study={"name": "kill", "max_trials": 3}))
     pool = KillingPool({1}, recycle_after=10)
     try:
-        summary = run_study(cfg, results_root=tmp_path, show_progress=False, pool=pool)
+        summary = run_study(cfg, results_root=tmp_path, show_progress=False, trial_process=pool)
     finally:
         pool.close()
     recs = StudyDir(tmp_path / "kill").trials()

@@ -8,8 +8,7 @@ import pytest
 from fake_study import build_study
 
 from search.cli import main
-from search.results import TRACEBACK_FILE, StudyDir
-from search.worker import write_traceback
+from search.results import TRACEBACK_FILE, StudyDir, write_traceback
 
 
 def _failed_with_traceback(results: Path) -> tuple[StudyDir, int]:

@@ -82,8 +82,9 @@ def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Pa
     """TrialExecutor's per-epoch decision: warm-up/zero-score epochs skip the pruner; a dip is not reported."""
     from search.progress import Progress
     from search.results import StudyDir
-    from search.runner import PreparedData, TrialExecutor
+    from search.study_data import PreparedData
     from search.trial import TrialOutcome
+    from search.trial_executor import TrialExecutor
 
     epochs = [  # (judgeable, this epoch's score, running best)
         (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (1.0, 0.6, 0.6), (1.0, 0.2, 0.6), (1.0, 0.7, 0.7)]

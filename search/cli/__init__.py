@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search.cli import data_cmds, extra_cmds, results_cmds, run_cmd, worker_cmd
+    from search.cli import data_cmds, results_cmds, run_cmd, worker_cmd
 
     parser = _Parser(
         prog="python -m search",
@@ -39,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmd.register(sub)
     data_cmds.register(sub)
     results_cmds.register(sub)
-    extra_cmds.register(sub)
     return parser
 
 

@@ -123,8 +123,8 @@ def cmd_final(args: argparse.Namespace) -> int:
     import yaml
 
     from search.config import config_from_dict
+    from search.final import run_final
     from search.results import StudyDir
-    from search.runner import run_final
 
     study = StudyDir(Path(args.results) / args.name)
     if not study.exists():

@@ -29,9 +29,12 @@ from search.engines import Executor
 from search.errors import Interrupted, SearchAborted
 from search.results import atomic_write_text
 from search.space import baseline_values, to_keras_tuner
+from search.vocabulary import KERAS_TUNER_STATES, OBJECTIVE, TrialState
+
+__all__ = ["StudyTuner", "make_oracle", "run_keras_tuner", "serve_oracle"]
 
 logger = logging.getLogger(__name__)
-OBJECTIVE = kt.Objective("val_hard_dice", direction="max")
+KT_OBJECTIVE = kt.Objective(OBJECTIVE, direction="max")
 RUNNING = kt.engine.trial.TrialStatus.RUNNING
 STOPPED = kt.engine.trial.TrialStatus.STOPPED
 
@@ -82,7 +85,7 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
                 _record_on_chief(executor, self.trials[trial.trial_id], baseline is not None)
 
     kwargs: dict[str, Any] = {
-        "objective": OBJECTIVE,
+        "objective": KT_OBJECTIVE,
         "hyperparameters": to_keras_tuner(cfg),
         "allow_new_entries": False,
         "tune_new_entries": False,
@@ -99,19 +102,18 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
 def _record_on_chief(executor: Executor, trial: Any, baselines: bool) -> None:
     """The worker wrote its record in its own results folder; keep the chief's folder complete too
     (values, status, score) so that status and the final stage work there."""
-    record = getattr(executor, "record_external", None)
-    status = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed"}.get(str(trial.status))
-    if record is None or status is None:
+    status = KERAS_TUNER_STATES.get(str(trial.status))
+    if status is None:
         return
     lines = (trial.message or "").strip().splitlines()
     values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
     number = int(trial.trial_id)
-    score = trial.score if status == "complete" else None
-    record(number, values, status=status, score=score, reason=lines[-1] if lines else "",
-           baseline=baselines and number == 0)
+    score = trial.score if status == TrialState.COMPLETE else None
+    executor.record_external(number, values, status=status, score=score, reason=lines[-1] if lines else "",
+                             baseline=baselines and number == 0)
 
 
-class _Stop(kt.errors.FatalError):
+class _ThroughKerasTuner(kt.errors.FatalError):
     """Carries Interrupted/SearchAborted through Keras Tuner, which swallows other exceptions.
 
     A FatalError leaves the trial in the oracle's ongoing trials, so on reload Keras Tuner
@@ -143,10 +145,12 @@ class StudyTuner(base_tuner.BaseTuner):
                 max_epochs=int(max_epochs) if max_epochs is not None else None,
             )
         except (Interrupted, SearchAborted) as e:
-            raise _Stop(e) from e
-        if rec.status != "complete" or rec.score is None:
+            raise _ThroughKerasTuner(e) from e
+        # Our states → Keras Tuner's: a returned score completes the trial, FailedTrialError fails it
+        # (Keras Tuner has no pruned trials). Back on a chief: KERAS_TUNER_STATES.
+        if rec.status != TrialState.COMPLETE or rec.score is None:
             raise kt.errors.FailedTrialError(rec.reason or rec.status)
-        return {"val_hard_dice": float(rec.score)}
+        return {OBJECTIVE: float(rec.score)}
 
     def save(self) -> None:  # atomic, like the oracle's files
         if not self._is_worker():
@@ -195,7 +199,7 @@ def run_keras_tuner(
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             tuner.search(verbose=0)
-    except _Stop as e:
+    except _ThroughKerasTuner as e:
         raise e.original from None
 
 
@@ -232,7 +236,7 @@ def serve_oracle(
     try:
         while True:
             time.sleep(poll_s)
-            if getattr(executor, "stop_requested", 0):
+            if executor.stop_requested:
                 if drain is not None:
                     drain()
                 raise Interrupted("chief stopped; workers' ongoing trials are retried when it resumes")

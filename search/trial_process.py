@@ -1,9 +1,13 @@
-"""Trial isolation: trials run in a recycled worker process.
+"""Trial isolation: trials run in a recycled child process (:class:`TrialProcess`).
 
-In-process TensorFlow keeps memory after every trial, so the driver never trains: a spawned worker
-does, for up to ``recycle_after`` trials, then is replaced. Per-epoch logs stream back over a pipe
-and the driver answers each one with ``continue``, ``prune`` or ``stop`` (pruning and Ctrl-C). A
-worker that dies (OOM killer, segfault, kill -9) becomes a failed trial with that reason.
+In-process TensorFlow keeps memory after every trial, so the driver never trains: a spawned child
+process does, for up to ``recycle_after`` trials, then is replaced. Per-epoch logs stream back over
+a pipe and the driver answers each one with an :class:`~search.vocabulary.EpochDecision`
+(continue, prune, stop: pruning and Ctrl-C). A process that dies (OOM killer, segfault, kill -9)
+becomes a failed trial with that reason.
+
+Not to be confused with ``python -m search worker NAME``: a *driver* that joins a study
+(search/cli/worker_cmd.py); each driver runs its trials in one TrialProcess.
 """
 
 from __future__ import annotations
@@ -13,40 +17,25 @@ import multiprocessing as mp
 import os
 import signal
 import time
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import Interrupted
-from search.results import TRACEBACK_FILE, atomic_write_text
 from search.runtime import temporary_environ
+from search.vocabulary import EpochDecision, TrialState
 
-if TYPE_CHECKING:  # search.trial is imported where it is used, so that it may import this module
+if TYPE_CHECKING:  # search.trial (TensorFlow) is imported in the child process only
     from search.trial import TrialOutcome, TrialTask
+
+__all__ = ["DecideEpoch", "TrialProcess"]
 
 logger = logging.getLogger(__name__)
 
-EpochDecision = Callable[[int, dict[str, float]], str]  # returns "continue" | "prune" | "stop"
+DecideEpoch = Callable[[int, dict[str, float]], EpochDecision]  # (epoch, logs) -> the driver's answer
 
 
-def write_traceback(out_dir: Path, exc: BaseException) -> None:
-    """Write ``exc``'s full traceback, chained causes included, to ``out_dir/traceback.txt`` atomically.
-
-    For the trial code's crash handler (the trial's record keeps only a one-line reason);
-    ``python -m search status NAME --debug`` prints it. Never raises: a traceback that cannot be
-    written is logged instead.
-    """
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    path = Path(out_dir) / TRACEBACK_FILE
-    try:
-        atomic_write_text(path, text)
-    except OSError as e:
-        logger.warning("could not write %s (%s); the traceback:\n%s", path, e, text.rstrip())
-
-
-def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
-    """Worker process: receive tasks, run them, stream epochs back."""
+def _child_main(conn: Any, runtime: dict[str, Any]) -> None:
+    """The trial process: receive tasks, run them, stream epochs back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _exit_with_parent(os.getppid())
     from search.runtime import configure_runtime
@@ -68,24 +57,24 @@ def _worker_main(conn: Any, runtime: dict[str, Any]) -> None:
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             conn.send(("epoch", epoch, logs))
             reply = conn.recv()
-            if reply == "prune":
+            if reply == EpochDecision.PRUNE:
                 raise TrialPruned(f"pruned after epoch {epoch}")
-            if reply == "stop":
-                raise _Stop()
+            if reply == EpochDecision.STOP:
+                raise _StopRequested()
 
         if task.cache_path not in caches:
             caches[task.cache_path] = open_cache(task.cache_path)
         try:
             outcome = run_task(task, caches[task.cache_path], on_epoch)
-        except _Stop:
-            outcome = TrialOutcome(status="interrupted", reason="interrupted by the user (resumable)")
+        except _StopRequested:
+            outcome = TrialOutcome(status=TrialState.RUNNING, reason="interrupted by the user (resumable)")
         conn.send(("done", outcome))
         _release_memory()
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Die with the driver: a driver killed with SIGKILL cannot stop its worker, and an orphaned
-    worker would go on writing the checkpoint of a trial that the next driver continues."""
+    """Die with the driver: a driver killed with SIGKILL cannot stop its trial process, and an orphaned
+    one would go on writing the checkpoint of a trial that the next driver continues."""
     import threading
 
     def watch() -> None:
@@ -96,8 +85,8 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-class _Stop(BaseException):
-    """Raised inside the worker when the driver asks it to stop after this epoch."""
+class _StopRequested(BaseException):
+    """Raised inside the trial process when the driver answers ``stop`` after an epoch."""
 
 
 def _release_memory() -> None:
@@ -112,8 +101,8 @@ def _release_memory() -> None:
     gc.collect()
 
 
-class WorkerPool:
-    """One worker process at a time, recycled after ``recycle_after`` tasks."""
+class TrialProcess:
+    """One isolated trial process at a time, replaced after ``recycle_after`` tasks."""
 
     def __init__(self, *, recycle_after: int = 10, runtime: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
         self.recycle_after = recycle_after
@@ -131,7 +120,7 @@ class WorkerPool:
         # The driver's level (-v, -vv, --debug), unless the runtime sets one: a spawned child starts unconfigured.
         runtime = {"log_level": logging.getLogger("search").getEffectiveLevel(), **self.runtime}
         with temporary_environ(self.env):  # inherited by the spawned child only for its start
-            proc = self._ctx.Process(target=_worker_main, args=(child, runtime), daemon=True)
+            proc = self._ctx.Process(target=_child_main, args=(child, runtime), daemon=True)
             proc.start()
             self._proc = proc
         child.close()
@@ -164,8 +153,11 @@ class WorkerPool:
         return None if self._proc is None else self._proc.pid
 
     # running
-    def run(self, task: TrialTask, decide: EpochDecision) -> TrialOutcome:
-        """Run one task; worker death becomes a failed outcome. Raises Interrupted on a hard stop."""
+    def run(self, task: TrialTask, decide: DecideEpoch) -> TrialOutcome:
+        """Run one task; the process's death becomes a failed outcome. Raises Interrupted on a hard stop.
+
+        An outcome ``running`` means the trial stopped on request and resumes from its checkpoint.
+        """
         from search.trial import TrialOutcome
 
         if self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive()):
@@ -188,16 +180,17 @@ class WorkerPool:
             try:
                 msg = self._conn.recv() if ready else None
             except (EOFError, OSError):
-                msg = None  # the worker's end of the pipe closed: it died
+                msg = None  # the child's end of the pipe closed: it died
             if msg is None:
                 self._proc.join(timeout=10)
                 code = self._proc.exitcode
                 self.kill()
                 self._conn.close()
-                return TrialOutcome(status="failed", reason=_death_reason(code), duration_s=time.perf_counter() - t0)
+                return TrialOutcome(status=TrialState.FAILED, reason=_death_reason(code),
+                                    duration_s=time.perf_counter() - t0)
             if msg[0] == "epoch":
                 _, epoch, logs = msg
-                reply = "stop" if self.stop_requested else decide(epoch, logs)
+                reply = EpochDecision.STOP if self.stop_requested else decide(epoch, logs)
                 try:
                     self._conn.send(reply)
                 except (BrokenPipeError, OSError):
@@ -208,6 +201,7 @@ class WorkerPool:
 
 
 def _death_reason(code: int | None) -> str:
+    # "worker process" in the recorded reasons: the wording studies on disk already use.
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

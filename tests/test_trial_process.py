@@ -1,4 +1,4 @@
-"""The trial worker process: the driver's log level reaches it, and a crash leaves its full traceback."""
+"""The trial process (search/trial_process.py): the driver's log level reaches it, and a crash leaves its traceback."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from search.results import TRACEBACK_FILE
+from search.results import TRACEBACK_FILE, write_traceback
 from search.runtime import configure_logging
-from search.worker import WorkerPool, write_traceback
+from search.trial_process import TrialProcess
 
 PACKAGES = ("search", "data", "models")
 
@@ -62,7 +62,7 @@ class _FakeContext:
         return proc
 
 
-def _started_runtime(pool: WorkerPool) -> dict[str, Any]:
+def _started_runtime(pool: TrialProcess) -> dict[str, Any]:
     ctx = _FakeContext()
     pool._ctx = ctx
     pool._start()
@@ -74,14 +74,14 @@ def _started_runtime(pool: WorkerPool) -> dict[str, Any]:
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING])
 def test_worker_starts_with_the_drivers_log_level(level: int, restore_logging: None) -> None:
     logging.getLogger("search").setLevel(level)
-    runtime = _started_runtime(WorkerPool(runtime={"mixed_precision": False}))
+    runtime = _started_runtime(TrialProcess(runtime={"mixed_precision": False}))
     assert runtime["log_level"] == level
     assert runtime["mixed_precision"] is False
 
 
 def test_an_explicit_worker_log_level_wins(restore_logging: None) -> None:
     logging.getLogger("search").setLevel(logging.DEBUG)
-    assert _started_runtime(WorkerPool(runtime={"log_level": logging.ERROR}))["log_level"] == logging.ERROR
+    assert _started_runtime(TrialProcess(runtime={"log_level": logging.ERROR}))["log_level"] == logging.ERROR
 
 
 def test_cli_debug_and_verbose_set_the_level_the_worker_inherits(restore_logging: None) -> None:
@@ -90,7 +90,7 @@ def test_cli_debug_and_verbose_set_the_level_the_worker_inherits(restore_logging
     for verbose, debug, expected in ((0, False, logging.INFO), (1, False, logging.INFO), (2, False, logging.DEBUG),
                                      (0, True, logging.DEBUG)):
         _configure_logging(verbose, debug=debug)
-        assert _started_runtime(WorkerPool())["log_level"] == expected, (verbose, debug)
+        assert _started_runtime(TrialProcess())["log_level"] == expected, (verbose, debug)
 
 
 def test_worker_logging_shows_debug_records_of_the_packages_only(

@@ -1,0 +1,200 @@
+"""The study folder ``results/<study>/``: open or resume it, refuse incompatible changes, lock it.
+
+A new folder is only a candidate until its driver holds the :class:`StudyLock`; ``study.yaml`` (what
+"the study exists" means) is written once the data is prepared, and only the lock holder may remove
+a folder it created (search/runner.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.config import Config, config_from_dict
+from search.errors import ConfigError
+from search.results import StudyDir, read_json
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "StudyLock",
+    "blocking_differences",
+    "check_same_dataset",
+    "check_stored_config",
+    "config_differences",
+    "open_study_dir",
+    "refuse_differences",
+    "sweep_temp_files",
+]
+
+# Settings that may change when a study resumes without --allow-changes.
+RESUMABLE_CHANGES = {
+    "study.max_trials",
+    "study.timeout_s",
+    "study.workers",
+    "study.recycle_after",
+    "study.max_consecutive_failures",
+    "study.storage",
+    "study.heartbeat_s",
+    "data.cache_dir",
+    "data.root",
+    "final.retrain",
+    "final.train_on_valid",
+    "final.num_predictions",
+    "train.tensorboard",
+}
+
+
+def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = False) -> tuple[StudyDir, bool]:
+    """Create ``results/<study>/`` or check that the existing one may resume with ``cfg``.
+
+    Returns the study folder and whether the study already existed (its study.yaml, written once its data
+    is prepared). A new folder is only a candidate: ``run_study`` claims it with the study lock.
+    """
+    study = StudyDir(results_root / cfg.study.name)
+    if study.exists():
+        old = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
+        if not allow_changes:
+            refuse_differences(cfg, old, where=str(study.root))
+        return study, True
+    try:
+        study.root.mkdir(parents=True, exist_ok=True)
+        probe = study.root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"results folder {study.root} is not writable ({e.strerror})") from None
+    return study, False
+
+
+def refuse_differences(new: Config, old: Config, *, where: str) -> None:
+    """One-line ConfigError listing what a resume may not change (see blocking_differences)."""
+    blocking = blocking_differences(old, new)
+    if blocking:
+        raise ConfigError(
+            f"study {new.study.name!r} exists in {where} with another configuration: "
+            + "; ".join(blocking[:8])
+            + (f" (+{len(blocking) - 8} more)" if len(blocking) > 8 else "")
+            + ". Use another --study name, or --allow-changes if the change is compatible"
+        )
+
+
+def blocking_differences(old: Config, new: Config) -> list[str]:
+    """Differences that a resume may not make silently (see RESUMABLE_CHANGES).
+
+    The storage URL may change (another host name for the same database), but not between the
+    local journal and a database: the trials would be numbered again from 0 in the new one.
+    """
+    out = []
+    for d in config_differences(old, new):
+        key = d.split(":")[0]
+        if key == "study.storage" and (old.study.storage is None) != (new.study.storage is None):
+            out.append("study.storage: between the local journal and a database (the engine state "
+                       "does not move; use another --study name)")
+        elif key not in RESUMABLE_CHANGES:
+            out.append(d)
+    return out
+
+
+def config_differences(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ, as ``key: old -> new``."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and prefix != "search_space.":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+    return out
+
+
+def check_stored_config(cfg: Config, *, allow_changes: bool = False) -> None:
+    """Refuse a study that exists in ``study.storage`` with another configuration (reads only)."""
+    from search.engines.optuna_engine import redact_url, stored_config
+
+    stored = stored_config(cfg)
+    if not stored:
+        return
+    old = config_from_dict(stored, source=f"{redact_url(str(cfg.study.storage))} study {cfg.study.name!r}")
+    if not allow_changes:
+        refuse_differences(cfg, old, where=redact_url(str(cfg.study.storage)))
+
+
+def check_same_dataset(study: StudyDir, fingerprint: dict[str, Any], *, allow_changes: bool = False) -> None:
+    """Refuse to resume a study on a dataset whose content hash differs from the one it was made with."""
+    if allow_changes or not study.fingerprint_json.is_file():
+        return
+    old = read_json(study.fingerprint_json)
+    if old.get("content_hash") != fingerprint.get("content_hash"):
+        raise ConfigError(
+            f"study {study.name!r} was made with another dataset (content hash "
+            f"{str(old.get('content_hash'))[:12]} != {str(fingerprint.get('content_hash'))[:12]}); "
+            f"use another --study name or --allow-changes"
+        )
+
+
+class StudyLock:
+    """An advisory lock on the study folder, held while a driver runs it."""
+
+    def __init__(self, study: StudyDir) -> None:
+        self.path = study.lock_path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was just removed by the driver that failed to create it
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A creator that fails removes the folder, lock file included, while holding the lock:
+            # a lock on the removed file would claim nothing.
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def sweep_temp_files(study: StudyDir, *, older_than_s: float = 60.0) -> None:
+    """Remove the temp files of atomic writes that a kill interrupted (``.NAME.XXXX.tmp``).
+
+    Only old ones: a driver of the study that is still finishing an epoch may be writing one now.
+    """
+    now = time.time()
+    for path in study.root.rglob(".*.tmp"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+        except OSError:
+            pass

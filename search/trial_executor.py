@@ -1,0 +1,223 @@
+"""The trial executor: what both engines call to run one trial.
+
+It writes the trial's record (``trials/<n>/trial.json``, ``trials.csv``) before and after, runs the
+trial in the driver's :class:`~search.trial_process.TrialProcess`, and answers each epoch: this is
+where a trial is pruned (the engine's ``should_prune`` asked with the running best) or stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+from search.config import Config
+from search.errors import Interrupted, SearchAborted
+from search.progress import Progress
+from search.results import StudyDir, TrialRecord, atomic_write_json
+from search.runtime import device_memory_budget
+from search.space import complete_values
+from search.specs import trial_seed
+from search.study_data import PreparedData
+from search.trial import TrialTask
+from search.trial_process import TrialProcess
+from search.vocabulary import OBJECTIVE, EpochDecision, TrialState
+
+__all__ = ["TrialExecutor"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrialExecutor:
+    """Runs one trial for an engine: records it in the results contract, streams progress.
+
+    Implements :class:`search.engines.Executor`.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        study: StudyDir,
+        data: PreparedData,
+        process: TrialProcess,
+        progress: Progress,
+        *,
+        deadline: float | None,
+        on_trial_end: Callable[[], None] | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.study = study
+        self.data = data
+        self.process = process
+        self.progress = progress
+        self.deadline = deadline
+        self.on_trial_end = on_trial_end
+        self.verbose = verbose
+        self.consecutive_failures = 0
+        self.baselines = cfg.study.baselines
+        self.memory_budget = device_memory_budget()
+
+    def budget_left(self) -> bool:
+        return self.deadline is None or time.time() < self.deadline
+
+    @property
+    def stop_requested(self) -> int:
+        """Ctrl-C count (the engines stop asking for trials once it is set)."""
+        return self.process.stop_requested
+
+    def owns_stale_trial(self, number: int) -> bool:
+        """The record of a trial left running says it ran on this machine, in this results folder."""
+        rec = self.study.read_trial(number)
+        return rec is not None and rec.status == TrialState.RUNNING and rec.engine_id == platform.node()
+
+    def mark_lost(self, number: int, reason: str, *, force: bool = False) -> None:
+        """Record as failed a trial the engine gave up on (its driver stopped sending heartbeats).
+
+        Only a record still 'running' changes, unless ``force`` (the trial finished here after the
+        storage had failed it: the storage's verdict wins, a retry runs under a new number).
+        """
+        rec = self.study.read_trial(number)
+        if rec is None or rec.status == TrialState.FAILED or (rec.status != TrialState.RUNNING and not force):
+            return
+        rec.status = TrialState.FAILED
+        rec.reason = reason if rec.reason == "" or rec.reason == reason else f"{reason} ({rec.reason})"
+        rec.finished_at = time.time()
+        self.study.write_trial(rec)
+        self.study.refresh_trials_csv()
+        logger.warning("trial %d: %s; recorded as failed (its retry, if any, has a new number)", number, reason)
+
+    def record_external(
+        self, number: int, sampled: dict[str, Any], *, status: TrialState, score: float | None, reason: str,
+        baseline: bool,
+    ) -> None:
+        """Record a trial that another process ran (Keras Tuner chief), unless recorded here already."""
+        existing = self.study.read_trial(number)
+        if existing is not None:
+            if existing.status != TrialState.RUNNING:
+                self.progress.trial_finished(existing, self.study.best_trial())
+            return
+        values = complete_values(self.cfg, sampled)
+        rec = TrialRecord(number=number, status=status, values=values,
+                          seed=trial_seed(self.cfg.study.seed, number), score=score, reason=reason,
+                          baseline=baseline, engine_id="keras-tuner worker", finished_at=time.time())
+        self.study.write_trial(rec)
+        atomic_write_json(self.study.trial_dir(number) / "values.json", values)
+        self.study.refresh_trials_csv()
+        self.progress.trial_finished(rec, self.study.best_trial())
+
+    def _catch_up_reports(self, number: int, should_prune: Callable[[int, float], bool]) -> None:
+        """Report the epochs of a resumed trial's checkpoint that the engine may have missed
+        (the driver can die between the checkpoint and the report)."""
+        from search.training import Checkpoint
+
+        ckpt = Checkpoint(self.study.trial_dir(number) / "checkpoint")
+        if not ckpt.exists():
+            return
+        try:
+            history = json.loads(ckpt.state_path.read_text()).get("history", [])
+        except (OSError, ValueError):
+            return
+        best = float("-inf")
+        for row in history:
+            score = row.get(OBJECTIVE, row.get("hard_dice"))
+            if "epoch" in row and score is not None:
+                best = max(best, float(score))  # the running best, as the live reports send it
+                try:
+                    should_prune(int(row["epoch"]), best)
+                except Exception:  # noqa: BLE001 - reporting is best effort, the trial still runs
+                    logger.debug("catch-up report failed", exc_info=True)
+
+    def __call__(
+        self,
+        number: int,
+        sampled: dict[str, Any],
+        *,
+        baseline: bool,
+        max_epochs: int | None = None,
+        should_prune: Callable[[int, float], bool] | None = None,
+    ) -> TrialRecord:
+        cfg = self.cfg
+        if self.process.stop_requested:
+            raise Interrupted("stopped before starting another trial")
+        values = complete_values(cfg, sampled)
+        previous = self.study.read_trial(number)
+        if previous is not None and previous.status != TrialState.RUNNING:
+            logger.warning("trial %d was already recorded as %s; keeping that record", number, previous.status)
+            return previous
+        rec = TrialRecord(
+            number=number,
+            status=TrialState.RUNNING,
+            values=values,
+            seed=trial_seed(cfg.study.seed, number),
+            baseline=baseline,
+            engine_id=platform.node(),
+        )
+        if previous is not None:
+            rec.started_at = previous.started_at
+        self.study.write_trial(rec)
+        atomic_write_json(self.study.trial_dir(number) / "values.json", values)
+        self.study.refresh_trials_csv()
+        self.progress.trial_started(number)
+        task = TrialTask(
+            number=number,
+            values=values,
+            seed=rec.seed,
+            out_dir=str(self.study.trial_dir(number)),
+            config=cfg.to_dict(),
+            cache_path=self.data.cache_path,
+            max_epochs=max_epochs,
+            memory_budget=self.memory_budget,
+            verbose=self.verbose,
+        )
+
+        if previous is not None and should_prune is not None:
+            self._catch_up_reports(number, should_prune)
+
+        def decide(epoch: int, logs: dict[str, float]) -> EpochDecision:
+            self.progress.epoch(number, epoch, logs)
+            if should_prune is None:
+                return EpochDecision.CONTINUE
+            if not logs.get("judgeable", 1.0):
+                return EpochDecision.CONTINUE  # warm-up, or still learning with a zero score (search/training.py)
+            try:
+                # The running best: the objective is the best epoch, so a dip at a rung is no reason
+                # to prune, and a pruned trial's Optuna value equals its trials.csv score.
+                score = logs.get("best_score", logs.get("score", float("nan")))
+                prune = should_prune(epoch, float(score))
+            except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the worker mid-epoch
+                logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
+                return EpochDecision.CONTINUE
+            return EpochDecision.PRUNE if prune else EpochDecision.CONTINUE
+
+        outcome = self.process.run(task, decide)
+        if outcome.interrupted:
+            raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
+        rec.status = outcome.status
+        rec.score = outcome.score
+        rec.best_epoch = outcome.best_epoch
+        rec.epochs_run = outcome.epochs_run
+        rec.reason = outcome.reason
+        rec.duration_s = outcome.duration_s
+        rec.train_s = outcome.train_s
+        rec.metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float, str))}
+        rec.finished_at = time.time()
+        self.study.write_trial(rec)
+        self.study.refresh_trials_csv()
+        best = self.study.best_trial()
+        self.progress.trial_finished(rec, best)
+        if self.on_trial_end is not None:
+            self.on_trial_end()
+        if rec.status == TrialState.FAILED and not outcome.infeasible:  # rejected values cost nothing; don't abort
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= cfg.study.max_consecutive_failures:
+                raise SearchAborted(
+                    f"{self.consecutive_failures} trials failed in a row (study.max_consecutive_failures); "
+                    f"last reason: {rec.reason}. See `python -m search status {cfg.study.name}`"
+                )
+        elif rec.status != TrialState.FAILED:
+            self.consecutive_failures = 0
+        return rec

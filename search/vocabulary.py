@@ -1,0 +1,57 @@
+"""The words the driver, the trial processes and the engines share (DESIGN §3), each defined once.
+
+- :class:`TrialState`: a trial's status in the results contract (``trials.csv``, ``trial.json``). A
+  ``StrEnum``, so the on-disk strings stay ``running``, ``complete``, ``pruned``, ``failed``.
+- :class:`EpochDecision`: what the driver answers a trial process after each epoch.
+- :data:`OBJECTIVE`: the score's name in the epoch logs (validation hard dice, maximised).
+
+The engines translate our states in one place each: Optuna in :func:`optuna_state` (the Optuna loop
+and the dashboard mirror use it), Keras Tuner in :data:`KERAS_TUNER_STATES`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "TrialState", "optuna_state"]
+
+OBJECTIVE = "val_hard_dice"  # Keras logs "val_" + the HardDice metric's name (search/training.py)
+
+
+class TrialState(StrEnum):
+    """A trial's status. ``running`` also means interrupted: the trial resumes from its checkpoint."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+
+class EpochDecision(StrEnum):
+    """The driver's answer to a trial process after each epoch."""
+
+    CONTINUE = "continue"
+    PRUNE = "prune"  # the pruner stopped the trial: it ends pruned
+    STOP = "stop"  # Ctrl-C or a vanished main driver: checkpoint and stop, the trial stays running
+
+
+def optuna_state(state: TrialState) -> Any:
+    """The ``optuna.trial.TrialState`` of one of our states."""
+    from optuna.trial import TrialState as OptunaState
+
+    return {
+        TrialState.RUNNING: OptunaState.RUNNING,
+        TrialState.COMPLETE: OptunaState.COMPLETE,
+        TrialState.PRUNED: OptunaState.PRUNED,
+        TrialState.FAILED: OptunaState.FAIL,
+    }[TrialState(state)]
+
+
+# Keras Tuner's ``TrialStatus`` of an ended trial → ours (its RUNNING, IDLE and STOPPED trials have not ended).
+# Keras Tuner has no "pruned": version 1.4 cannot stop a trial mid-training (search/engines/kt_engine.py).
+KERAS_TUNER_STATES: dict[str, TrialState] = {
+    "COMPLETED": TrialState.COMPLETE,
+    "FAILED": TrialState.FAILED,
+    "INVALID": TrialState.FAILED,
+}
