@@ -1,0 +1,284 @@
+"""The study configuration's schema: frozen dataclasses per section, one search-space entry, defaults.
+
+Loading, overrides and validation are in :mod:`search.config.loading` and :mod:`search.config.validation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "AUGMENTATIONS",
+    "BOOL_HYPERPARAMETERS",
+    "HYPERPARAMETER_DEFAULTS",
+    "INT_HYPERPARAMETERS",
+    "KT_STRATEGIES",
+    "LOSS_NAMES",
+    "OPTUNA_STRATEGIES",
+    "PRUNERS",
+    "SCHEMA_VERSION",
+    "STRATEGIES",
+    "STR_HYPERPARAMETERS",
+    "Config",
+    "DataConfig",
+    "FinalConfig",
+    "ParamDef",
+    "ReducerConfig",
+    "StudyConfig",
+    "TrainConfig",
+    "best_config",
+]
+
+SCHEMA_VERSION = 1
+
+KT_STRATEGIES = ("random", "bayesian", "hyperband")
+OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
+STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
+PRUNERS = ("auto", "none", "median", "asha", "hyperband")
+LOSS_NAMES = ("bce_dice", "bce_dice_image", "dice", "bce", "bce_iou")
+AUGMENTATIONS = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
+
+# Every hyperparameter the trial understands, with its value when the search space leaves it out.
+# The defaults are the reference experiment (DESIGN §7, §9): all nine augmentations at strength 1.
+HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
+    "base_filters": 16,
+    "base_kernels": 9,
+    "num_layers": 8,
+    "dilation": 3,
+    "dropout_rate": 0.05,
+    "learning_rate": 1e-4,
+    "batch_norm": False,
+    "standardize_input": False,
+    "loss": "bce_dice",
+    **{f"augment.{name}": 1.0 for name in AUGMENTATIONS},
+}
+INT_HYPERPARAMETERS = ("base_filters", "base_kernels", "num_layers", "dilation")
+BOOL_HYPERPARAMETERS = ("batch_norm", "standardize_input")
+STR_HYPERPARAMETERS = ("loss",)
+
+
+@dataclass(frozen=True)
+class ReducerConfig:
+    factor: float = 0.3
+    patience: int = 4
+    min_lr: float = 1e-7
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "alcapa"
+    strategy: Literal["random", "bayesian", "hyperband", "tpe", "cmaes", "gp", "random-optuna"] = "tpe"
+    pruner: Literal["auto", "none", "median", "asha", "hyperband"] = "auto"  # auto: asha (Optuna), none (KT)
+    max_trials: int = 60
+    timeout_s: float | None = None
+    seed: int = 137
+    storage: str | None = None
+    baselines: bool = True
+    max_consecutive_failures: int = 5
+    workers: int = 1
+    recycle_after: int = 10
+    # The reduction factor of successive halving: Keras Tuner's Hyperband and Optuna's ASHA and
+    # Hyperband pruners alike (named before ASHA was added; kept so that saved studies load).
+    hyperband_factor: int = 3
+    heartbeat_s: int | None = None  # Optuna RDB heartbeat interval (None: UNET_SEARCH_HEARTBEAT_S or 30 s)
+    prune_warmup_epochs: int | None = None  # epochs before a pruner may stop a trial (None: max(3, max_epochs // 10))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "dataset/ALCAPA"
+    image_size: int = 512
+    channels: int = 3
+    batch_size: int = 2
+    mask_threshold: int = 128
+    cache_dir: str | None = None
+    num_val_predictions: int = 4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 100
+    patience: int = 10
+    min_epochs: int = 1
+    reducer: ReducerConfig = field(default_factory=ReducerConfig)
+    clipvalue: float = 0.5
+    samples_per_epoch: int | None = 800  # the reference: 400 steps x batch 2; null = one pass over train
+    steps_per_epoch: int | None = None  # overrides samples_per_epoch
+    warmup_samples: int = 4000  # neither early stopping nor a pruner judges a trial before this
+    collapse_epochs: int = 5  # all-background + flat loss this long = collapsed (0 = never)
+    rescale_input: bool = True
+    activation: str = "relu"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    checkpoint_every_epoch: bool = True
+    tensorboard: bool = False
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    retrain: bool = True
+    train_on_valid: bool = False
+    num_predictions: int = 6
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    """One search-space entry. ``type`` is choice | int | float | pow2 | fixed."""
+
+    name: str
+    type: Literal["choice", "int", "float", "pow2", "fixed"]
+    values: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    log: bool = False
+    value: Any = None
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.type == "fixed"
+
+    def choices(self) -> tuple[Any, ...]:
+        """Discrete values of a choice or pow2 entry (pow2 becomes a choice of powers of two)."""
+        if self.type == "choice":
+            return self.values
+        if self.type == "pow2":
+            assert self.min is not None and self.max is not None
+            out, v = [], int(self.min)
+            while v <= self.max:
+                out.append(v)
+                v *= 2
+            return tuple(out)
+        raise ValueError(f"{self.name} is not discrete")
+
+    def bounds_values(self) -> tuple[Any, ...]:
+        """The extreme values this entry can produce (for feasibility checks)."""
+        if self.type == "fixed":
+            return (self.value,)
+        if self.type in ("choice", "pow2"):
+            return self.choices()
+        return (self.min, self.max)
+
+    def contains(self, v: Any) -> bool:
+        if self.type == "fixed":
+            return bool(v == self.value)
+        if self.type in ("choice", "pow2"):
+            return v in self.choices()
+        assert self.min is not None and self.max is not None
+        return bool(self.min <= v <= self.max)
+
+    def snap(self, v: Any) -> Any:
+        """The allowed value nearest to ``v`` (used to place the baseline inside the space)."""
+        if self.type == "fixed":
+            return self.value
+        if self.type in ("choice", "pow2"):
+            opts = self.choices()
+            if v in opts:
+                return v
+            if all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in opts) and isinstance(
+                v, (int, float)
+            ):
+                return min(opts, key=lambda o: (abs(math.log(max(o, 1e-12)) - math.log(max(v, 1e-12))), o))
+            return opts[0]
+        assert self.min is not None and self.max is not None
+        clipped = min(max(v, self.min), self.max)
+        return int(round(clipped)) if self.type == "int" else float(clipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.type == "fixed":
+            return {"value": self.value}
+        if self.type == "choice":
+            return {"type": "choice", "values": list(self.values)}
+        d: dict[str, Any] = {"type": self.type, "min": self.min, "max": self.max}
+        if self.step is not None:
+            d["step"] = self.step
+        if self.log:
+            d["log"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class Config:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+    search_space: dict[str, ParamDef] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        for name in ("study", "data", "train", "final"):
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out["search_space"] = {k: p.to_dict() for k, p in self.search_space.items()}
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+    def fixed_values(self) -> dict[str, Any]:
+        """Every hyperparameter's value when not sampled: defaults overridden by fixed entries."""
+        values = dict(HYPERPARAMETER_DEFAULTS)
+        for name, p in self.search_space.items():
+            if p.is_fixed:
+                values[name] = p.value
+        return values
+
+    def sampled_params(self) -> dict[str, ParamDef]:
+        return {k: p for k, p in self.search_space.items() if not p.is_fixed}
+
+    @property
+    def pruner(self) -> str:
+        """The pruner in force: ``auto`` means asha for Optuna strategies and none for Keras Tuner."""
+        if self.study.pruner == "auto":
+            return "asha" if self.engine == "optuna" else "none"
+        return self.study.pruner
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch; None = one pass over the training split."""
+        t = self.train
+        if t.steps_per_epoch is not None:
+            return t.steps_per_epoch
+        if t.samples_per_epoch is None:
+            return None
+        return max(1, math.ceil(t.samples_per_epoch / self.data.batch_size))
+
+    def warmup_epochs(self, n_train: int | None = None) -> int:
+        """Epochs in ``train.warmup_samples`` (a one-pass epoch has ``n_train`` samples; unknown: 1 epoch)."""
+        steps = self.steps_per_epoch
+        per_epoch = steps * self.data.batch_size if steps is not None else n_train
+        if not per_epoch:
+            return 1
+        return max(1, math.ceil(self.train.warmup_samples / per_epoch))
+
+    @property
+    def prune_warmup(self) -> int:
+        """Epochs before a pruner may stop a trial: study.prune_warmup_epochs, else the training warm-up."""
+        if self.study.prune_warmup_epochs is not None:
+            return self.study.prune_warmup_epochs
+        if self.steps_per_epoch is None:
+            return max(3, self.train.max_epochs // 10)
+        return min(self.warmup_epochs(), self.train.max_epochs)
+
+    @property
+    def engine(self) -> Literal["keras_tuner", "optuna"]:
+        return "keras_tuner" if self.study.strategy in KT_STRATEGIES else "optuna"
+
+
+def best_config(cfg: Config, values: dict[str, Any]) -> Config:
+    """A re-runnable config whose every hyperparameter is fixed to ``values`` (one trial, no baseline)."""
+    space = {k: ParamDef(name=k, type="fixed", value=v) for k, v in values.items()}
+    study = dataclasses.replace(
+        cfg.study, name=f"{cfg.study.name}-best", max_trials=1, baselines=False, storage=None, timeout_s=None
+    )
+    return cfg.replace(search_space=space, study=study)

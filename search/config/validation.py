@@ -1,0 +1,197 @@
+"""Validation with the dotted key path: one search-space entry, one value, the whole config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.config.schema import (
+    AUGMENTATIONS,
+    BOOL_HYPERPARAMETERS,
+    HYPERPARAMETER_DEFAULTS,
+    INT_HYPERPARAMETERS,
+    LOSS_NAMES,
+    OPTUNA_STRATEGIES,
+    STR_HYPERPARAMETERS,
+    Config,
+    ParamDef,
+)
+from search.errors import ConfigError
+
+__all__ = ["max_feasible_layers", "parse_param", "validate_config"]
+
+
+def parse_param(name: str, spec: Any, where: str) -> ParamDef:
+    """One search-space entry (``{type: …}``, ``{value: X}`` or a bare value), checked, as a ParamDef."""
+    if name not in HYPERPARAMETER_DEFAULTS:
+        raise ConfigError(
+            f"{where}: unknown hyperparameter; expected one of {sorted(HYPERPARAMETER_DEFAULTS)}"
+        )
+    if not isinstance(spec, dict):
+        # A bare scalar fixes the value: `dilation: 1`.
+        spec = {"value": spec}
+    if "value" in spec:
+        extra = set(spec) - {"value"}
+        if extra:
+            raise ConfigError(f"{where}: a fixed entry takes only 'value', got also {sorted(extra)}")
+        return ParamDef(name=name, type="fixed", value=_check_value(name, spec["value"], where + ".value"))
+    allowed = {"type", "values", "min", "max", "step", "log"}
+    for k in spec:
+        if k not in allowed:
+            raise ConfigError(f"{where}.{k}: unknown key; expected one of {sorted(allowed | {'value'})}")
+    kind = spec.get("type")
+    if kind not in ("choice", "int", "float", "pow2"):
+        raise ConfigError(f"{where}.type: expected choice, int, float or pow2 (or {{value: X}}), got {kind!r}")
+    if kind == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.values: expected a non-empty list, got {values!r}")
+        checked = tuple(_check_value(name, v, f"{where}.values") for v in values)
+        if len(set(map(repr, checked))) != len(checked):
+            raise ConfigError(f"{where}.values: duplicate values in {values!r}")
+        return ParamDef(name=name, type="choice", values=checked)
+    lo, hi = spec.get("min"), spec.get("max")
+    for key, v in (("min", lo), ("max", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}.{key}: expected a number, got {v!r}")
+    assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+    if lo > hi:
+        raise ConfigError(f"{where}: min ({lo}) is greater than max ({hi})")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}.log: expected true/false, got {log!r}")
+    if log and lo <= 0:
+        raise ConfigError(f"{where}: log sampling needs min > 0, got min={lo}")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}")
+    if kind in ("int", "pow2"):
+        if name not in INT_HYPERPARAMETERS:
+            raise ConfigError(f"{where}.type: {name} is not an integer hyperparameter; use float or choice")
+        if not float(lo).is_integer() or not float(hi).is_integer():
+            raise ConfigError(f"{where}: an {kind} range needs integer min/max, got {lo}..{hi}")
+        lo, hi = int(lo), int(hi)
+    if kind == "pow2":
+        if lo < 1 or lo & (lo - 1) or hi & (hi - 1):
+            raise ConfigError(f"{where}: pow2 needs powers of two for min/max, got {lo}..{hi}")
+        return ParamDef(name=name, type="pow2", min=lo, max=hi)
+    if kind == "float" and (name in INT_HYPERPARAMETERS or name in BOOL_HYPERPARAMETERS or name in STR_HYPERPARAMETERS):
+        raise ConfigError(f"{where}.type: {name} is not a float hyperparameter; use int or choice")
+    if kind == "int" and log and step not in (None, 1):
+        raise ConfigError(f"{where}: log sampling of an int range cannot have a step")
+    if kind == "float" and log and step is not None:
+        # Optuna refuses the pair (ValueError at the first trial); Keras Tuner would read step as a factor.
+        raise ConfigError(f"{where}: log sampling of a float range cannot have a step; drop step or log")
+    return ParamDef(name=name, type=kind, min=lo, max=hi, step=step, log=log)
+
+
+def _check_value(name: str, v: Any, where: str) -> Any:
+    default = HYPERPARAMETER_DEFAULTS[name]
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: {name} expects true/false, got {v!r}")
+    elif isinstance(default, int):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{where}: {name} expects integers, got {v!r}")
+    elif isinstance(default, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: {name} expects numbers, got {v!r}")
+        v = float(v)
+    elif isinstance(default, str) and not isinstance(v, str):
+        raise ConfigError(f"{where}: {name} expects a string, got {v!r}")
+    if name == "loss" and v not in LOSS_NAMES:
+        raise ConfigError(f"{where}: unknown loss {v!r}; expected one of {list(LOSS_NAMES)}")
+    if name.startswith("augment.") and not 0.0 <= v <= 1.0:
+        raise ConfigError(f"{where}: augmentation strengths are in [0, 1] (0 = off, 1 = reference), got {v!r}")
+    return v
+
+
+def max_feasible_layers(image_size: int) -> int:
+    """Deepest UNet for this image: bottleneck ≥ 4 px and image divisible by 2^(L-1)."""
+    layers = 1
+    while image_size % (2**layers) == 0 and image_size // (2**layers) >= 4:
+        layers += 1
+    return layers
+
+
+def validate_config(cfg: Config, source: str) -> None:
+    """Checks across keys (ranges, engine/pruner/storage combinations, what fits the image)."""
+    s, d, t = cfg.study, cfg.data, cfg.train
+    w = source
+    if not s.name or any(c in s.name for c in "/\\ ") or s.name.startswith("."):
+        raise ConfigError(f"{w}: study.name: expected a folder-safe name (no spaces or slashes), got {s.name!r}")
+    for key, v, lo in (
+        ("study.max_trials", s.max_trials, 1),
+        ("study.max_consecutive_failures", s.max_consecutive_failures, 1),
+        ("study.workers", s.workers, 1),
+        ("study.recycle_after", s.recycle_after, 1),
+        ("study.hyperband_factor", s.hyperband_factor, 2),
+        ("study.heartbeat_s", s.heartbeat_s if s.heartbeat_s is not None else 1, 1),
+        ("study.prune_warmup_epochs", s.prune_warmup_epochs if s.prune_warmup_epochs is not None else 1, 1),
+        ("data.image_size", d.image_size, 8),
+        ("data.batch_size", d.batch_size, 1),
+        ("data.channels", d.channels, 1),
+        ("train.max_epochs", t.max_epochs, 1),
+        ("train.patience", t.patience, 1),
+        ("train.min_epochs", t.min_epochs, 1),
+        ("train.samples_per_epoch", t.samples_per_epoch if t.samples_per_epoch is not None else 1, 1),
+        ("train.steps_per_epoch", t.steps_per_epoch if t.steps_per_epoch is not None else 1, 1),
+        ("train.warmup_samples", t.warmup_samples, 0),
+        ("train.collapse_epochs", t.collapse_epochs, 0),
+        ("train.reducer.patience", t.reducer.patience, 1),
+    ):
+        if v < lo:
+            raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
+    if d.channels not in (1, 3):
+        raise ConfigError(f"{w}: data.channels: expected 1 or 3, got {d.channels}")
+    if not 1 <= d.mask_threshold <= 255:  # mask pixels >= threshold are foreground: 0 would make all of them so
+        raise ConfigError(f"{w}: data.mask_threshold: expected 1..255 (mask pixels >= it are foreground), "
+                          f"got {d.mask_threshold}")
+    if not 0 < t.reducer.factor < 1:
+        raise ConfigError(f"{w}: train.reducer.factor: expected 0 < factor < 1, got {t.reducer.factor}")
+    if t.clipvalue <= 0:
+        raise ConfigError(f"{w}: train.clipvalue: expected > 0, got {t.clipvalue}")
+    if s.timeout_s is not None and s.timeout_s <= 0:
+        raise ConfigError(f"{w}: study.timeout_s: expected > 0 seconds, got {s.timeout_s}")
+    if s.storage is not None and cfg.engine != "optuna":
+        raise ConfigError(
+            f"{w}: study.storage is for Optuna strategies {list(OPTUNA_STRATEGIES)}; "
+            f"strategy {s.strategy!r} uses Keras Tuner (see README: chief/worker mode)"
+        )
+    if cfg.engine == "keras_tuner" and s.pruner not in ("none", "auto"):
+        # Keras Tuner 1.4 cannot stop a trial mid-training; refuse instead of silently ignoring.
+        raise ConfigError(
+            f"{w}: study.pruner {s.pruner!r} needs an Optuna strategy {list(OPTUNA_STRATEGIES)}; "
+            f"Keras Tuner 1.4 cannot prune mid-training (set study.pruner: none)"
+        )
+    limit = max_feasible_layers(d.image_size)
+    nl = cfg.search_space.get("num_layers")
+    layer_values = nl.bounds_values() if nl is not None else (HYPERPARAMETER_DEFAULTS["num_layers"],)
+    if nl is not None:
+        bad = [v for v in layer_values if v is not None and (int(v) > limit or int(v) < 2)]
+        if bad:
+            raise ConfigError(
+                f"{w}: search_space.num_layers: {bad} cannot fit image_size {d.image_size} "
+                f"(needs image_size / 2^(num_layers-1) ≥ 4 and divisible); use 2..{limit}"
+            )
+    for name in ("base_kernels",):
+        p = cfg.search_space.get(name)
+        if p is not None:
+            bad = [v for v in p.bounds_values() if int(v) < 1 or int(v) % 2 == 0]
+            if p.type == "int" and (p.step or 1) % 2 == 1 and p.min != p.max:
+                bad = bad or ["even values between min and max (use a choice or step: 2)"]
+            if bad:
+                raise ConfigError(f"{w}: search_space.{name}: kernels must be odd and ≥ 1, got {bad}")
+    for name in ("base_filters", "dilation"):
+        p = cfg.search_space.get(name)
+        if p is not None and any(int(v) < 1 for v in p.bounds_values()):
+            raise ConfigError(f"{w}: search_space.{name}: expected values ≥ 1, got {list(p.bounds_values())}")
+    p = cfg.search_space.get("learning_rate")
+    if p is not None and any(float(v) <= 0 for v in p.bounds_values()):
+        raise ConfigError(f"{w}: search_space.learning_rate: expected values > 0, got {list(p.bounds_values())}")
+    p = cfg.search_space.get("dropout_rate")
+    if p is not None and any(not 0 <= float(v) < 1 for v in p.bounds_values()):
+        raise ConfigError(f"{w}: search_space.dropout_rate: expected 0 ≤ rate < 1, got {list(p.bounds_values())}")
+    for name in AUGMENTATIONS:
+        p = cfg.search_space.get(f"augment.{name}")
+        if p is not None and any(not 0 <= float(v) <= 1 for v in p.bounds_values()):
+            raise ConfigError(f"{w}: search_space.augment.{name}: strengths are in [0, 1], got {list(p.bounds_values())}")
