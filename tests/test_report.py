@@ -96,7 +96,7 @@ def test_report_is_fast_for_60_trials(tmp_path: Path) -> None:
 def test_hparams_summaries(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from search.report import write_hparams_summary
+    from search.tensorboard import write_hparams_summary
 
     study = build_study(tmp_path, n_complete=2, n_pruned=1, n_failed=1, final=False, predictions=False)
     written = write_hparams_summary(study)

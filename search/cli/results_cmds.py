@@ -86,7 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import write_hparams_summary, write_report
+    from search.report import write_report
+    from search.tensorboard import write_hparams_summary
 
     study = open_study(args.results, args.name)
     path = write_report(study)

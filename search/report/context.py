@@ -1,0 +1,81 @@
+"""Everything a report reads from the results contract, loaded once per report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from search.config import HYPERPARAMETER_DEFAULTS, Config
+from search.errors import ConfigError
+from search.report.page import finite
+from search.results import StudyDir, TrialRecord, read_json
+from search.vocabulary import TrialState
+
+__all__ = ["ReportContext"]
+
+
+class ReportContext:
+    """Everything the sections read, loaded once per report."""
+
+    def __init__(self, study: StudyDir) -> None:
+        self.study = study
+        self.cfg: Config | None = None
+        self.cfg_error = ""
+        self.trials: list[TrialRecord] = []
+        self.histories: dict[int, list[dict[str, Any]]] = {}
+        self.env: dict[str, Any] = {}
+        self.final: dict[str, Any] | None = None
+        self.test_metrics: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, study: StudyDir) -> ReportContext:
+        from search.export import read_study_config
+
+        ctx = cls(study)
+        try:
+            ctx.cfg = read_study_config(study)
+        except ConfigError as e:
+            ctx.cfg_error = str(e)
+        ctx.trials = study.trials()
+        ctx.histories = {r.number: study.read_history(r.number) for r in ctx.trials}
+        ctx.env = _read_json_or(study.environment_json, {})
+        ctx.final = _read_json_or(study.final_dir / "final.json", None)
+        ctx.test_metrics = _read_json_or(study.final_dir / "test_metrics.json", None)
+        return ctx
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        return [r for r in self.trials if r.status == TrialState.COMPLETE and finite(r.score)]
+
+    @property
+    def best(self) -> TrialRecord | None:
+        done = self.complete
+        return max(done, key=lambda r: (float(r.score or 0.0), -r.number)) if done else None
+
+    @property
+    def baseline(self) -> TrialRecord | None:
+        return next((r for r in self.trials if r.baseline), None)
+
+    def param_names(self) -> list[str]:
+        """The sampled hyperparameters (else those whose recorded values differ), in a stable order."""
+        if self.cfg is not None and self.cfg.sampled_params():
+            sampled = self.cfg.sampled_params()
+            return [k for k in HYPERPARAMETER_DEFAULTS if k in sampled]
+        names = []
+        for k in HYPERPARAMETER_DEFAULTS:
+            seen = {json.dumps(r.values.get(k), sort_keys=True) for r in self.trials if k in r.values}
+            if len(seen) > 1:
+                names.append(k)
+        return names
+
+    def is_log(self, name: str) -> bool:
+        p = self.cfg.search_space.get(name) if self.cfg is not None else None
+        return bool(p is not None and p.log) or name == "learning_rate"
+
+
+def _read_json_or(path: Path, default: Any) -> Any:
+    try:
+        return read_json(path) if path.is_file() else default
+    except (OSError, ValueError):
+        return default

@@ -1,0 +1,216 @@
+"""The report's text sections: summary, validation predictions, failures, the final model, all trials."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import numpy as np
+
+from search.config import HYPERPARAMETER_DEFAULTS
+from search.report.context import ReportContext
+from search.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
+from search.results import TrialRecord
+
+__all__ = ["failures", "final", "predictions", "summary", "trials_table"]
+
+BEST_PREDICTIONS = 4
+OTHER_TRIALS = 3
+OTHER_PREDICTIONS = 2
+FINAL_OVERLAYS = 6
+
+
+def summary(ctx: ReportContext, page: Page) -> str:
+    cfg, trials = ctx.cfg, ctx.trials
+    counts = {s: sum(1 for r in trials if r.status == s) for s in ("complete", "pruned", "failed", "running")}
+    badges = " ".join(
+        f'<span class="badge {s}">{n} {s}</span>' for s, n in counts.items()
+    ) + f" <span class=\"muted\">({len(trials)} trials recorded"
+    badges += f" of {cfg.study.max_trials} planned)</span>" if cfg is not None else ")</span>"
+    rows: list[tuple[str, str]] = []
+    if cfg is not None:
+        rows += [
+            ("strategy", f"{cfg.study.strategy} ({'Optuna' if cfg.engine == 'optuna' else 'Keras Tuner'}), "
+                         f"pruner {cfg.pruner}, seed {cfg.study.seed}"),
+            ("objective", "validation hard dice (per image, threshold 0.5), maximised"),
+            ("data", f"{html.escape(cfg.data.root)} at {cfg.data.image_size}×{cfg.data.image_size}×{cfg.data.channels}, "
+                     f"batch {cfg.data.batch_size}"),
+            ("training", f"≤ {cfg.train.max_epochs} epochs, patience {cfg.train.patience}, "
+                         f"clipvalue {cfg.train.clipvalue}"),
+        ]
+    else:
+        rows.append(("configuration", html.escape(ctx.cfg_error or "study.yaml not found")))
+    rows.append(("trials", badges))
+    best, base = ctx.best, ctx.baseline
+    if best is not None:
+        rows.append(("best", f"<b>{best.score:.4f}</b> (trial {best.number}, epoch {best.best_epoch}"
+                             f"{', baseline' if best.baseline else ''})"))
+    else:
+        rows.append(("best", "no completed trial yet"))
+    if base is not None:
+        base_text = f"trial {base.number}: {base.status}"
+        if finite(base.score) and base.status == "complete":
+            base_text = f"{base.score:.4f} (trial {base.number}, the reference configuration)"
+            if best is not None and best.number != base.number:
+                gain = float(best.score or 0) - float(base.score or 0)
+                base_text += f" → search gain <b>{gain:+.4f}</b>"
+        rows.append(("baseline", base_text))
+    if ctx.final and isinstance(ctx.final.get("test"), dict):
+        t = ctx.final["test"]
+        rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
+                                   f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
+    durations = [r.duration_s for r in trials if r.status != "running"]
+    if durations:
+        rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
+                                   f"{np.median(durations):.0f} s median per trial"))
+    env = ctx.env
+    if env:
+        versions = ", ".join(f"{k} {env[k]}" for k in ("tensorflow", "keras", "keras_tuner", "optuna") if env.get(k))
+        git = f"; git {str(env['git_revision'])[:10]}" if env.get("git_revision") else ""
+        rows.append(("environment", html.escape(f"{versions}; python {env.get('python', '?')}{git}")))
+    rows.append(("report written", time.strftime("%Y-%m-%d %H:%M:%S")))
+    out = kv_table([(k, v) for k, v in rows], raw=True)
+    names = [k for k in HYPERPARAMETER_DEFAULTS if any(k in r.values for r in trials)]
+    if best is not None and names:
+        from search.space import describe
+
+        space = ctx.cfg.search_space if ctx.cfg is not None else {}
+        head = ["hyperparameter", "best", "baseline", "search space"]
+        body = []
+        for k in names:
+            b = best.values.get(k)
+            body.append([
+                k,
+                fmt(b),
+                fmt(base.values.get(k)) if base is not None else "",
+                describe(space[k]) if k in space else "default",
+            ])
+        out += "<h3>Best values</h3>" + table(head, body)
+    return out
+
+
+def predictions(ctx: ReportContext, page: Page) -> str:
+    best = ctx.best
+    if best is None:
+        return note("No completed trial yet.")
+    chosen: list[tuple[TrialRecord, int]] = [(best, BEST_PREDICTIONS)]
+    others = sorted((r for r in ctx.complete if r.number != best.number), key=lambda r: -float(r.score or 0))
+    base = ctx.baseline
+    if base is not None and base.number != best.number and base in others:
+        others.remove(base)
+        others.insert(0, base)
+    chosen += [(r, OTHER_PREDICTIONS) for r in others[:OTHER_TRIALS]]
+    parts = []
+    for r, limit in chosen:
+        files = sorted((ctx.study.trial_dir(r.number) / "predictions").glob("*.png"))[:limit]
+        title = f"Trial {r.number}" + (" — best" if r is best else "") + (" — baseline" if r.baseline else "")
+        title += f" (score {r.score:.4f})"
+        if not files:
+            parts.append(f"<h3>{html.escape(title)}</h3>" + note("No saved predictions."))
+            continue
+        figs = "".join(
+            f'<figure><img alt="{html.escape(p.stem)}" src="{data_uri(p.read_bytes())}">'
+            f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+            for p in files
+        )
+        parts.append(f"<h3>{html.escape(title)}</h3><div class=\"gallery\">{figs}</div>")
+    return '<p class="muted">Each panel: image | truth | prediction (threshold 0.5), best epoch.</p>' + "".join(parts)
+
+
+def failures(ctx: ReportContext, page: Page) -> str:
+    bad = [r for r in ctx.trials if r.status in ("failed", "pruned")]
+    if not bad:
+        return '<p class="ok">No failed or pruned trials.</p>'
+    rows = [
+        [str(r.number), f'<span class="badge {r.status}">{r.status}</span>', str(r.epochs_run),
+         fmt(r.score) if finite(r.score) else "", html.escape(r.reason or "")]
+        for r in bad
+    ]
+    return table(["trial", "status", "epochs", "score so far", "reason"], rows, raw=True)
+
+
+def _model_from(final: dict[str, Any]) -> str:
+    """How the final model was made (final.json ``model_from``; older studies retrained)."""
+    return {"trial_weights": "the trial's own weights",
+            "retrained_train_valid": "retrained on train+valid"}.get(str(final.get("model_from")), "retrained")
+
+
+def final(ctx: ReportContext, page: Page) -> str:
+    metrics = ctx.test_metrics
+    final = ctx.final or {}
+    if metrics is None and not final:
+        return note(f"No final model yet: run <code>python -m search final {html.escape(ctx.study.name)}</code> "
+                     "to test the best trial's model.", raw=True)
+    test = dict(final.get("test") or {})
+    for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images"):
+        if metrics and k not in test and k in metrics:
+            test[k] = metrics[k]
+    rows = [("final model", f"trial {final.get('trial', '?')}, {_model_from(final)}"),
+            ("validation score of that trial", fmt(final.get("valid_score")))]
+    labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
+              "soft_dice": "test soft dice (reference, batch)", "loss": "test loss", "n_images": "test images"}
+    rows += [(labels[k], fmt(test[k])) for k in labels if k in test]
+    out = kv_table(rows)
+    per = (metrics or {}).get("per_image") or {}
+    dice = per.get("hard_dice") or []
+    if dice:
+        stems = per.get("stems") or [str(i) for i in range(len(dice))]
+        out += page.figure("fig-test-dice", [{
+            "type": "bar", "x": [str(s) for s in stems], "y": dice, "marker": {"color": COLORS["complete"]},
+            "hovertemplate": "%{x}: %{y:.4f}<extra></extra>",
+        }], {"yaxis": {"title": {"text": "hard dice"}, "range": [0, 1]},
+             "xaxis": {"type": "category", "title": {"text": "test image"}}}, height=300)
+    files = sorted((ctx.study.final_dir / "predictions").glob("*.png"))[:FINAL_OVERLAYS]
+    if files:
+        figs = []
+        for p in files:
+            data = p.read_bytes()
+            overlay = _overlay_from_panel(data)
+            img = f'<img alt="{html.escape(p.stem)} overlay" src="{data_uri(overlay)}">' if overlay else ""
+            figs.append(f'<figure><div class="pair">{img}<img alt="{html.escape(p.stem)}" src="{data_uri(data)}"></div>'
+                        f"<figcaption>{html.escape(p.stem)}</figcaption></figure>")
+        out += ('<h3>Test predictions</h3><p class="muted">Overlay: <span style="color:#2ca02c">green</span> truth '
+                'outline, <span style="color:#d62728">red</span> prediction; then image | truth | prediction.</p>'
+                f'<div class="gallery">{"".join(figs)}</div>')
+    return out
+
+
+def trials_table(ctx: ReportContext, page: Page) -> str:
+    if not ctx.trials:
+        return note("No trial recorded yet.")
+    names = ctx.param_names()
+    head = ["trial", "status", "score", "best epoch", "epochs", "time (s)", *names]
+    best = ctx.best
+    rows = []
+    for r in ctx.trials:
+        mark = " ★" if best is not None and r.number == best.number else ""
+        rows.append([
+            f"{r.number}{mark}{' (baseline)' if r.baseline else ''}",
+            f'<span class="badge {r.status}">{r.status}</span>',
+            fmt(r.score) if finite(r.score) else "",
+            "" if r.best_epoch is None else str(r.best_epoch),
+            str(r.epochs_run),
+            f"{r.duration_s:.0f}",
+            *[html.escape(fmt(r.values.get(k))) for k in names],
+        ])
+    return table(head, rows, raw=True)
+
+
+def _overlay_from_panel(png: bytes) -> bytes | None:
+    """A colour overlay (truth outline green, prediction red) from an image | truth | prediction panel."""
+    import cv2
+
+    panel = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if panel is None or panel.shape[1] % 3:
+        return None
+    w = panel.shape[1] // 3
+    image, truth, pred = panel[:, :w], panel[:, w : 2 * w] > 127, panel[:, 2 * w :] > 127
+    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR).astype(np.float32)
+    red = np.array([40, 40, 214], np.float32)  # BGR
+    rgb[pred] = 0.55 * rgb[pred] + 0.45 * red
+    out = rgb.astype(np.uint8)
+    contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (44, 160, 44), 1)
+    ok, buf = cv2.imencode(".png", out)
+    return buf.tobytes() if ok else None
