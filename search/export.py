@@ -22,7 +22,7 @@ from search.config import Config, config_from_dict
 from search.errors import ConfigError
 from search.reference_ini import reference_data_dir, reference_ini_sections, render_ini
 from search.results import StudyDir, TrialRecord, atomic_write_text, read_json
-from search.vocabulary import OBJECTIVE
+from search.vocabulary import OBJECTIVE, TrialState
 
 __all__ = [
     "FORMATS",
@@ -67,7 +67,7 @@ def best_completed_trial(study: StudyDir) -> TrialRecord:
     """
     done = [
         r for r in study.trials()
-        if r.status == "complete" and r.score is not None and math.isfinite(float(r.score))
+        if r.status == TrialState.COMPLETE and r.score is not None and math.isfinite(float(r.score))
     ]
     if not done:
         raise ConfigError(f"study {study.name!r} has no completed trial; nothing to export")
@@ -113,7 +113,7 @@ def export_json(study: StudyDir) -> str:
     """Best trial number, score, values (and the final test metrics when present) as JSON."""
     cfg = read_study_config(study)
     best = best_completed_trial(study)
-    baseline = next((r for r in study.trials() if r.baseline and r.status == "complete"), None)
+    baseline = next((r for r in study.trials() if r.baseline and r.status == TrialState.COMPLETE), None)
     final = _final_metrics(study)
     out: dict[str, Any] = {
         "study": study.name,

@@ -21,6 +21,7 @@ import numpy as np
 from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, read_bytes, resize_image, to_channels
 from search.errors import ConfigError
 from search.results import StudyDir, atomic_write_bytes
+from search.vocabulary import TrialState
 
 __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
 
@@ -93,7 +94,7 @@ def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
         known = [r.number for r in study.trials()]
         raise ConfigError(f"study {study.name!r} has no trial {number}; trials: {list_names([str(n) for n in known])}")
     weights = study.trial_dir(number) / "best.weights.h5"
-    if rec.status != "complete" or not weights.is_file():
+    if rec.status != TrialState.COMPLETE or not weights.is_file():
         raise ConfigError(
             f"trial {number} of study {study.name!r} is {rec.status} and has no saved weights ({weights}); "
             f"choose a completed trial"

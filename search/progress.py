@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from search.results import TrialRecord
+from search.vocabulary import TrialState
 
 logger = logging.getLogger("search.progress")
 
@@ -43,7 +44,7 @@ class Progress:
         score = "-" if rec.score is None else f"{rec.score:.4f}"
         best_s = "-" if best is None or best.score is None else f"{best.score:.4f} (#{best.number})"
         shown = " ".join(f"{k}={_fmt(rec.values[k])}" for k in SHOWN if k in rec.values)
-        reason = f" reason: {rec.reason}" if rec.reason and rec.status != "complete" else ""
+        reason = f" reason: {rec.reason}" if rec.reason and rec.status != TrialState.COMPLETE else ""
         eta = ""
         if self.finished_this_run and self.done < self.total:
             per = (time.time() - self.t0) / self.finished_this_run

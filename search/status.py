@@ -9,6 +9,7 @@ import pandas as pd
 
 from search.progress import SHOWN
 from search.results import StudyDir
+from search.vocabulary import TrialState
 
 
 def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
@@ -33,7 +34,7 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
     """The status report; ``tracebacks``: the full traceback of each failed trial that left one."""
     trials = study.trials()
     lines = [f"study {study.name} ({study.root})"]
-    counts = {s: sum(1 for r in trials if r.status == s) for s in ("complete", "pruned", "failed", "running")}
+    counts = {s: sum(1 for r in trials if r.status == s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING)}
     lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({len(trials)} in all)")
     if trials:
         frame = trials_frame(study, all_columns=all_columns)
@@ -43,18 +44,18 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
     if best is not None:
         vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
         lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f} ({vals})")
-        base = [r for r in trials if r.baseline and r.status == "complete"]
+        base = [r for r in trials if r.baseline and r.status == TrialState.COMPLETE]
         if base and base[0].score is not None and best.score is not None:
             lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
                          f"→ search gain {best.score - base[0].score:+.4f}")
-    running = [r for r in trials if r.status == "running"]
+    running = [r for r in trials if r.status == TrialState.RUNNING]
     if running:
         lines.append("running: " + ", ".join(f"trial {r.number} ({r.engine_id})" for r in running))
-    failed = [r for r in trials if r.status in ("failed", "pruned") and r.reason]
+    failed = [r for r in trials if r.status in (TrialState.FAILED, TrialState.PRUNED) and r.reason]
     for r in failed:
         line = f"{r.status} trial {r.number}: {r.reason}"
         trace = study.traceback_path(r.number)
-        if r.status != "failed" or not trace.is_file():
+        if r.status != TrialState.FAILED or not trace.is_file():
             lines.append(line)
         elif tracebacks:
             lines.append(line)

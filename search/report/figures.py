@@ -11,7 +11,7 @@ from typing import Any
 from search.report.context import ReportContext
 from search.report.page import COLORS, Page, finite, fmt, is_number, note
 from search.results import TrialRecord
-from search.vocabulary import OBJECTIVE
+from search.vocabulary import OBJECTIVE, TrialState
 
 __all__ = ["curves", "history", "importance", "parallel"]
 
@@ -20,7 +20,7 @@ MAX_LEGEND = 24
 
 
 def history(ctx: ReportContext, page: Page) -> str:
-    trials = [r for r in ctx.trials if r.status != "running"]
+    trials = [r for r in ctx.trials if r.status != TrialState.RUNNING]
     if not trials:
         return note("No finished trial yet.")
     names = ctx.param_names()
@@ -32,8 +32,8 @@ def history(ctx: ReportContext, page: Page) -> str:
 
     data: list[dict[str, Any]] = []
     groups = [
-        ("complete", [r for r in trials if r.status == "complete" and finite(r.score) and not r.baseline], "circle"),
-        ("pruned (score so far)", [r for r in trials if r.status == "pruned" and finite(r.score)], "circle-open"),
+        ("complete", [r for r in trials if r.status == TrialState.COMPLETE and finite(r.score) and not r.baseline], "circle"),
+        ("pruned (score so far)", [r for r in trials if r.status == TrialState.PRUNED and finite(r.score)], "circle-open"),
         ("baseline", [r for r in trials if r.baseline and finite(r.score)], "star"),
     ]
     colors = [COLORS["complete"], COLORS["pruned"], "#9467bd"]
@@ -55,7 +55,7 @@ def history(ctx: ReportContext, page: Page) -> str:
             "type": "scatter", "mode": "lines", "name": "best so far", "x": xs, "y": ys,
             "line": {"shape": "hv", "color": COLORS["best"], "width": 2},
         })
-    failed = [r for r in trials if r.status == "failed" or (r.status != "complete" and not finite(r.score))]
+    failed = [r for r in trials if r.status == TrialState.FAILED or (r.status != TrialState.COMPLETE and not finite(r.score))]
     if failed:
         data.append({
             "type": "scatter", "mode": "markers", "name": "failed (no score)",
@@ -199,7 +199,7 @@ def curves(ctx: ReportContext, page: Page) -> str:
         epochs = [h.get("epoch", i) for i, h in enumerate(hist)]
         style = {
             "width": 3 if is_best else 1.2,
-            "dash": "dot" if r.status == "pruned" else ("dash" if r.status == "failed" else "solid"),
+            "dash": "dot" if r.status == TrialState.PRUNED else ("dash" if r.status == TrialState.FAILED else "solid"),
         }
         if is_best:
             style["color"] = COLORS["best"]

@@ -12,6 +12,7 @@ from search.config import HYPERPARAMETER_DEFAULTS
 from search.report.context import ReportContext
 from search.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.results import TrialRecord
+from search.vocabulary import TrialState
 
 __all__ = ["failures", "final", "predictions", "summary", "trials_table"]
 
@@ -23,7 +24,7 @@ FINAL_OVERLAYS = 6
 
 def summary(ctx: ReportContext, page: Page) -> str:
     cfg, trials = ctx.cfg, ctx.trials
-    counts = {s: sum(1 for r in trials if r.status == s) for s in ("complete", "pruned", "failed", "running")}
+    counts = {s: sum(1 for r in trials if r.status == s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING)}
     badges = " ".join(
         f'<span class="badge {s}">{n} {s}</span>' for s, n in counts.items()
     ) + f" <span class=\"muted\">({len(trials)} trials recorded"
@@ -50,7 +51,7 @@ def summary(ctx: ReportContext, page: Page) -> str:
         rows.append(("best", "no completed trial yet"))
     if base is not None:
         base_text = f"trial {base.number}: {base.status}"
-        if finite(base.score) and base.status == "complete":
+        if finite(base.score) and base.status == TrialState.COMPLETE:
             base_text = f"{base.score:.4f} (trial {base.number}, the reference configuration)"
             if best is not None and best.number != base.number:
                 gain = float(best.score or 0) - float(base.score or 0)
@@ -60,7 +61,7 @@ def summary(ctx: ReportContext, page: Page) -> str:
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
                                    f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
-    durations = [r.duration_s for r in trials if r.status != "running"]
+    durations = [r.duration_s for r in trials if r.status != TrialState.RUNNING]
     if durations:
         rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
                                    f"{np.median(durations):.0f} s median per trial"))
@@ -119,7 +120,7 @@ def predictions(ctx: ReportContext, page: Page) -> str:
 
 
 def failures(ctx: ReportContext, page: Page) -> str:
-    bad = [r for r in ctx.trials if r.status in ("failed", "pruned")]
+    bad = [r for r in ctx.trials if r.status in (TrialState.FAILED, TrialState.PRUNED)]
     if not bad:
         return '<p class="ok">No failed or pruned trials.</p>'
     rows = [
