@@ -10,6 +10,15 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "Interrupted",
+    "SearchAborted",
+    "TrialCollapsed",
+    "TrialFailed",
+    "TrialPruned",
+]
+
 
 class ConfigError(Exception):
     """Invalid configuration, search space or command-line usage (exit code 2)."""

@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__all__ = ["DriverSlot", "ExtraDrivers", "free_port", "plan_slots", "visible_gpus", "watch_parent"]
+
+
 logger = logging.getLogger(__name__)
 
 

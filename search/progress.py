@@ -10,6 +10,9 @@ from typing import Any
 from search.results import TrialRecord
 from search.vocabulary import TrialState
 
+__all__ = ["SHOWN", "Progress"]
+
+
 logger = logging.getLogger("search.progress")
 
 # Hyperparameters worth showing in the one-line trial summary.

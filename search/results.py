@@ -22,6 +22,22 @@ from typing import Any
 from search.errors import ConfigError
 from search.vocabulary import TrialState
 
+__all__ = [
+    "CSV_FIELDS",
+    "SCHEMA_VERSION",
+    "TRACEBACK_FILE",
+    "StudyDir",
+    "TrialRecord",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "open_study",
+    "read_json",
+    "write_history_csv",
+    "write_traceback",
+]
+
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1

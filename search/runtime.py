@@ -16,6 +16,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from search.config import Config
 
+
+__all__ = [
+    "PACKAGE_LOGGERS",
+    "configure_logging",
+    "configure_runtime",
+    "device_memory_budget",
+    "temporary_environ",
+    "trial_runtime",
+]
+
 logger = logging.getLogger(__name__)
 
 

@@ -11,6 +11,17 @@ from typing import Any
 
 from search.config import HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
 
+__all__ = [
+    "REFERENCE_VALUES",
+    "baseline_values",
+    "complete_values",
+    "describe",
+    "suggest_optuna",
+    "to_keras_tuner",
+    "to_optuna",
+]
+
+
 # The hand-picked reference configuration (DESIGN §7, §9) that every study starts from.
 REFERENCE_VALUES: dict[str, Any] = dict(HYPERPARAMETER_DEFAULTS)
 

@@ -14,6 +14,8 @@ from models import UNetSpec, estimate_training_memory_bytes
 from search.config import AUGMENTATIONS, Config
 from search.errors import TrialFailed
 
+__all__ = ["TrainSpec", "TrialSpecs", "check_memory", "specs_from_values", "trial_seed"]
+
 
 @dataclass(frozen=True)
 class TrainSpec:

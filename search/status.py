@@ -11,6 +11,8 @@ from search.progress import SHOWN
 from search.results import StudyDir
 from search.vocabulary import TrialState
 
+__all__ = ["status_text", "trials_frame"]
+
 
 def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []

@@ -37,6 +37,18 @@ from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE
 
+__all__ = [
+    "Checkpoint",
+    "EpochHook",
+    "LoopState",
+    "TrainResult",
+    "compile_model",
+    "evaluate_model",
+    "predict_probabilities",
+    "train_model",
+]
+
+
 logger = logging.getLogger(__name__)
 
 EpochHook = Callable[[int, dict[str, float]], None]

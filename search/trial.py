@@ -25,6 +25,9 @@ from search.specs import check_memory, specs_from_values
 from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
 from search.vocabulary import OBJECTIVE, TrialState
 
+__all__ = ["TrialOutcome", "TrialTask", "run_task", "save_predictions"]
+
+
 logger = logging.getLogger(__name__)
 
 

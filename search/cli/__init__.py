@@ -15,6 +15,17 @@ from collections.abc import Sequence
 
 from search.errors import ConfigError, Interrupted, SearchAborted
 
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_DATA",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "build_parser",
+    "main",
+]
+
+
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
