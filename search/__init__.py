@@ -82,9 +82,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+    try:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    except KeyError:
+        raise AttributeError(f"module 'search' has no attribute {name!r}") from None

@@ -28,8 +28,6 @@ from search.config.schema import (
 from search.config.validation import max_feasible_layers, parse_param, validate_config
 from search.errors import ConfigError
 
-__all__ = ["AUTO", "apply_override", "config_from_dict", "load_config"]
-
 logger = logging.getLogger(__name__)
 
 

@@ -1,6 +1,7 @@
 """The study configuration's schema: frozen dataclasses per section, one search-space entry, defaults.
 
-Loading, overrides and validation are in :mod:`search.config.loading` and :mod:`search.config.validation`.
+Loading, overrides and validation are in :mod:`search.config.loading` and :mod:`search.config.validation`;
+``search.config`` lists the public names of all three.
 """
 
 from __future__ import annotations
@@ -11,28 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-
-__all__ = [
-    "AUGMENTATIONS",
-    "BOOL_HYPERPARAMETERS",
-    "HYPERPARAMETER_DEFAULTS",
-    "INT_HYPERPARAMETERS",
-    "KT_STRATEGIES",
-    "LOSS_NAMES",
-    "OPTUNA_STRATEGIES",
-    "PRUNERS",
-    "SCHEMA_VERSION",
-    "STRATEGIES",
-    "STR_HYPERPARAMETERS",
-    "Config",
-    "DataConfig",
-    "FinalConfig",
-    "ParamDef",
-    "ReducerConfig",
-    "StudyConfig",
-    "TrainConfig",
-    "best_config",
-]
 
 SCHEMA_VERSION = 1
 

@@ -17,8 +17,6 @@ from search.config.schema import (
 )
 from search.errors import ConfigError
 
-__all__ = ["max_feasible_layers", "parse_param", "validate_config"]
-
 
 def parse_param(name: str, spec: Any, where: str) -> ParamDef:
     """One search-space entry (``{type: …}``, ``{value: X}`` or a bare value), checked, as a ParamDef."""
