@@ -6,13 +6,14 @@ No training here: each case ends before a worker would start (a refusal, or a da
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
 from conftest import tiny_raw_config
 
 from search.cli import EXIT_CONFIG, EXIT_DATA, main
-from search.config import config_from_dict
+from search.config import Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir
 from search.runner import run_study
@@ -89,3 +90,45 @@ def test_a_folder_left_by_a_dead_creator_is_claimed_again(tmp_path: Path) -> Non
     config = _config(tmp_path, tmp_path / "no-such-data", "stale")
     assert main(["--results", str(results), "run", "--config", str(config)]) == EXIT_DATA
     assert not (results / "stale").exists()
+
+
+def _plan_config(strategy: str, workers: int) -> Config:
+    return config_from_dict(tiny_raw_config(Path("unused"), study={"name": "p", "strategy": strategy,
+                                                                   "workers": workers}))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "workers", "role", "owner", "kt_env", "expected"),
+    [
+        # (kt_role, kt_local_chief, drivers, runs_final, writes_study_files for an existing study)
+        ("tpe", 3, "main", True, None, (None, False, 3, True, True)),
+        ("tpe", 3, "main", False, None, (None, False, 1, False, False)),  # the study runs: join it
+        ("tpe", 3, "worker", False, None, (None, False, 1, False, False)),
+        ("random", 3, "main", True, None, ("chief", True, 3, True, True)),  # KT chief of local workers
+        ("random", 1, "main", True, None, (None, False, 1, True, True)),
+        ("random", 1, "worker", False, "worker", ("worker", False, 1, False, False)),
+        ("random", 1, "main", True, "worker", ("worker", False, 1, False, True)),  # a KT worker never runs final
+    ],
+)
+def test_the_run_plan_is_decided_once_from_role_lock_and_environment(
+    strategy: str, workers: int, role: Literal["main", "worker"], owner: bool, kt_env: Literal["chief", "worker"] | None,
+    expected: tuple[object, ...],
+) -> None:
+    from search.runner import plan_run
+
+    plan = plan_run(_plan_config(strategy, workers), role=role, owner=owner, existed=True, kt_env_role=kt_env,
+                    worker_index=2)
+    assert (plan.kt_role, plan.kt_local_chief, plan.drivers, plan.runs_final, plan.writes_study_files) == expected
+    assert plan.seed_offset == (0 if owner else 2)
+    assert plan_run(_plan_config(strategy, workers), role=role, owner=owner, existed=False,
+                    kt_env_role=kt_env).writes_study_files  # a new local folder gets its study files
+
+
+@pytest.mark.parametrize(("role", "owner", "kt_env"), [("worker", False, None), ("main", False, None)])
+def test_a_keras_tuner_study_refuses_a_second_driver_outside_chief_worker_mode(
+    role: Literal["main", "worker"], owner: bool, kt_env: Literal["chief", "worker"] | None
+) -> None:
+    from search.runner import plan_run
+
+    with pytest.raises(ConfigError, match="Keras Tuner"):
+        plan_run(_plan_config("random", 1), role=role, owner=owner, existed=True, kt_env_role=kt_env)
