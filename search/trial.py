@@ -1,4 +1,4 @@
-"""One trial: values → specs → build → train with early stopping → score, in a worker process.
+"""One trial in its trial process: values → specs → build → train with early stopping → score.
 
 Also the final stage (retrain the best values, evaluate on test). Both write only inside their
 own folder of the results contract.
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrialTask:
-    """What the driver sends a worker: plain data only (it crosses a process boundary)."""
+    """What the driver sends a trial process: plain data only (it crosses a process boundary)."""
 
     number: int
     values: dict[str, Any]

@@ -188,7 +188,7 @@ class TrialExecutor:
                 # to prune, and a pruned trial's Optuna value equals its trials.csv score.
                 score = logs.get("best_score", logs.get("score", float("nan")))
                 prune = should_prune(epoch, float(score))
-            except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the worker mid-epoch
+            except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the trial process mid-epoch
                 logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
                 return EpochDecision.CONTINUE
             return EpochDecision.PRUNE if prune else EpochDecision.CONTINUE

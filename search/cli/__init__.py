@@ -98,7 +98,7 @@ def _fail(e: BaseException, debug: bool) -> None:
 
 
 def _configure_logging(verbose: int, *, debug: bool = False) -> None:
-    """Our packages at INFO (DEBUG with -vv or --debug), others at WARNING; worker processes inherit the level."""
+    """Our packages at INFO (DEBUG with -vv or --debug), others at WARNING; trial processes inherit the level."""
     level = logging.DEBUG if verbose >= 2 or debug else logging.INFO
     root = logging.getLogger()
     if not root.handlers:
