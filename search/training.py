@@ -37,16 +37,8 @@ from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE
 
-__all__ = [
-    "Checkpoint",
-    "EpochHook",
-    "LoopState",
-    "TrainResult",
-    "compile_model",
-    "evaluate_model",
-    "predict_probabilities",
-    "train_model",
-]
+__all__ = ["Checkpoint", "EpochHook", "LoopState", "TrainResult", "compile_model", "evaluate_model",
+           "predict_probabilities", "train_model"]
 
 
 logger = logging.getLogger(__name__)
