@@ -110,13 +110,27 @@ class Checkpoint:
         _save_arrays(self.folder / f"optimizer{tag}.npz", [v.numpy() for v in model.optimizer.variables])
         # Dropout's seed-generator states: without them a resumed run draws other dropout masks.
         _save_arrays(self.folder / f"seeds{tag}.npz", [v.numpy() for v in _seed_states(model)])
+        # The best weights are named by their epoch and state.json names the file: a kill before the
+        # commit leaves the previous state pointing at the previous best, never at newer weights.
+        best_file = self._committed_best()
         if best_improved:
-            _save_arrays(self.folder / "best.npz", model.get_weights())
-        atomic_write_json(self.state_path, {"tag": tag, **asdict(state)})
+            best_file = f"best{state.best_epoch}.npz"
+            _save_arrays(self.folder / best_file, model.get_weights())
+        atomic_write_json(self.state_path, {"tag": tag, "best_file": best_file, **asdict(state)})
+        for old in self.folder.glob("best*.npz"):
+            if old.name != best_file:
+                old.unlink(missing_ok=True)
+
+    def _committed_best(self) -> str | None:
+        try:
+            return json.loads(self.state_path.read_text()).get("best_file")
+        except (OSError, ValueError):
+            return None
 
     def load(self, model: Any) -> tuple[LoopState, list[np.ndarray] | None]:
         raw = json.loads(self.state_path.read_text())
         tag = raw.pop("tag")
+        best_file = raw.pop("best_file", "best.npz")  # checkpoints before best_file: one best.npz
         state = LoopState(**raw)
         model.set_weights(_load_arrays(self.folder / f"weights{tag}.npz"))
         opt = model.optimizer
@@ -131,8 +145,8 @@ class Checkpoint:
         if seeds.is_file():  # checkpoints written before this file existed resume with fresh seeds
             for var, value in zip(_seed_states(model), _load_arrays(seeds), strict=True):
                 var.assign(value)
-        best = self.folder / "best.npz"
-        return state, (_load_arrays(best) if best.is_file() else None)
+        best = self.folder / best_file if best_file else None
+        return state, (_load_arrays(best) if best is not None and best.is_file() else None)
 
 
 def _seed_states(model: Any) -> list[Any]:

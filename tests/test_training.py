@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,22 @@ def test_learning_model_is_not_collapsed() -> None:
                          valid_images=vi, valid_masks=vm)
     assert result.epochs_run == 6
 
+
+
+def test_a_kill_before_the_commit_leaves_the_committed_best_weights(tmp_path: Path) -> None:
+    """The best weights belong to the committed state: an uncommitted newer best is never paired with it."""
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    ckpt = Checkpoint(tmp_path / "ckpt")
+    result = train_model(_specs(epochs=2, seed=9), train_images=ti, train_masks=tm, valid_images=vi,
+                         valid_masks=vm, checkpoint=ckpt)
+    committed = json.loads(ckpt.state_path.read_text())
+    best_before = [w.copy() for w in ckpt.load(result.model)[1]]
+    # a later epoch improved and wrote its best file, then the process died before state.json was written
+    Path(ckpt.folder / "best7.npz").write_bytes(b"not a committed file")
+    np.savez(ckpt.folder / "best.npz", *[w + 1 for w in best_before])  # an old-style file: ignored too
+    assert json.loads(ckpt.state_path.read_text()) == committed
+    _, best_after = ckpt.load(result.model)
+    assert best_after is not None and committed["best_file"] == f"best{committed['best_epoch']}.npz"
+    for a, b in zip(best_before, best_after, strict=True):
+        np.testing.assert_array_equal(a, b)
