@@ -24,7 +24,7 @@ from search.specs import trial_seed
 from search.study_data import PreparedData
 from search.trial import TrialTask
 from search.trial_process import TrialProcess
-from search.vocabulary import OBJECTIVE, EpochDecision, TrialState
+from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
 __all__ = ["TrialExecutor"]
 
@@ -109,7 +109,7 @@ class TrialExecutor:
         self.study.refresh_trials_csv()
         self.progress.trial_finished(rec, self.study.best_trial())
 
-    def _catch_up_reports(self, number: int, should_prune: Callable[[int, float], bool]) -> None:
+    def _catch_up_reports(self, number: int, should_prune: PruneHook) -> None:
         """Report the epochs of a resumed trial's checkpoint that the engine may have missed
         (the driver can die between the checkpoint and the report)."""
         from search.training import Checkpoint
@@ -127,7 +127,7 @@ class TrialExecutor:
             if "epoch" in row and score is not None:
                 best = max(best, float(score))  # the running best, as the live reports send it
                 try:
-                    should_prune(int(row["epoch"]), best)
+                    should_prune(int(row["epoch"]), best, False)  # report only
                 except Exception:  # noqa: BLE001 - reporting is best effort, the trial still runs
                     logger.debug("catch-up report failed", exc_info=True)
 
@@ -138,7 +138,7 @@ class TrialExecutor:
         *,
         baseline: bool,
         max_epochs: int | None = None,
-        should_prune: Callable[[int, float], bool] | None = None,
+        should_prune: PruneHook | None = None,
     ) -> TrialRecord:
         cfg = self.cfg
         if self.process.stop_requested:
@@ -181,13 +181,14 @@ class TrialExecutor:
             self.progress.epoch(number, epoch, logs)
             if should_prune is None:
                 return EpochDecision.CONTINUE
-            if not logs.get("judgeable", 1.0):
-                return EpochDecision.CONTINUE  # warm-up, or still learning with a zero score (search/training.py)
+            # Not judgeable: warm-up, or still learning with a zero score (search/training.py): the
+            # value is reported but the pruner is not asked.
+            judgeable = bool(logs.get("judgeable", 1.0))
             try:
                 # The running best: the objective is the best epoch, so a dip at a rung is no reason
                 # to prune, and a pruned trial's Optuna value equals its trials.csv score.
                 score = logs.get("best_score", logs.get("score", float("nan")))
-                prune = should_prune(epoch, float(score))
+                prune = should_prune(epoch, float(score), judgeable)
             except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the trial process mid-epoch
                 logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
                 return EpochDecision.CONTINUE

@@ -11,12 +11,17 @@ and the dashboard mirror use it), Keras Tuner in :data:`KERAS_TUNER_STATES`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "TrialState", "optuna_state"]
+__all__ = ["KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "PruneHook", "TrialState", "optuna_state"]
 
 OBJECTIVE = "val_hard_dice"  # Keras logs "val_" + the HardDice metric's name (search/training.py)
+
+# An engine's per-epoch hook: report (epoch, running best score); when the third argument (ask) is
+# true, also return whether the pruner stops the trial.
+PruneHook = Callable[[int, float, bool], bool]
 
 
 class TrialState(StrEnum):

@@ -105,13 +105,18 @@ def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Pa
                             Progress(total=1, enabled=False), deadline=None)
     asked: list[tuple[int, float]] = []
 
-    def should_prune(epoch: int, value: float) -> bool:
-        asked.append((epoch, value))
-        return epoch == 3
+    reported: list[tuple[int, float]] = []
+
+    def should_prune(epoch: int, value: float, ask: bool) -> bool:
+        reported.append((epoch, value))
+        if ask:
+            asked.append((epoch, value))
+        return ask and epoch == 3
 
     rec = execute(0, {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}, baseline=False,
                   should_prune=should_prune)
-    assert asked == [(2, 0.6), (3, 0.6), (4, 0.7)]  # the dip at epoch 3 is reported as the best so far
+    assert reported == [(0, 0.0), (1, 0.0), (2, 0.6), (3, 0.6), (4, 0.7)]  # every epoch, as the running best
+    assert asked == [(2, 0.6), (3, 0.6), (4, 0.7)]  # the pruner only where the trial may be judged
     assert answers == ["continue", "continue", "continue", "prune", "continue"]
     assert rec.status == "complete"
 

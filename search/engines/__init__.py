@@ -6,11 +6,10 @@ The engines import keras_tuner / optuna: import the loop you need from its modul
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from search.results import TrialRecord
-from search.vocabulary import TrialState
+from search.vocabulary import PruneHook, TrialState
 
 __all__ = ["Executor"]
 
@@ -32,7 +31,7 @@ class Executor(Protocol):
         *,
         baseline: bool,
         max_epochs: int | None = None,
-        should_prune: Callable[[int, float], bool] | None = None,
+        should_prune: PruneHook | None = None,
     ) -> TrialRecord:
         """Run trial ``number`` with the engine's sampled values and return its record."""
         ...

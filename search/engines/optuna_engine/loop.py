@@ -171,7 +171,9 @@ def _execute(trial: optuna.trial.Trial, cfg: Config, executor: Executor) -> Tria
     reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
     lost = False
 
-    def should_prune(epoch: int, score: float) -> bool:
+    def should_prune(epoch: int, score: float, ask: bool = True) -> bool:
+        # Every epoch is reported (the dashboard's intermediate values); the pruner is asked only
+        # when the trial may be judged (search/training.py: warm-up, zero-score progress).
         nonlocal lost
         if lost:
             return True
@@ -179,7 +181,7 @@ def _execute(trial: optuna.trial.Trial, cfg: Config, executor: Executor) -> Tria
             if epoch not in reported and math.isfinite(score):
                 trial.report(score, epoch)
                 reported.add(epoch)
-            return trial.should_prune()
+            return trial.should_prune() if ask else False
         except optuna.exceptions.UpdateFinishedTrialError:
             lost = True  # failed by another driver's fail_stale_trials: stop, a retry runs it
             return True
