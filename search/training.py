@@ -112,20 +112,14 @@ class Checkpoint:
         _save_arrays(self.folder / f"seeds{tag}.npz", [v.numpy() for v in _seed_states(model)])
         # The best weights are named by their epoch and state.json names the file: a kill before the
         # commit leaves the previous state pointing at the previous best, never at newer weights.
-        best_file = self._committed_best()
+        best_file = f"best{state.best_epoch}.npz" if state.best_epoch >= 0 else None
         if best_improved:
-            best_file = f"best{state.best_epoch}.npz"
-            _save_arrays(self.folder / best_file, model.get_weights())
+            _save_arrays(self.folder / f"best{state.best_epoch}.npz", model.get_weights())
         atomic_write_json(self.state_path, {"tag": tag, "best_file": best_file, **asdict(state)})
         for old in self.folder.glob("best*.npz"):
             if old.name != best_file:
                 old.unlink(missing_ok=True)
 
-    def _committed_best(self) -> str | None:
-        try:
-            return json.loads(self.state_path.read_text()).get("best_file")
-        except (OSError, ValueError):
-            return None
 
     def load(self, model: Any) -> tuple[LoopState, list[np.ndarray] | None]:
         raw = json.loads(self.state_path.read_text())
@@ -317,8 +311,7 @@ def train_model(
 
 def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:
     """Count epochs of no predicted foreground with a flat validation loss; the reason once counting."""
-    window = [h for h in state.history[-state.collapsed_for - 1:]]
-    losses = [h.get("val_loss", math.nan) for h in window]
+    losses = [h.get("val_loss", math.nan) for h in state.history[-state.collapsed_for - 1:]]
     flat = all(math.isfinite(v) for v in losses) and (
         max(losses) - min(losses) <= COLLAPSE_LOSS_RTOL * max(abs(min(losses)), 1e-12)
     )
