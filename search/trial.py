@@ -20,12 +20,13 @@ import numpy as np
 
 from search.config import Config, config_from_dict
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
+from search.overlays import save_predictions
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import check_memory, specs_from_values
 from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
 from search.vocabulary import OBJECTIVE, TrialState
 
-__all__ = ["TrialOutcome", "TrialTask", "run_task", "save_predictions"]
+__all__ = ["TrialOutcome", "TrialTask", "run_task"]
 
 
 logger = logging.getLogger(__name__)
@@ -237,21 +238,3 @@ def _tensorboard(cfg: Config, out: Path, values: dict[str, Any]) -> list[Any]:
 
 def _drop_checkpoint(out: Path) -> None:
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
-
-
-def save_predictions(folder: Path, images: np.ndarray, masks: np.ndarray, prob: np.ndarray, stems: list[str]) -> None:
-    """One PNG per image: image | truth | prediction (thresholded at 0.5), side by side."""
-    import cv2
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for img, mask, p, stem in zip(images, masks, prob, stems, strict=False):
-        gray = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-        if gray.ndim == 3:
-            gray = cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_RGB2GRAY)
-        panel = np.concatenate(
-            [gray.astype(np.uint8), (np.asarray(mask) > 0).astype(np.uint8) * 255, (p > 0.5).astype(np.uint8) * 255],
-            axis=1,
-        )
-        tmp = folder / f".{stem}.tmp.png"
-        cv2.imwrite(str(tmp), panel)
-        tmp.replace(folder / f"{stem}.png")
