@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "Interrupted",
@@ -39,6 +41,7 @@ class TrialPruned(Exception):
     def __init__(self, reason: str = "pruned") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.model: Any = None  # set by the training loop: the model with its best epoch's weights
 
 
 class TrialCollapsed(TrialPruned):

@@ -15,12 +15,13 @@ import yaml
 
 from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
-from search.results import StudyDir, atomic_write_json, atomic_write_text, read_json
+from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import trial_runtime
-from search.specs import trial_seed
+from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, prepare_data
-from search.trial import TrialTask
+from search.trial import ModelSource, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
+from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["run_final"]
@@ -49,21 +50,27 @@ def run_final(
     final_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
     fixed = (best.best_epoch or 0) + 1 if cfg.final.train_on_valid else None
-    weights = study.trial_dir(best.number) / "best.weights.h5"
-    if fixed is None and not weights.is_file():
+    chosen = _model_source(study, cfg, best, label=f"trial {best.number}")
+    if fixed is None and chosen is None:
         raise SearchAborted(
-            f"trial {best.number}'s weights {weights} are missing; set final.train_on_valid=true to retrain"
+            f"trial {best.number}'s weights in {study.trial_dir(best.number)} are missing; "
+            f"set final.train_on_valid=true to retrain"
         )
+    baseline_rec = _baseline_trial(study)
+    baseline = None
+    if baseline_rec is not None and baseline_rec.number != best.number:
+        baseline = _model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
+    specs = specs_from_values(cfg, best.values, seed=trial_seed(cfg.study.seed, best.number))
     task = TrialTask(
         number=best.number,
-        values=best.values,
-        seed=trial_seed(cfg.study.seed, best.number),
+        specs=specs,
         out_dir=str(final_dir),
-        config=cfg.to_dict(),
         cache_path=data.cache_path,
         kind="final",
+        outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
         fixed_epochs=fixed,
-        weights_path=None if fixed is not None else str(weights),
+        model=chosen if fixed is None else None,
+        baseline=baseline,
         verbose=verbose,
     )
     own = trial_process is None
@@ -81,9 +88,12 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
+    verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed)
+    logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
         final_dir / "final.json",
-        {"trial": best.number, "values": best.values, "valid_score": best.score, "test": metrics_summary,
+        {"trial": best.number, "values": best.values, "valid_score": best.score, "valid_score_se": best.score_se,
+         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict,
          "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
          "epochs_run": outcome.epochs_run,
          "duration_s": outcome.duration_s},
@@ -91,4 +101,43 @@ def run_final(
     logger.info(
         "final: test hard dice %.4f, IoU %.4f (trial %d)", metrics["hard_dice"], metrics["hard_iou"], best.number
     )
-    return {"trial": best.number, **metrics_summary}
+    return {"trial": best.number, **metrics_summary, "verdict": verdict["sentence"]}
+
+
+def _baseline_trial(study: StudyDir) -> TrialRecord | None:
+    """The reference configuration's trial (the first baseline trial that trained)."""
+    for rec in study.trials():
+        if rec.baseline and rec.status in (TrialState.COMPLETE, TrialState.PRUNED):
+            return rec
+    return None
+
+
+def _model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:
+    """A trial's trained model: its best weights, or (k-fold) the weights of each finished fold."""
+    trial_dir = study.trial_dir(rec.number)
+    if cfg.study.evaluation == "kfold":
+        weights = [trial_dir / f"fold{f}" / "best.weights.h5" for f in range(cfg.study.folds)]
+        weights = [w for w in weights if w.is_file()]
+    else:
+        weights = [w for w in [trial_dir / "best.weights.h5"] if w.is_file()]
+    if not weights:
+        return None
+    specs = specs_from_values(cfg, rec.values, seed=trial_seed(cfg.study.seed, rec.number))
+    return ModelSource(specs=specs, weights=tuple(str(w) for w in weights), label=label)
+
+
+def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int) -> dict[str, Any]:
+    """The paired test-set comparison of the chosen model and the baseline (search/verdict.py)."""
+    if baseline is None:
+        return {"outcome": "not_available", "sentence": "no verdict: the study has no trained baseline trial "
+                "(study.baselines: false, or the reference configuration failed)"}
+    if baseline.number == best.number:
+        return {"outcome": "baseline_chosen", "sentence": f"the search chose the reference configuration itself "
+                f"(trial {best.number}); test dice {metrics['hard_dice']:.3f}"}
+    if "baseline" not in metrics:
+        return {"outcome": "not_available",
+                "sentence": f"no verdict: the reference configuration's trial {baseline.number} has no saved weights"}
+    v = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"], seed=seed,
+                       best_label=f"the chosen configuration (trial {best.number})",
+                       baseline_label=f"the reference configuration (trial {baseline.number})")
+    return v.to_dict()

@@ -41,7 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-CSV_FIELDS = ("number", "status", "score", "best_epoch", "epochs_run", "duration_s", "reason")
+CSV_FIELDS = ("number", "status", "score", "score_se", "best_epoch", "epochs_run", "duration_s", "reason")
 TRACEBACK_FILE = "traceback.txt"  # trials/<n>/traceback.txt: the full traceback of a trial that crashed
 
 
@@ -114,6 +114,7 @@ class TrialRecord:
     score: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
+    score_se: float | None = None  # standard error of the score (per-image dice over validation / out-of-fold)
     duration_s: float = 0.0
     reason: str = ""
     started_at: float = field(default_factory=time.time)
@@ -239,6 +240,7 @@ class StudyDir:
                     r.number,
                     r.status,
                     "" if r.score is None else f"{r.score:.6f}",
+                    "" if r.score_se is None else f"{r.score_se:.6f}",
                     "" if r.best_epoch is None else r.best_epoch,
                     r.epochs_run,
                     f"{r.duration_s:.2f}",

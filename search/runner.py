@@ -19,12 +19,13 @@ from typing import Any, Literal
 from search.config import Config
 from search.environment import environment_info
 from search.errors import ConfigError
+from search.evaluation import FoldPlan
 from search.final import run_final
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.progress import Progress
 from search.results import StudyDir, atomic_write_json, atomic_write_text
 from search.runtime import temporary_environ, trial_runtime
-from search.study_data import PreparedData, prepare_data
+from search.study_data import PreparedData, fold_plan, prepare_data
 from search.study_folder import (
     StudyLock,
     check_same_dataset,
@@ -173,6 +174,7 @@ def run_study(
             data = prepare_data(cfg, results_root)
             if existed:
                 check_same_dataset(study, data.fingerprint, allow_changes=allow_changes)
+            folds = fold_plan(cfg, data, study.root)
         except BaseException:
             if owner and not existed:  # nothing changed: drop the folder this call claimed, still holding it
                 shutil.rmtree(study.root, ignore_errors=True)
@@ -187,7 +189,7 @@ def run_study(
             atomic_write_text(study.study_yaml, cfg.to_yaml())
             atomic_write_json(study.fingerprint_json, data.fingerprint)
             atomic_write_json(study.environment_json, environment_info())
-        return _drive(cfg, plan, study=study, data=data, results_root=results_root, verbose=verbose,
+        return _drive(cfg, plan, study=study, data=data, folds=folds, results_root=results_root, verbose=verbose,
                       show_progress=show_progress, trial_process=trial_process, threads=threads,
                       parent_pid=parent_pid)
     finally:
@@ -200,6 +202,7 @@ def _drive(
     *,
     study: StudyDir,
     data: PreparedData,
+    folds: FoldPlan | None,
     results_root: Path,
     verbose: int,
     show_progress: bool,
@@ -226,7 +229,7 @@ def _drive(
         [r for r in study.trials() if r.status != TrialState.RUNNING]))
     executor = TrialExecutor(
         cfg, study, data, process, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
-        verbose=verbose,
+        verbose=verbose, folds=folds,
     )
     extras = ExtraDrivers(study_name=cfg.study.name, results_root=results_root,
                           log_dir=study.engine_dir / "workers", verbose=verbose) if plan.drivers > 1 else None

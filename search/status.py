@@ -21,6 +21,7 @@ def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
             "trial": r.number,
             "status": r.status + (" (baseline)" if r.baseline else ""),
             "score": r.score,
+            "± se": r.score_se,
             "best_ep": r.best_epoch,
             "epochs": r.epochs_run,
             "time_s": round(r.duration_s, 1),
@@ -45,7 +46,8 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
     best = study.best_trial()
     if best is not None:
         vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
-        lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f} ({vals})")
+        se = f" ± {best.score_se:.4f}" if best.score_se is not None else ""
+        lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f}{se} ({vals})")
         base = [r for r in trials if r.baseline and r.status == TrialState.COMPLETE]
         if base and base[0].score is not None and best.score is not None:
             lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
@@ -71,4 +73,6 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
         f = json.loads(final.read_text())
         lines.append(f"final model: trial {f['trial']}, test hard dice {f['test']['hard_dice']:.4f}, "
                      f"IoU {f['test']['hard_iou']:.4f}")
+        if isinstance(f.get("verdict"), dict):
+            lines.append(f"verdict: {f['verdict']['sentence']}")
     return "\n".join(lines)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.config import Config
 
-__all__ = ["PreparedData", "prepare_data"]
+if TYPE_CHECKING:
+    from search.evaluation import FoldPlan
+
+__all__ = ["FOLDS_FILE", "PreparedData", "fold_plan", "prepare_data"]
+
+logger = logging.getLogger(__name__)
+
+FOLDS_FILE = "folds.json"
 
 
 @dataclass
 class PreparedData:
     cache_path: str
     fingerprint: dict[str, Any]
+    stems: dict[str, tuple[str, ...]] = field(default_factory=dict)  # image names per split
 
 
 def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
@@ -34,4 +43,39 @@ def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
     for split in ("train", "valid", "test"):
         if len(cached.split(split).images) == 0:
             raise DatasetError(f"dataset {root}: split {split!r} is empty")
-    return PreparedData(cache_path=str(cached.path), fingerprint=cached.fingerprint)
+    stems = {split: tuple(cached.split(split).stems) for split in ("train", "valid", "test")}
+    return PreparedData(cache_path=str(cached.path), fingerprint=cached.fingerprint, stems=stems)
+
+
+def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | None:
+    """The study's folds (k-fold evaluation), recorded in ``<study>/folds.json`` on first use.
+
+    Folds are a pure function of (train+valid names, study.folds, study.groups, study.seed), so every
+    driver of a study (on any machine) makes the same ones; a recorded file that differs is an error.
+
+    Raises:
+        ConfigError: fewer patients than folds, a pattern that does not match, or folds.json differs.
+    """
+    import json
+
+    from search.errors import ConfigError
+    from search.evaluation import FoldPlan, group_images, make_folds
+    from search.results import atomic_write_json
+
+    if cfg.study.evaluation != "kfold":
+        return None
+    s = cfg.study
+    pooled = [*data.stems["train"], *data.stems["valid"]]
+    groups, how = group_images(pooled, s.groups, k=s.folds, data_root=Path(cfg.data.root))
+    plan = make_folds(groups, s.folds, seed=s.seed, grouping=how)
+    path = study_root / FOLDS_FILE
+    if path.is_file():
+        recorded = FoldPlan.from_dict(json.loads(path.read_text()))
+        if recorded.folds != plan.folds:
+            raise ConfigError(f"{path}: the recorded folds differ from the folds of this dataset and config "
+                              f"(study.folds/groups/seed or the images changed); use a new --study name")
+        return recorded
+    atomic_write_json(path, plan.to_dict())
+    logger.info("k-fold: %d folds of %s images, grouped by %s (%d groups); recorded in %s", s.folds,
+                "/".join(str(len(f)) for f in plan.folds), how, len(set(groups.values())), path)
+    return plan

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import TrialCollapsed, TrialFailed
+from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE
@@ -286,12 +286,18 @@ def train_model(
         if checkpoint is not None:
             checkpoint.save(model, state, best_improved=improved)
         collapsed = collapse is not None and state.collapsed_for >= t.collapse_epochs
-        if on_epoch is not None:
-            judgeable = epoch >= judge_from and (state.best_score > ZERO_SCORE or not progressed) and not collapsed
-            on_epoch(epoch - 1, {**row, "score": score, "best_score": float(state.best_score),
-                                 "judgeable": float(judgeable)})
-        if collapsed:
-            raise TrialCollapsed(str(collapse), epochs_run=epoch, best_score=max(state.best_score, 0.0))
+        try:
+            if on_epoch is not None:
+                judgeable = epoch >= judge_from and (state.best_score > ZERO_SCORE or not progressed) and not collapsed
+                on_epoch(epoch - 1, {**row, "score": score, "best_score": float(state.best_score),
+                                     "judgeable": float(judgeable)})
+            if collapsed:
+                raise TrialCollapsed(str(collapse), epochs_run=epoch, best_score=max(state.best_score, 0.0))
+        except TrialPruned as e:  # hand the caller the best epoch's model (saved for the verdict)
+            if best_weights is not None:
+                model.set_weights(best_weights)
+            e.model = model
+            raise
         if fixed_epochs is None and state.wait >= t.patience and epoch >= judge_from:
             stop_reason = "early_stopping"
             break

@@ -1,7 +1,9 @@
-"""One trial in its trial process: values → specs → build → train with early stopping → score.
+"""One trial in its trial process: specs → build → train with early stopping → score.
 
-Also the final stage (retrain the best values, evaluate on test). Both write only inside their
-own folder of the results contract.
+The driver turns a trial's values into frozen specs (``search/specs.py``) and sends them in a
+:class:`TrialTask`: nothing here reads the study config. Holdout trials train on the train split and
+are scored on the valid split; k-fold trials are in ``search/kfold.py``; the final stage (test the
+chosen model and the baseline) is ``search/final_task.py``. Each writes only inside its own folder.
 """
 
 from __future__ import annotations
@@ -10,44 +12,65 @@ import logging
 import math
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from search.config import Config, config_from_dict
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
-from search.overlays import save_predictions
 from search.results import atomic_write_json, write_history_csv, write_traceback
-from search.specs import check_memory, specs_from_values
-from search.training import Checkpoint, evaluate_model, predict_probabilities, train_model
+from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE, TrialState
 
-__all__ = ["TrialOutcome", "TrialTask", "run_task"]
+__all__ = ["SCORES_FILE", "ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "run_task"]
 
 
 logger = logging.getLogger(__name__)
 
+SCORES_FILE = "scores.json"  # trials/<n>/scores.json: per-image validation dice at the best epoch
+
+
+@dataclass(frozen=True)
+class TrialOutputs:
+    """What a trial writes besides its record: prediction panels, per-epoch checkpoint, TensorBoard."""
+
+    predictions: int = 0
+    checkpoint: bool = True
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A trained model to test (final stage): its specs and weights (several: the k-fold ensemble)."""
+
+    specs: TrialSpecs
+    weights: tuple[str, ...]
+    label: str = ""
+
 
 @dataclass
 class TrialTask:
-    """What the driver sends a trial process: plain data only (it crosses a process boundary)."""
+    """What the driver sends a trial process: frozen specs and plain data (it crosses a process boundary).
+
+    ``folds``: k-fold evaluation, the validation stems of each fold (train+valid pooled);
+    ``fold_reference``: the best complete trial's per-image out-of-fold dice, for fold pruning.
+    Final stage (``kind="final"``): ``model`` is tested (or, with ``fixed_epochs``, ``specs`` is
+    retrained on train+valid), and ``baseline`` is tested on the same images for the verdict.
+    """
 
     number: int
-    values: dict[str, Any]
-    seed: int
+    specs: TrialSpecs
     out_dir: str
-    config: dict[str, Any]
     cache_path: str
     kind: Literal["trial", "final"] = "trial"
-    max_epochs: int | None = None
+    outputs: TrialOutputs = field(default_factory=TrialOutputs)
+    folds: tuple[tuple[str, ...], ...] | None = None
+    fold_reference: dict[str, float] | None = None
+    fold_prune_p: float = 0.0
     fixed_epochs: int | None = None
-    memory_budget: int | None = None
+    model: ModelSource | None = None
+    baseline: ModelSource | None = None
     verbose: int = 0
-    weights_path: str | None = None  # final stage: evaluate these weights instead of training
 
 
 @dataclass
@@ -56,6 +79,7 @@ class TrialOutcome:
 
     status: TrialState
     score: float | None = None
+    score_se: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
     reason: str = ""
@@ -75,7 +99,6 @@ class TrialOutcome:
 def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
     """Run a trial or the final stage; trial-local failures become outcomes, not exceptions."""
     t0 = time.perf_counter()
-    cfg = config_from_dict(task.config)
     out = Path(task.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
@@ -86,12 +109,16 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         on_epoch(epoch, logs)
 
     try:
-        specs = specs_from_values(cfg, task.values, seed=task.seed, max_epochs=task.max_epochs)
-        check_memory(specs, budget_bytes=task.memory_budget)
         if task.kind == "final":
-            outcome = _final(task, cfg, specs, data, hook, out)
+            from search.final_task import run_final_task
+
+            outcome = run_final_task(task, data, hook, out)
+        elif task.folds is not None:
+            from search.kfold import run_kfold_trial
+
+            outcome = run_kfold_trial(task, data, hook, out, history)
         else:
-            outcome = _trial(task, cfg, specs, data, hook, out, history)
+            outcome = _trial(task, data, hook, out, history)
     except TrialPruned as e:
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
         # objective under its own name and no "score" (written before the hook ran).
@@ -102,10 +129,10 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
             scores.append(e.best_score)
         if scores:
             outcome.score = max(scores)
-        _drop_checkpoint(out)
+        drop_checkpoint(out)
     except TrialFailed as e:
         outcome = TrialOutcome(status=TrialState.FAILED, reason=e.reason, epochs_run=len(history), infeasible=e.infeasible)
-        _drop_checkpoint(out)
+        drop_checkpoint(out)
     except MemoryError:
         outcome = TrialOutcome(status=TrialState.FAILED, reason="out of host memory", epochs_run=len(history))
     except Exception as e:  # a trial-local crash must not end the search
@@ -136,34 +163,15 @@ def _row_score(row: dict[str, Any]) -> float | None:
     return None
 
 
-def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOutcome:  # type: ignore[no-untyped-def]
+def _trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]]) -> TrialOutcome:
     train, valid = data.split("train"), data.split("valid")
-    ckpt = Checkpoint(out / "checkpoint") if cfg.train.checkpoint_every_epoch else None
-    if ckpt is not None and ckpt.exists():
-        # Continue the history file from the checkpoint's own history.
-        import json
-
-        history.extend(json.loads(ckpt.state_path.read_text()).get("history", []))
-    result = train_model(
-        specs,
-        train_images=train.images,
-        train_masks=train.masks,
-        valid_images=valid.images,
-        valid_masks=valid.masks,
-        on_epoch=hook,
-        checkpoint=ckpt,
-        verbose=task.verbose,
-        callbacks=_tensorboard(cfg, out, task.values),
-    )
-    n = min(cfg.data.num_val_predictions, len(valid.images))
-    if n:
-        prob = predict_probabilities(result.model, valid.images[:n], batch_size=specs.train.batch_size)
-        save_predictions(out / "predictions", valid.images[:n], valid.masks[:n], prob, list(valid.stems[:n]))
-    result.model.save_weights(str(out / "best.weights.h5"))
-    _drop_checkpoint(out)
+    fit = fit_and_score(task, out, hook, history, train=(train.images, train.masks),
+                        valid=(valid.images, valid.masks, list(valid.stems)))
+    result = fit.result
     return TrialOutcome(
         status=TrialState.COMPLETE,
         score=result.best_score,
+        score_se=fit.se,
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         train_s=result.train_s,
@@ -171,70 +179,81 @@ def _trial(task, cfg: Config, specs, data, hook, out: Path, history) -> TrialOut
     )
 
 
-def _final(task, cfg: Config, specs, data, hook, out: Path) -> TrialOutcome:  # type: ignore[no-untyped-def]
-    """The final model: the best trial's own weights, or a retrain on train+valid (``fixed_epochs``).
+@dataclass
+class ScoredFit:
+    """A trained model with its per-image validation dice (by stem) at the best epoch."""
 
-    Retraining the best trial on the same data with the same seed would reproduce its weights (op
-    determinism), so without ``train_on_valid`` the final stage evaluates the saved weights.
+    result: Any
+    per_image: dict[str, float]
+    se: float | None
+
+
+def fit_and_score(
+    task: TrialTask, out: Path, hook: Any, history: list[dict[str, Any]], *,
+    train: tuple[Any, Any], valid: tuple[Any, Any, list[str]],
+) -> ScoredFit:
+    """Train ``task.specs`` with checkpoints in ``out``, then save the best weights, the per-image
+    validation dice (``scores.json``) and prediction panels there.
+
+    A pruned (or collapsed) run saves its best weights and scores too (the verdict and re-evaluation
+    may need a pruned baseline's model) before the exception goes on.
     """
-    from search.training import TrainResult, compile_model
+    from search.evaluation import mean_se
+    from search.training import Checkpoint, train_model
 
-    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
-    if task.weights_path is not None and task.fixed_epochs is None:
-        model = compile_model(specs)
-        with warnings.catch_warnings():  # the file holds the trial's optimizer state too; not needed to test
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(task.weights_path)
-        valid_metrics = evaluate_model(model, valid.images, valid.masks, batch_size=specs.train.batch_size,
-                                       loss=specs.train.loss)
-        result = TrainResult(model=model, history=[], best_score=valid_metrics["hard_dice"], best_epoch=-1,
-                             epochs_run=0, stop_reason="trial_weights", train_s=0.0)
-        score_key, source = "valid_score", "trial_weights"
-    else:
-        images = np.concatenate([np.asarray(train.images), np.asarray(valid.images)])
-        masks = np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)])
+    ckpt = Checkpoint(out / "checkpoint") if task.outputs.checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        # Continue the history file from the checkpoint's own history.
+        import json
+
+        history.extend(json.loads(ckpt.state_path.read_text()).get("history", []))
+    images, masks, stems = valid
+    try:
         result = train_model(
-            specs,
-            train_images=images,
-            train_masks=masks,
-            valid_images=valid.images,
-            valid_masks=valid.masks,
+            task.specs,
+            train_images=train[0],
+            train_masks=train[1],
+            valid_images=images,
+            valid_masks=masks,
             on_epoch=hook,
-            fixed_epochs=task.fixed_epochs,
+            checkpoint=ckpt,
             verbose=task.verbose,
+            callbacks=_tensorboard(task, out),
         )
-        # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
-        score_key, source = "train_score_augmented", "retrained_train_valid"
-    metrics = evaluate_model(result.model, test.images, test.masks, batch_size=specs.train.batch_size, loss=specs.train.loss)
-    metrics["per_image"]["stems"] = list(test.stems)
-    metrics[score_key] = result.best_score
-    metrics["model_from"] = source
-    metrics["best_epoch"] = result.best_epoch
-    tmp = out / ".model.keras.tmp.keras"
-    result.model.save(str(tmp))
-    tmp.replace(out / "model.keras")
-    n = min(cfg.final.num_predictions, len(test.images))
+    except TrialPruned as e:
+        if e.model is not None:
+            _save_scored(task, e.model, out, images, masks, stems)
+        raise
+    per_image = _save_scored(task, result.model, out, images, masks, stems)
+    drop_checkpoint(out)
+    return ScoredFit(result=result, per_image=per_image, se=mean_se(list(per_image.values()))[1])
+
+
+def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str]) -> dict[str, float]:
+    import numpy as np
+
+    from models import hard_dice_per_image
+    from search.overlays import save_predictions
+    from search.training import predict_probabilities
+
+    prob = predict_probabilities(model, images, batch_size=task.specs.train.batch_size)
+    dice = hard_dice_per_image(np.asarray(masks).astype(np.float32), prob, threshold=0.5)
+    per_image = {stem: float(d) for stem, d in zip(stems, dice, strict=True)}
+    n = min(task.outputs.predictions, len(stems))
     if n:
-        prob = predict_probabilities(result.model, test.images[:n], batch_size=specs.train.batch_size)
-        save_predictions(out / "predictions", test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
-    atomic_write_json(out / "test_metrics.json", metrics)
-    return TrialOutcome(
-        status=TrialState.COMPLETE,
-        score=metrics["hard_dice"],
-        best_epoch=result.best_epoch,
-        epochs_run=result.epochs_run,
-        train_s=result.train_s,
-        metrics={k: v for k, v in metrics.items() if k != "per_image"},
-    )
+        save_predictions(out / "predictions", images[:n], masks[:n], prob[:n], stems[:n])
+    model.save_weights(str(out / "best.weights.h5"))
+    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image})
+    return per_image
 
 
-def _tensorboard(cfg: Config, out: Path, values: dict[str, Any]) -> list[Any]:
-    if not cfg.train.tensorboard:
+def _tensorboard(task: TrialTask, out: Path) -> list[Any]:
+    if not task.outputs.tensorboard:
         return []
     import keras
 
     return [keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False, profile_batch=0)]
 
 
-def _drop_checkpoint(out: Path) -> None:
+def drop_checkpoint(out: Path) -> None:
     shutil.rmtree(out / "checkpoint", ignore_errors=True)

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from search.config import Config
-from search.errors import Interrupted, SearchAborted
+from search.errors import Interrupted, SearchAborted, TrialFailed
+from search.evaluation import FoldPlan
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json
 from search.runtime import device_memory_budget
 from search.space import complete_values
-from search.specs import trial_seed
+from search.specs import check_memory, specs_from_values, trial_seed
 from search.study_data import PreparedData
-from search.trial import TrialTask
+from search.trial import SCORES_FILE, TrialOutcome, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
@@ -48,8 +49,10 @@ class TrialExecutor:
         deadline: float | None,
         on_trial_end: Callable[[], None] | None = None,
         verbose: int = 0,
+        folds: FoldPlan | None = None,
     ) -> None:
         self.cfg = cfg
+        self.folds = folds
         self.study = study
         self.data = data
         self.process = process
@@ -114,7 +117,8 @@ class TrialExecutor:
         (the driver can die between the checkpoint and the report)."""
         from search.training import Checkpoint
 
-        ckpt = Checkpoint(self.study.trial_dir(number) / "checkpoint")
+        trial_dir = self.study.trial_dir(number)
+        ckpt = Checkpoint((trial_dir / "fold0" if self.folds is not None else trial_dir) / "checkpoint")
         if not ckpt.exists():
             return
         try:
@@ -162,24 +166,14 @@ class TrialExecutor:
         atomic_write_json(self.study.trial_dir(number) / "values.json", values)
         self.study.refresh_trials_csv()
         self.progress.trial_started(number)
-        task = TrialTask(
-            number=number,
-            values=values,
-            seed=rec.seed,
-            out_dir=str(self.study.trial_dir(number)),
-            config=cfg.to_dict(),
-            cache_path=self.data.cache_path,
-            max_epochs=max_epochs,
-            memory_budget=self.memory_budget,
-            verbose=self.verbose,
-        )
+        task = self._task(number, values, rec.seed, max_epochs)
 
         if previous is not None and should_prune is not None:
             self._catch_up_reports(number, should_prune)
 
         def decide(epoch: int, logs: dict[str, float]) -> EpochDecision:
             self.progress.epoch(number, epoch, logs)
-            if should_prune is None:
+            if should_prune is None or logs.get("fold", 0.0) > 0:  # k-fold: the pruner judges the first fold
                 return EpochDecision.CONTINUE
             # Not judgeable: warm-up, or still learning with a zero score (search/training.py): the
             # value is reported but the pruner is not asked.
@@ -194,11 +188,15 @@ class TrialExecutor:
                 return EpochDecision.CONTINUE
             return EpochDecision.PRUNE if prune else EpochDecision.CONTINUE
 
-        outcome = self.process.run(task, decide)
+        if isinstance(task, TrialOutcome):  # infeasible values: rejected here, no trial process round trip
+            outcome = task
+        else:
+            outcome = self.process.run(task, decide)
         if outcome.interrupted:
             raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
         rec.status = outcome.status
         rec.score = outcome.score
+        rec.score_se = outcome.score_se
         rec.best_epoch = outcome.best_epoch
         rec.epochs_run = outcome.epochs_run
         rec.reason = outcome.reason
@@ -222,3 +220,37 @@ class TrialExecutor:
         elif rec.status != TrialState.FAILED:
             self.consecutive_failures = 0
         return rec
+
+    def _task(self, number: int, values: dict[str, Any], seed: int, max_epochs: int | None) -> TrialTask | TrialOutcome:
+        """The trial's task (frozen specs), or a failed outcome for values that cannot make a model."""
+        cfg = self.cfg
+        try:
+            specs = specs_from_values(cfg, values, seed=seed, max_epochs=max_epochs)
+            check_memory(specs, budget_bytes=self.memory_budget)
+        except TrialFailed as e:
+            return TrialOutcome(status=TrialState.FAILED, reason=e.reason, infeasible=e.infeasible)
+        task = TrialTask(
+            number=number,
+            specs=specs,
+            out_dir=str(self.study.trial_dir(number)),
+            cache_path=self.data.cache_path,
+            outputs=TrialOutputs(predictions=cfg.data.num_val_predictions, checkpoint=cfg.train.checkpoint_every_epoch,
+                                 tensorboard=cfg.train.tensorboard),
+            verbose=self.verbose,
+        )
+        if self.folds is not None:
+            task.folds = self.folds.folds
+            task.fold_prune_p = cfg.study.fold_prune_p
+            task.fold_reference = self._fold_reference(number)
+        return task
+
+    def _fold_reference(self, number: int) -> dict[str, float] | None:
+        """Per-image out-of-fold dice of the best complete trial (fold pruning compares with it)."""
+        best = self.study.best_trial()
+        if best is None or best.number == number:
+            return None
+        path = self.study.trial_dir(best.number) / SCORES_FILE
+        try:
+            return {str(k): float(v) for k, v in json.loads(path.read_text())["per_image"].items()}
+        except (OSError, ValueError, KeyError):
+            return None

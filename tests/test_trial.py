@@ -13,7 +13,8 @@ from conftest import tiny_raw_config
 from data import synthetic_arrays
 from search.config import config_from_dict
 from search.errors import TrialPruned
-from search.trial import TrialTask, run_task
+from search.specs import specs_from_values
+from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
 
 
 class _Killed(BaseException):
@@ -32,7 +33,8 @@ def _task(out: Path, *, epochs: int = 6) -> TrialTask:
     raw = tiny_raw_config(Path("unused"), train={"max_epochs": epochs, "patience": epochs})
     cfg = config_from_dict(raw)
     values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
-    return TrialTask(number=0, values=values, seed=5, out_dir=str(out), config=cfg.to_dict(), cache_path="")
+    specs = specs_from_values(cfg, values, seed=5)
+    return TrialTask(number=0, specs=specs, out_dir=str(out), cache_path="", outputs=TrialOutputs(predictions=2))
 
 
 def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
@@ -50,6 +52,13 @@ def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
     # what the pruner was shown is the running best, so pruned trials agree with trials.csv
     assert [h["best_score"] for h in seen] == list(np.maximum.accumulate([h["score"] for h in seen]))
     assert not (tmp_path / "t" / "checkpoint").exists()
+    # the best epoch's model is kept (the verdict may test a pruned baseline): its per-image dice
+    # average to the best score the trial was recorded with
+    import json
+
+    scores = json.loads((tmp_path / "t" / "scores.json").read_text())["per_image"]
+    assert (tmp_path / "t" / "best.weights.h5").is_file() and len(scores) == 8
+    assert np.mean(list(scores.values())) == pytest.approx(outcome.score, abs=1e-5)
 
 
 def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) -> None:
@@ -130,7 +139,8 @@ def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it
     assert trial.status == "complete"
     weights = tmp_path / "trial" / "best.weights.h5"
 
-    final = run_task(replace(_task(tmp_path / "final"), kind="final", weights_path=str(weights)), data,
+    task = _task(tmp_path / "final")
+    final = run_task(replace(task, kind="final", model=ModelSource(task.specs, (str(weights),))), data,
                      lambda e, logs: None)
     metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
     assert final.status == "complete" and final.epochs_run == 0  # nothing trained again

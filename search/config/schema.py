@@ -64,6 +64,10 @@ class StudyConfig:
     # The reduction factor of successive halving: Keras Tuner's Hyperband and Optuna's ASHA and
     # Hyperband pruners alike (named before ASHA was added; kept so that saved studies load).
     hyperband_factor: int = 3
+    evaluation: Literal["holdout", "kfold"] = "holdout"  # kfold: patient-grouped folds of train+valid
+    folds: int = 5  # kfold: number of folds
+    groups: str = "auto"  # kfold grouping: auto | contiguous | none | a regex with one (group) = patient id
+    fold_prune_p: float = 0.05  # kfold: stop a trial worse than the best on the same images (p < this; 0 = never)
     heartbeat_s: int | None = None  # Optuna RDB heartbeat interval (None: UNET_SEARCH_HEARTBEAT_S or 30 s)
     prune_warmup_epochs: int | None = None  # epochs before a pruner may stop a trial (None: max(3, max_epochs // 10))
 

@@ -136,6 +136,7 @@ def validate_config(cfg: Config, source: str) -> None:
         ("train.warmup_samples", t.warmup_samples, 0),
         ("train.collapse_epochs", t.collapse_epochs, 0),
         ("train.reducer.patience", t.reducer.patience, 1),
+        ("study.folds", s.folds, 2),
     ):
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
@@ -148,6 +149,18 @@ def validate_config(cfg: Config, source: str) -> None:
         raise ConfigError(f"{w}: train.reducer.factor: expected 0 < factor < 1, got {t.reducer.factor}")
     if t.clipvalue <= 0:
         raise ConfigError(f"{w}: train.clipvalue: expected > 0, got {t.clipvalue}")
+    if not 0 <= s.fold_prune_p < 1:
+        raise ConfigError(f"{w}: study.fold_prune_p: expected 0 ≤ p < 1 (0 = never prune on folds), got {s.fold_prune_p}")
+    if s.groups not in ("auto", "contiguous", "none"):
+        import re
+
+        try:
+            groups = re.compile(s.groups).groups
+        except re.error as e:
+            raise ConfigError(f"{w}: study.groups: {s.groups!r} is not a regular expression ({e})") from None
+        if groups < 1:
+            raise ConfigError(f"{w}: study.groups: expected auto, contiguous, none or a regular expression with one "
+                              f"(group) for the patient id, got {s.groups!r}")
     if s.timeout_s is not None and s.timeout_s <= 0:
         raise ConfigError(f"{w}: study.timeout_s: expected > 0 seconds, got {s.timeout_s}")
     if s.storage is not None and cfg.engine != "optuna":

@@ -61,6 +61,8 @@ def summary(ctx: ReportContext, page: Page) -> str:
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
                                    f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
+        if isinstance(ctx.final.get("verdict"), dict):
+            rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
     durations = [r.duration_s for r in trials if r.status != TrialState.RUNNING]
     if durations:
         rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
@@ -133,6 +135,8 @@ def failures(ctx: ReportContext, page: Page) -> str:
 
 def _model_from(final: dict[str, Any]) -> str:
     """How the final model was made (final.json ``model_from``; older studies retrained)."""
+    if str(final.get("model_from", "")).startswith("ensemble_of_"):
+        return "the mean of its fold models (k-fold ensemble)"
     return {"trial_weights": "the trial's own weights",
             "retrained_train_valid": "retrained on train+valid"}.get(str(final.get("model_from")), "retrained")
 
@@ -149,6 +153,8 @@ def final(ctx: ReportContext, page: Page) -> str:
             test[k] = metrics[k]
     rows = [("final model", f"trial {final.get('trial', '?')}, {_model_from(final)}"),
             ("validation score of that trial", fmt(final.get("valid_score")))]
+    if isinstance(final.get("verdict"), dict):
+        rows.append(("verdict (paired, test)", html.escape(str(final["verdict"].get("sentence", "")))))
     labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
               "soft_dice": "test soft dice (reference, batch)", "loss": "test loss", "n_images": "test images"}
     rows += [(labels[k], fmt(test[k])) for k in labels if k in test]
@@ -181,7 +187,7 @@ def trials_table(ctx: ReportContext, page: Page) -> str:
     if not ctx.trials:
         return note("No trial recorded yet.")
     names = ctx.param_names()
-    head = ["trial", "status", "score", "best epoch", "epochs", "time (s)", *names]
+    head = ["trial", "status", "score", "± se", "best epoch", "epochs", "time (s)", *names]
     best = ctx.best
     rows = []
     for r in ctx.trials:
@@ -190,6 +196,7 @@ def trials_table(ctx: ReportContext, page: Page) -> str:
             f"{r.number}{mark}{' (baseline)' if r.baseline else ''}",
             f'<span class="badge {r.status}">{r.status}</span>',
             fmt(r.score) if finite(r.score) else "",
+            fmt(r.score_se) if finite(r.score_se) else "",
             "" if r.best_epoch is None else str(r.best_epoch),
             str(r.epochs_run),
             f"{r.duration_s:.0f}",

@@ -1,0 +1,107 @@
+"""A k-fold trial in its trial process: one model per fold of train+valid, scored out of fold.
+
+Each fold lives in ``trials/<n>/fold<f>/`` (checkpoint, ``best.weights.h5``, ``scores.json``,
+``fold.json`` once finished), so a killed trial resumes in the fold it was in, after the folds it
+had finished. The trial's score is the mean per-image hard dice over every out-of-fold image, with
+its standard error; epochs of the first fold are what the engine's pruner sees; after each later
+fold, the paired test of :func:`search.evaluation.fold_prune_reason` may stop the trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.evaluation import fold_prune_reason, mean_se
+from search.results import atomic_write_json, read_json
+from search.trial import SCORES_FILE, TrialOutcome, TrialTask, fit_and_score
+from search.vocabulary import TrialState
+
+__all__ = ["FOLD_FILE", "fold_dir", "run_kfold_trial"]
+
+logger = logging.getLogger(__name__)
+
+FOLD_FILE = "fold.json"
+
+
+def fold_dir(trial_dir: Path, fold: int) -> Path:
+    return Path(trial_dir) / f"fold{fold}"
+
+
+def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]]) -> TrialOutcome:
+    assert task.folds is not None
+    train, valid = data.split("train"), data.split("valid")
+    images = np.concatenate([np.asarray(train.images), np.asarray(valid.images)])
+    masks = np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)])
+    index = {stem: i for i, stem in enumerate([*train.stems, *valid.stems])}
+    missing = sorted({s for fold in task.folds for s in fold} - set(index))
+    if missing:
+        raise ValueError(f"folds.json names images that are not in train+valid: {', '.join(missing[:5])}")
+    k = len(task.folds)
+    per_image: dict[str, float] = {}
+    best_epochs: list[int] = []
+    epochs_run, train_s = 0, 0.0
+    for f, val_stems in enumerate(task.folds):
+        fdir = fold_dir(out, f)
+        done = fdir / FOLD_FILE
+        if done.is_file():  # finished before a restart
+            meta = read_json(done)
+            # Restored rows carry no "score": their seconds count as earlier segments (trial.py).
+            history.extend({k_: v for k_, v in row.items() if k_ != "score"} for row in meta["history"])
+        else:
+            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history)
+            atomic_write_json(done, meta)
+        per_image.update(meta["per_image"])
+        best_epochs.append(int(meta["best_epoch"]))
+        epochs_run += int(meta["epochs_run"])
+        train_s += float(meta["train_s"])
+        score, se = mean_se(list(per_image.values()))
+        logger.info("trial %d fold %d/%d: %.4f (out of fold so far %.4f ± %s)", task.number, f + 1, k,
+                    meta["score"], score, f"{se:.4f}" if se is not None else "?")
+        reason = fold_prune_reason(per_image, task.fold_reference, p_threshold=task.fold_prune_p,
+                                   folds_done=f + 1, k=k)
+        if reason is not None:
+            return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason)
+    return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k)
+
+
+def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
+              val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]]) -> dict[str, Any]:
+    val_idx = [index[s] for s in val_stems]
+    held = set(val_idx)
+    train_idx = [i for i in range(len(images)) if i not in held]
+    # A fold's own seed: the folds of one trial are independent runs of one configuration.
+    specs = dataclasses.replace(task.specs, train=dataclasses.replace(task.specs.train, seed=task.specs.train.seed + f))
+    fold_task = dataclasses.replace(task, specs=specs)
+    start = len(history)
+
+    def fold_hook(epoch: int, logs: dict[str, float]) -> None:
+        hook(epoch, {**logs, "fold": float(f)})
+
+    fdir.mkdir(parents=True, exist_ok=True)
+    fit = fit_and_score(fold_task, fdir, fold_hook, history, train=(images[train_idx], masks[train_idx]),
+                        valid=(images[val_idx], masks[val_idx], list(val_stems)))
+    r = fit.result
+    return {"fold": f, "score": r.best_score, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+            "train_s": r.train_s, "per_image": fit.per_image, "history": history[start:]}
+
+
+def _outcome(status: TrialState, per_image: dict[str, float], best_epochs: list[int], epochs_run: int,
+             train_s: float, out: Path, k: int, *, reason: str = "") -> TrialOutcome:
+    score, se = mean_se(list(per_image.values()))
+    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image, "folds_done": len(best_epochs)})
+    return TrialOutcome(
+        status=status,
+        score=score,
+        score_se=se,
+        best_epoch=int(statistics.median_low(best_epochs)),
+        epochs_run=epochs_run,
+        train_s=train_s,
+        reason=reason,
+        metrics={"folds": k, "folds_done": len(best_epochs), "fold_best_epochs": " ".join(map(str, best_epochs))},
+    )
