@@ -180,7 +180,7 @@ def main() -> int:
 
     from search.runtime import configure_runtime
 
-    # The same runtime set-up as a trial worker (search.worker → configure_runtime).
+    # The same runtime set-up as a trial process (search.trial_process → configure_runtime).
     configure_runtime(deterministic=not args.no_deterministic)
     emit({**machine_info(), "deterministic": not args.no_deterministic})
     cases = dict(CASES)

@@ -285,7 +285,7 @@ def main() -> int:
     ], title="B4/B5 per trial (overhead = (wall − train_s) ÷ wall)")
     print_table([
         {"view": "worker (duration_s)", **summary["overhead_worker"]},
-        {"view": "pool (WorkerPool.run)", **summary["overhead_pool"]},
+        {"view": "pool (TrialProcess.run)", **summary["overhead_pool"]},
         {"view": "pool, reused worker", **summary["overhead_pool_reused_worker"]},
         {"view": "driver (end to end)", **summary["overhead_driver"]},
         {"view": "driver, trials 2..N", **summary["overhead_driver_excluding_first"]},

@@ -20,7 +20,8 @@ import numpy as np
 
 from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, read_bytes, resize_image, to_channels
 from search.errors import ConfigError
-from search.results import StudyDir, atomic_write_bytes
+from search.overlays import overlay_image, write_png
+from search.results import StudyDir
 from search.vocabulary import TrialState
 
 __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
@@ -28,8 +29,6 @@ __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict
 logger = logging.getLogger(__name__)
 
 OVERLAY_SUFFIX = "_overlay"
-OVERLAY_COLOR_BGR = (40, 40, 214)  # red
-OVERLAY_ALPHA = 0.45
 
 
 @dataclass
@@ -163,18 +162,6 @@ def _to_model_channels(raw: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(gray, channels, axis=2)
 
 
-def overlay_image(raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The image in colour with the predicted mask tinted red and outlined (BGR uint8)."""
-    base = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR) if raw.ndim == 2 else raw.copy()
-    on = mask > 0
-    tinted = base.astype(np.float32)
-    tinted[on] = (1 - OVERLAY_ALPHA) * tinted[on] + OVERLAY_ALPHA * np.array(OVERLAY_COLOR_BGR, np.float32)
-    out = tinted.astype(np.uint8)
-    contours, _ = cv2.findContours(on.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(out, contours, -1, OVERLAY_COLOR_BGR, max(1, round(max(raw.shape[:2]) / 400)))
-    return out
-
-
 # --------------------------------------------------------------------------------------------- command
 
 
@@ -234,11 +221,10 @@ def _check_writable(folder: Path) -> None:
 
 
 def _write_png(path: Path, array: np.ndarray) -> Path:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:  # pragma: no cover - OpenCV always encodes uint8 arrays
-        raise ConfigError(f"cannot encode {path}")
+    """:func:`search.overlays.write_png`, with a failure as one line for the user."""
     try:
-        atomic_write_bytes(path, buf.tobytes())
+        return write_png(path, array)
+    except ValueError as e:  # pragma: no cover - OpenCV always encodes uint8 arrays
+        raise ConfigError(str(e)) from None
     except OSError as e:
         raise ConfigError(f"cannot write {path} ({e.strerror or e})") from None
-    return path
