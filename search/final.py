@@ -1,8 +1,9 @@
-"""The final stage: the best trial's model tested on the test split (or retrained on train+valid first).
+"""The final stage: the chosen trial's model tested on the test split (or retrained on train+valid first).
 
-The driver side: choose the best trial, write ``final/best_config.yaml``, run the task in a trial
-process and write ``final/final.json``. The trial process side (load the weights or retrain, test,
-save ``final/model.keras``) is ``search/trial.py``.
+The driver side: choose the trial (the search's best, or the pick of the top-k re-evaluation in
+``search/reevaluation.py``), write ``final/best_config.yaml``, run the task in a trial process and
+write ``final/final.json``. The trial process side (load the weights or retrain, test, save
+``final/model.keras``) is ``search/final_task.py``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import yaml
 
 from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
+from search.reevaluation import SELECTION_FILE, reevaluate
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import trial_runtime
 from search.specs import specs_from_values, trial_seed
-from search.study_data import PreparedData, prepare_data
+from search.study_data import PreparedData, fold_plan, prepare_data
 from search.trial import ModelSource, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["run_final"]
+__all__ = ["model_source", "run_final"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,12 @@ def run_final(
     verbose: int = 0,
     results_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Retrain the best trial's values from scratch and evaluate them on the test split."""
+    """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
+
+    With ``final.reevaluate_top_k`` the top-k trials and the baseline are first trained again with
+    fresh seeds (search/reevaluation.py) and the pick is made on those scores. The chosen model and
+    the baseline's are tested on the same test images for the verdict.
+    """
     if cfg is None:
         cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
     best = study.best_trial()
@@ -48,36 +55,19 @@ def run_final(
         data = prepare_data(cfg, results_root or study.root.parent)
     final_dir = study.final_dir
     final_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
-    fixed = (best.best_epoch or 0) + 1 if cfg.final.train_on_valid else None
-    chosen = _model_source(study, cfg, best, label=f"trial {best.number}")
-    if fixed is None and chosen is None:
-        raise SearchAborted(
-            f"trial {best.number}'s weights in {study.trial_dir(best.number)} are missing; "
-            f"set final.train_on_valid=true to retrain"
-        )
-    baseline_rec = _baseline_trial(study)
-    baseline = None
-    if baseline_rec is not None and baseline_rec.number != best.number:
-        baseline = _model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
-    specs = specs_from_values(cfg, best.values, seed=trial_seed(cfg.study.seed, best.number))
-    task = TrialTask(
-        number=best.number,
-        specs=specs,
-        out_dir=str(final_dir),
-        cache_path=data.cache_path,
-        kind="final",
-        outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
-        fixed_epochs=fixed,
-        model=chosen if fixed is None else None,
-        baseline=baseline,
-        verbose=verbose,
-    )
     own = trial_process is None
-    process = trial_process or TrialProcess(recycle_after=1, runtime=trial_runtime(cfg))
-    logger.info("final: %s trial %d (validation score %.4f)",
-                "retraining on train+valid" if fixed else "testing the weights of", best.number, best.score or 0)
+    process = trial_process or TrialProcess(recycle_after=max(1, cfg.study.recycle_after), runtime=trial_runtime(cfg))
     try:
+        selection = None
+        (final_dir / SELECTION_FILE).unlink(missing_ok=True)  # a pick of an earlier final stage
+        if cfg.final.reevaluate_top_k > 0:
+            selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root))
+            chosen_rec = study.read_trial(int(selection["chosen"]))
+            assert chosen_rec is not None
+            best = chosen_rec
+        task = _final_task(study, cfg, data, best, selection, verbose)
+        logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
+                    else "testing the weights of", best.number, best.score or 0)
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     finally:
         if own:
@@ -88,12 +78,15 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed)
+    verdict = _verdict(metrics, best, _baseline_trial(study), cfg.study.seed)
+    if selection is not None:
+        _attach_test_scores(selection, metrics)
+        atomic_write_json(final_dir / SELECTION_FILE, selection)
     logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
         final_dir / "final.json",
         {"trial": best.number, "values": best.values, "valid_score": best.score, "valid_score_se": best.score_se,
-         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict,
+         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "selection": selection,
          "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
          "epochs_run": outcome.epochs_run,
          "duration_s": outcome.duration_s},
@@ -104,6 +97,52 @@ def run_final(
     return {"trial": best.number, **metrics_summary, "verdict": verdict["sentence"]}
 
 
+def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRecord,
+                selection: dict[str, Any] | None, verbose: int) -> TrialTask:
+    """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
+    final_dir = study.final_dir
+    atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
+    fixed = (best.best_epoch or 0) + 1 if cfg.final.train_on_valid else None
+    chosen = model_source(study, cfg, best, label=f"trial {best.number}")
+    if fixed is None and chosen is None:
+        raise SearchAborted(
+            f"trial {best.number}'s weights in {study.trial_dir(best.number)} are missing; "
+            f"set final.train_on_valid=true to retrain"
+        )
+    baseline_rec = _baseline_trial(study)
+    baseline = None
+    if baseline_rec is not None and baseline_rec.number != best.number:
+        baseline = model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
+    candidates: list[ModelSource] = []
+    for cand in (selection or {}).get("candidates", []):
+        rec = study.read_trial(int(cand["trial"]))
+        source = model_source(study, cfg, rec, label=f"trial {rec.number}") if rec is not None else None
+        if source is not None:
+            candidates.append(source)
+    return TrialTask(
+        number=best.number,
+        specs=specs_from_values(cfg, best.values, seed=trial_seed(cfg.study.seed, best.number)),
+        out_dir=str(final_dir),
+        cache_path=data.cache_path,
+        kind="final",
+        outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
+        fixed_epochs=fixed,
+        model=chosen if fixed is None else None,
+        baseline=baseline,
+        candidates=tuple(candidates),
+        verbose=verbose,
+    )
+
+
+def _attach_test_scores(selection: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Each candidate's test dice (its trial's own weights), recorded after the pick and not used by it."""
+    tested = {c["label"]: c["hard_dice"] for c in metrics.get("candidates", [])}
+    for cand in selection["candidates"]:
+        cand["test_hard_dice"] = tested.get(f"trial {cand['trial']}")
+    selection["test_note"] = ("test_hard_dice: each candidate's own trial weights on the test split, measured "
+                              "after the pick for the record; the pick used the fresh validation scores only")
+
+
 def _baseline_trial(study: StudyDir) -> TrialRecord | None:
     """The reference configuration's trial (the first baseline trial that trained)."""
     for rec in study.trials():
@@ -112,7 +151,7 @@ def _baseline_trial(study: StudyDir) -> TrialRecord | None:
     return None
 
 
-def _model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:
+def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:
     """A trial's trained model: its best weights, or (k-fold) the weights of each finished fold."""
     trial_dir = study.trial_dir(rec.number)
     if cfg.study.evaluation == "kfold":

@@ -63,6 +63,13 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
                               loss=task.baseline.specs.train.loss)
         metrics["baseline"] = {"label": task.baseline.label, "hard_dice": base["hard_dice"],
                                "hard_iou": base["hard_iou"], "per_image": base["per_image"]["hard_dice"]}
+    if task.candidates:  # after the pick: what each re-evaluated configuration scores on test, for the record
+        metrics["candidates"] = []
+        for cand in task.candidates:
+            scored = evaluate_model(load_source(cand), test.images, test.masks, batch_size=batch,
+                                    loss=cand.specs.train.loss)
+            metrics["candidates"].append({"label": cand.label, "hard_dice": scored["hard_dice"],
+                                          "per_image": scored["per_image"]["hard_dice"]})
     tmp = out / ".model.keras.tmp.keras"
     model.save(str(tmp))
     tmp.replace(out / "model.keras")
@@ -77,7 +84,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
         best_epoch=best_epoch,
         epochs_run=epochs_run,
         train_s=train_s,
-        metrics={k: v for k, v in metrics.items() if k not in ("per_image", "baseline")},
+        metrics={k: v for k, v in metrics.items() if k not in ("per_image", "baseline", "candidates")},
     )
 
 

@@ -84,28 +84,30 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
 
 
 def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
-    from models import build_model
+    """A trial's model: its best weights, or (k-fold) the mean of its fold models, as the final stage builds it."""
     from search.export import read_study_config
-    from search.specs import specs_from_values
+    from search.final import model_source
+    from search.final_task import load_source
 
     rec = study.read_trial(number)
     if rec is None:
         known = [r.number for r in study.trials()]
         raise ConfigError(f"study {study.name!r} has no trial {number}; trials: {list_names([str(n) for n in known])}")
-    weights = study.trial_dir(number) / "best.weights.h5"
-    if rec.status != TrialState.COMPLETE or not weights.is_file():
+    cfg = read_study_config(study)
+    source = model_source(study, cfg, rec, label=f"trial {number}")
+    if rec.status != TrialState.COMPLETE or source is None:
+        where = study.trial_dir(number) / ("fold*/best.weights.h5" if cfg.study.evaluation == "kfold" else "best.weights.h5")
         raise ConfigError(
-            f"trial {number} of study {study.name!r} is {rec.status} and has no saved weights ({weights}); "
+            f"trial {number} of study {study.name!r} is {rec.status} and has no saved weights ({where}); "
             f"choose a completed trial"
         )
-    cfg = read_study_config(study)
     try:
-        spec = specs_from_values(cfg, rec.values, seed=rec.seed).model
-        model = build_model(spec)
-        model.load_weights(str(weights))
+        model = load_source(source)
     except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"cannot load {weights} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return model, str(weights)
+        raise ConfigError(f"cannot load {source.weights[0]} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if len(source.weights) == 1:
+        return model, source.weights[0]
+    return model, f"the ensemble of trial {number}'s {len(source.weights)} fold models ({study.trial_dir(number)}/fold*)"
 
 
 # --------------------------------------------------------------------------------------------- images

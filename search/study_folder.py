@@ -46,6 +46,9 @@ RESUMABLE_CHANGES = {
     "final.retrain",
     "final.train_on_valid",
     "final.num_predictions",
+    "final.reevaluate_top_k",
+    "final.seeds",
+    "final.select",
     "train.tensorboard",
 }
 

@@ -55,7 +55,8 @@ class TrialTask:
     ``folds``: k-fold evaluation, the validation stems of each fold (train+valid pooled);
     ``fold_reference``: the best complete trial's per-image out-of-fold dice, for fold pruning.
     Final stage (``kind="final"``): ``model`` is tested (or, with ``fixed_epochs``, ``specs`` is
-    retrained on train+valid), and ``baseline`` is tested on the same images for the verdict.
+    retrained on train+valid), and ``baseline`` is tested on the same images for the verdict;
+    ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
     """
 
     number: int
@@ -70,6 +71,7 @@ class TrialTask:
     fixed_epochs: int | None = None
     model: ModelSource | None = None
     baseline: ModelSource | None = None
+    candidates: tuple[ModelSource, ...] = ()  # final stage: tested too, for the record (not for the pick)
     verbose: int = 0
 
 

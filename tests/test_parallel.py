@@ -109,8 +109,10 @@ def test_second_run_on_a_running_optuna_study_joins_as_a_worker(
 
 
 @pytest.mark.slow
-def test_run_with_two_workers_shares_the_journal(tmp_path: Path, synthetic_root: Path) -> None:
-    config, results = _config(tmp_path, synthetic_root, "two", max_trials=5), tmp_path / "results"
+@pytest.mark.parametrize("evaluation", ["holdout", "kfold"])
+def test_run_with_two_workers_shares_the_journal(tmp_path: Path, synthetic_root: Path, evaluation: str) -> None:
+    config = _config(tmp_path, synthetic_root, "two", max_trials=5, evaluation=evaluation, folds=2)
+    results = tmp_path / "results"
     code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config), "--no-final",
                                 "--workers", "2"))
     assert code == 0, out[-3000:]
@@ -124,6 +126,14 @@ def test_run_with_two_workers_shares_the_journal(tmp_path: Path, synthetic_root:
     assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
     assert len({t.user_attrs["driver"] for t in trials}) == 2, "both drivers should have run trials"
     assert (study.engine_dir / "workers" / "worker-1.log").is_file()
+    if evaluation == "kfold":  # both drivers trained on the study's one set of folds, every fold of every trial
+        import json
+
+        folds = json.loads((study.root / "folds.json").read_text())["folds"]
+        for rec in study.trials():
+            scored = json.loads((study.trial_dir(rec.number) / "scores.json").read_text())["per_image"]
+            assert sorted(scored) == sorted(s for f in folds for s in f)
+            assert all((study.trial_dir(rec.number) / f"fold{f}" / "fold.json").is_file() for f in range(2))
 
 
 @pytest.mark.slow

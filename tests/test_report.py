@@ -5,6 +5,7 @@ The fake studies come from tests/fake_study.py.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -128,3 +129,32 @@ def test_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "report.html" in capsys.readouterr().out
     assert main(["--results", str(tmp_path), "report", "nope"]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_report_shows_the_reevaluation_and_the_verdict_escaped_once(tmp_path: Path) -> None:
+    from search.reevaluation import selection_sentence
+    from search.report import write_report
+    from search.results import atomic_write_json
+
+    study = build_study(tmp_path)
+    final = json.loads((study.final_dir / "final.json").read_text())
+    run = {"trial": 3, "seed_index": 0, "seed": 1, "status": "complete", "score": 0.61}
+    selection = {"rule": "lcb", "seeds": 2, "top_k": 1, "chosen": 3, "search_best": 5, "changed": True,
+                 "candidates": [
+                     {"trial": 5, "baseline": False, "search_score": 0.9, "mean": 0.55, "se": 0.05, "lcb": 0.5,
+                      "runs": [{**run, "trial": 5, "score": 0.5}, {**run, "trial": 5, "score": 0.6}],
+                      "test_hard_dice": 0.52},
+                     {"trial": 3, "baseline": False, "search_score": 0.8, "mean": 0.6, "se": 0.01, "lcb": 0.59,
+                      "runs": [run, {**run, "score": 0.59}], "test_hard_dice": 0.58}]}
+    selection["sentence"] = selection_sentence(selection)
+    assert selection["sentence"] == (
+        "re-evaluation of 2 configurations with 2 fresh seeds each picked trial 3 by the lower bound (mean − se): "
+        "fresh 0.600 ± 0.010; the search's best, trial 5, scored 0.900 in the search and 0.550 ± 0.050 fresh")
+    final.update(selection=selection, verdict={"outcome": "better", "sentence": "A & B < C"})
+    atomic_write_json(study.final_dir / "final.json", final)
+    text = write_report(study).read_text()
+    import html
+
+    assert html.escape(selection["sentence"]) in text
+    assert "A &amp; B &lt; C" in text and "&amp;amp;" not in text  # escaped exactly once
+    assert "Re-evaluation before the pick" in text and "<td>0.5 0.6</td>" in text  # the fresh runs of trial 5

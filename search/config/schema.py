@@ -108,6 +108,12 @@ class FinalConfig:
     retrain: bool = True
     train_on_valid: bool = False
     num_predictions: int = 6
+    # Re-evaluation before the final pick (search/reevaluation.py): the k best trials and the baseline
+    # trained again with `seeds` fresh seeds each, picked by the mean or the lower bound (mean - se)
+    # of the fresh scores. 0 = off: the search's best is the final configuration.
+    reevaluate_top_k: int = 0
+    seeds: int = 2
+    select: Literal["mean", "lcb"] = "mean"
 
 
 @dataclass(frozen=True)

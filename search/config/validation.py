@@ -137,6 +137,8 @@ def validate_config(cfg: Config, source: str) -> None:
         ("train.collapse_epochs", t.collapse_epochs, 0),
         ("train.reducer.patience", t.reducer.patience, 1),
         ("study.folds", s.folds, 2),
+        ("final.reevaluate_top_k", cfg.final.reevaluate_top_k, 0),
+        ("final.seeds", cfg.final.seeds, 1),
     ):
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")

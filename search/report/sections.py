@@ -153,12 +153,14 @@ def final(ctx: ReportContext, page: Page) -> str:
             test[k] = metrics[k]
     rows = [("final model", f"trial {final.get('trial', '?')}, {_model_from(final)}"),
             ("validation score of that trial", fmt(final.get("valid_score")))]
+    if isinstance(final.get("selection"), dict):
+        rows.append(("selection (fresh seeds, validation)", str(final["selection"].get("sentence", ""))))
     if isinstance(final.get("verdict"), dict):
-        rows.append(("verdict (paired, test)", html.escape(str(final["verdict"].get("sentence", "")))))
+        rows.append(("verdict (paired, test)", str(final["verdict"].get("sentence", ""))))
     labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
               "soft_dice": "test soft dice (reference, batch)", "loss": "test loss", "n_images": "test images"}
     rows += [(labels[k], fmt(test[k])) for k in labels if k in test]
-    out = kv_table(rows)
+    out = kv_table(rows) + _selection_table(final.get("selection"))
     per = (metrics or {}).get("per_image") or {}
     dice = per.get("hard_dice") or []
     if dice:
@@ -181,6 +183,24 @@ def final(ctx: ReportContext, page: Page) -> str:
                 'outline, <span style="color:#d62728">red</span> prediction; then image | truth | prediction.</p>'
                 f'<div class="gallery">{"".join(figs)}</div>')
     return out
+
+
+def _selection_table(selection: Any) -> str:
+    """The re-evaluated candidates: search score, fresh mean ± se, lower bound, and (after the pick) test."""
+    if not isinstance(selection, dict) or not selection.get("candidates"):
+        return ""
+    rows = []
+    for c in selection["candidates"]:
+        mark = " ★" if c.get("trial") == selection.get("chosen") else ""
+        fresh = f"{fmt(c.get('mean'))} ± {fmt(c.get('se'))}" if c.get("mean") is not None else "no score"
+        rows.append([f"{c.get('trial')}{mark}{' (baseline)' if c.get('baseline') else ''}", fmt(c.get("search_score")),
+                     fresh, fmt(c.get("lcb")), " ".join(fmt(r.get("score")) for r in c.get("runs", [])),
+                     fmt(c.get("test_hard_dice"))])
+    rule = "mean" if selection.get("rule") == "mean" else "lower bound"
+    return (f'<h3>Re-evaluation before the pick</h3><p class="muted">Each configuration trained again with '
+            f'{html.escape(str(selection.get("seeds")))} fresh seeds; picked by the {rule} of the fresh validation '
+            f'scores. The test column was measured after the pick, for the record.</p>'
+            + table(["trial", "search score", "fresh mean ± se", "mean − se", "fresh runs", "test (its weights)"], rows))
 
 
 def trials_table(ctx: ReportContext, page: Page) -> str:
