@@ -130,3 +130,26 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *,
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *, title: str = "") -> None:
     print(file=sys.stdout)
     print(table(rows, columns, title=title), flush=True)
+
+
+def add_real_data_args(ap: Any, *, results: Path) -> None:
+    """The options of the benchmarks that run whole searches on ``../shared/data`` (B8, B11)."""
+    ap.add_argument("--datasets", nargs="+", default=["chd-ct-aorta", "isbi-em-membrane"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--results", default=str(results))
+    ap.add_argument("--set", action="append", default=[], help="more overrides for every run")
+    ap.add_argument("--code", default=str(REPO),
+                    help="checkout whose code runs (e.g. a `git archive` snapshot, so edits in the work tree "
+                         "cannot reach a running benchmark); default: this repository")
+    ap.add_argument("--report-only", action="store_true", help="summarise existing study folders, run nothing")
+
+
+def real_data_results(args: Any) -> Path | None:
+    """The results folder of a real-data benchmark (made, machine line emitted), or None without the data."""
+    if not SHARED_DATA.is_dir():
+        print(f"no real datasets at {SHARED_DATA}", file=sys.stderr)
+        return None
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    emit(machine_info(tensorflow=False))
+    return results

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, SHARED_DATA, emit, machine_info, table  # noqa: E402
+from benchmarks._common import REPO, SHARED_DATA, add_real_data_args, emit, real_data_results, table  # noqa: E402
 
 CPU_BUDGET = [
     "data.image_size=128",
@@ -85,22 +85,12 @@ def run_one(dataset: str, seed: int, *, timeout: float, results: Path, extra: li
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["chd-ct-aorta", "isbi-em-membrane"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--timeout", type=float, default=900.0, help="study.timeout_s of each search")
-    ap.add_argument("--results", default=str(REPO / "results" / "benchmarks" / "real_data"))
-    ap.add_argument("--set", action="append", default=[], help="more overrides for every run")
-    ap.add_argument("--code", default=str(REPO),
-                    help="checkout whose code runs (e.g. a `git archive` snapshot, so edits in the work tree "
-                         "cannot reach a running benchmark); default: this repository")
-    ap.add_argument("--report-only", action="store_true", help="summarise existing study folders, run nothing")
+    add_real_data_args(ap, results=REPO / "results" / "benchmarks" / "real_data")
     args = ap.parse_args(argv)
-    if not SHARED_DATA.is_dir():
-        print(f"no real datasets at {SHARED_DATA}", file=sys.stderr)
+    results = real_data_results(args)
+    if results is None:
         return 2
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    emit(machine_info(tensorflow=False))
     rows = []
     with open(results / "b8.jsonl", "a") as out:
         for seed in args.seeds:  # seed-major: a run cut short still covers every dataset

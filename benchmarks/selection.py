@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, SHARED_DATA, emit, machine_info, table  # noqa: E402
+from benchmarks._common import REPO, SHARED_DATA, add_real_data_args, emit, real_data_results, table  # noqa: E402
 
 CPU_BUDGET = [
     "data.image_size=64",
@@ -114,11 +114,13 @@ def summarise(root: Path) -> dict[str, Any]:
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> str:
+    """Mean ± standard deviation over the studies that have ``key`` (signed: optimisms are differences)."""
     vals = [float(r[key]) for r in rows if r.get(key) is not None]
     if not vals:
         return "-"
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):+.3f} ± {sd:.3f} (n={len(vals)})"
+    sign = "+" if key.endswith("optimism") else ""
+    return f"{statistics.mean(vals):{sign}.3f} ± {sd:.3f} (n={len(vals)})"
 
 
 def _rate(rows: list[dict[str, Any]], key: str) -> str:
@@ -128,21 +130,13 @@ def _rate(rows: list[dict[str, Any]], key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["chd-ct-aorta", "isbi-em-membrane"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--max-trials", type=int, default=5, help="trials per search (trial 0 = the baseline)")
-    ap.add_argument("--results", default=str(REPO / "results" / "benchmarks" / "selection"))
-    ap.add_argument("--set", action="append", default=[], help="more overrides for every run")
-    ap.add_argument("--code", default=str(REPO), help="checkout whose code runs (a `git archive` snapshot)")
-    ap.add_argument("--report-only", action="store_true", help="summarise existing study folders, run nothing")
+    add_real_data_args(ap, results=REPO / "results" / "benchmarks" / "selection")
     args = ap.parse_args(argv)
-    if not SHARED_DATA.is_dir():
-        print(f"no real datasets at {SHARED_DATA}", file=sys.stderr)
+    results = real_data_results(args)
+    if results is None:
         return 2
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    emit(machine_info(tensorflow=False))
     rows = []
     with open(results / "b11.jsonl", "a") as log:
         for seed in args.seeds:  # seed-major: a run cut short still covers every dataset and mode

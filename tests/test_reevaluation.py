@@ -110,8 +110,12 @@ def test_the_final_stage_reevaluates_picks_on_fresh_scores_records_and_resumes(
     assert main(["--results", str(results), "status", "re"]) == 0
     assert f"selection: {sel['sentence']}" in capsys.readouterr().out
     stamps = {p: p.stat().st_mtime_ns for p in runs}
+    lost = runs[-1]
+    lost.unlink()  # as if killed after training that run, before recording it
     assert main(["--results", str(results), "final", "re", "--set", "final.select=lcb"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in runs} == stamps  # nothing retrained
+    after = {p: p.stat().st_mtime_ns for p in runs}
+    assert {p: t for p, t in after.items() if p != lost} == {p: t for p, t in stamps.items() if p != lost}
+    assert lost.is_file()  # only the unrecorded run trained again (same seed, same per-image scores)
     sel2 = json.loads((study.final_dir / "selection.json").read_text())
     assert sel2["rule"] == "lcb" and sel2["chosen"] == pick(cands, "lcb").trial
     # predict with a trial's weights: a k-fold trial is the mean of its fold models, as in the final stage
