@@ -27,6 +27,7 @@ from search.vocabulary import OBJECTIVE, TrialState
 __all__ = [
     "FORMATS",
     "best_completed_trial",
+    "chosen_trial",
     "export_ini",
     "export_json",
     "export_study",
@@ -74,6 +75,29 @@ def best_completed_trial(study: StudyDir) -> TrialRecord:
     return max(done, key=lambda r: (float(r.score or 0.0), -r.number))
 
 
+def chosen_trial(study: StudyDir) -> TrialRecord:
+    """The trial to export: the final stage's pick when it re-evaluated the top trials
+    (``final/final.json`` ``selection``), else the best completed trial.
+
+    Raises:
+        ConfigError: no trial has completed.
+    """
+    try:
+        final = read_json(study.final_dir / "final.json") if (study.final_dir / "final.json").is_file() else {}
+    except (OSError, ValueError):
+        final = {}
+    selection = final.get("selection")
+    if isinstance(selection, dict) and selection.get("chosen") is not None:
+        rec = study.read_trial(int(selection["chosen"]))
+        if rec is not None:
+            return rec
+    return best_completed_trial(study)
+
+
+def _score(rec: TrialRecord) -> str:
+    return f"{rec.score:.4f}" if rec.score is not None else "n/a"
+
+
 def _final_metrics(study: StudyDir) -> dict[str, Any] | None:
     """``final/final.json`` (trial + test summary), else the summary of ``final/test_metrics.json``."""
     final_json = study.final_dir / "final.json"
@@ -99,11 +123,11 @@ def export_yaml(study: StudyDir) -> str:
     from search.config import best_config
 
     cfg = read_study_config(study)
-    best = best_completed_trial(study)
+    best = chosen_trial(study)
     text = best_config(cfg, best.values).to_yaml()
     header = (
         f"# unet-search: best configuration of study {study.name!r} — trial {best.number}, "
-        f"validation hard dice {best.score:.4f}.\n"
+        f"validation hard dice {_score(best)}.\n"
         f"# Re-run it with: python -m search run --config THIS_FILE\n"
     )
     return header + text
@@ -112,7 +136,7 @@ def export_yaml(study: StudyDir) -> str:
 def export_json(study: StudyDir) -> str:
     """Best trial number, score, values (and the final test metrics when present) as JSON."""
     cfg = read_study_config(study)
-    best = best_completed_trial(study)
+    best = chosen_trial(study)
     baseline = next((r for r in study.trials() if r.baseline and r.status == TrialState.COMPLETE), None)
     final = _final_metrics(study)
     out: dict[str, Any] = {
@@ -135,11 +159,11 @@ def export_json(study: StudyDir) -> str:
 def export_ini(study: StudyDir) -> str:
     """The reference tool's ``train_eval_infer.config`` for the best trial."""
     cfg = read_study_config(study)
-    best = best_completed_trial(study)
+    best = chosen_trial(study)
     sections = reference_ini_sections(cfg, best.values, counts=_split_counts(study, cfg))
     header = [
         f"train_eval_infer.config exported by unet-search from study {study.name!r}",
-        f"trial {best.number}, validation hard dice {best.score:.4f} (per-image, threshold 0.5)",
+        f"trial {best.number}, validation hard dice {_score(best)} (per-image, threshold 0.5)",
         "Augmentation parameters are our strengths mapped back to the reference tool's settings; our rotation",
         "also samples a continuous angle within +-30 degrees x strength, which the reference's right-angle list cannot express.",
     ]

@@ -102,7 +102,9 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
     """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
     final_dir = study.final_dir
     atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
-    fixed = (best.best_epoch or 0) + 1 if cfg.final.train_on_valid else None
+    # A retrain runs the chosen trial's epochs up to its best one (a pruned baseline's: the epochs it ran).
+    epochs = best.best_epoch + 1 if best.best_epoch is not None else max(best.epochs_run, 1)
+    fixed = epochs if cfg.final.train_on_valid else None
     chosen = model_source(study, cfg, best, label=f"trial {best.number}")
     if fixed is None and chosen is None:
         raise SearchAborted(

@@ -105,6 +105,10 @@ def test_the_final_stage_reevaluates_picks_on_fresh_scores_records_and_resumes(
     assert final["selection"]["sentence"] == sel["sentence"] == selection_sentence(sel)
     tested = {c["trial"]: c["test_hard_dice"] for c in sel["candidates"]}
     assert final["test"]["hard_dice"] == pytest.approx(tested[final["trial"]])
+    # export takes the pick, not the search's best
+    capsys.readouterr()
+    assert main(["--results", str(results), "export", "re", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trial"] == final["trial"]
     # status shows the selection; `final` again reuses every fresh run and may switch the rule
     capsys.readouterr()
     assert main(["--results", str(results), "status", "re"]) == 0
