@@ -71,10 +71,10 @@ def run_one(dataset: str, mode: str, seed: int, *, max_trials: int, results: Pat
             rc = subprocess.run(cmd, cwd=code, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
         wall = round(time.perf_counter() - t0, 1)
     return {"bench": "selection", "dataset": dataset, "mode": mode, "seed": seed, "exit": rc, "wall_s": wall,
-            **summarise(root)}
+            **summarise(root, seed)}
 
 
-def summarise(root: Path) -> dict[str, Any]:
+def summarise(root: Path, seed: int) -> dict[str, Any]:
     """What the study folder says about its selection (see the module docstring)."""
     rows = list(csv.DictReader(open(root / "trials.csv"))) if (root / "trials.csv").is_file() else []
     out: dict[str, Any] = {"trials": len(rows), "complete": sum(r["status"] == "complete" for r in rows),
@@ -90,8 +90,14 @@ def summarise(root: Path) -> dict[str, Any]:
     if baseline == final["trial"]:
         base_test = metrics["hard_dice"]
     selection = final.get("selection")
+    verdict = final["verdict"]
+    if "baseline" in metrics:  # recomputed with this checkout's search/verdict.py (the run may be older)
+        from search.verdict import paired_verdict
+
+        verdict = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"],
+                                 seed=seed).to_dict()
     out.update(baseline_val=score.get(baseline) if baseline is not None else None, baseline_test=base_test,
-               verdict=final["verdict"].get("outcome"), verdict_sentence=final["verdict"].get("sentence"))
+               verdict=verdict.get("outcome"), verdict_sentence=verdict.get("sentence"))
     if selection is None:  # the search's best is the final model
         out.update(search_pick=final["trial"], search_val=final["valid_score"], search_test=metrics["hard_dice"])
     else:
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, [("dataset", "dataset"), ("mode", "mode"), ("seed", "seed"), ("trials", "trials"),
                        ("search_pick", "pick"), ("search_val", "val"), ("search_test", "test"),
                        ("search_optimism", "optimism"), ("baseline_test", "baseline test"),
-                       ("search_beats_baseline", "beats"), ("mean_pick", "mean pick"), ("mean_test", "its test"),
+                       ("search_beats_baseline", "beats"), ("verdict", "verdict"), ("mean_pick", "mean pick"),
+                       ("mean_val", "fresh mean"), ("mean_test", "its test"),
                        ("lcb_pick", "lcb pick"), ("lcb_test", "its test"), ("wall_s", "wall s")],
                 title="B11: selection on real data"))
     for mode in args.modes:

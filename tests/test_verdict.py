@@ -26,7 +26,7 @@ def test_noise_is_no_detectable_difference_and_says_what_would_be() -> None:
     v = paired_verdict(best, base)
     assert v.outcome == "no_difference" and v.ci_low < 0 < v.ci_high
     sd = np.std(best - base, ddof=1)
-    assert v.detectable == pytest.approx(2.8016 * sd / np.sqrt(6), rel=1e-3)
+    assert v.detectable == pytest.approx((2.5706 + 0.9195) * sd / np.sqrt(6), rel=1e-3)  # t quantiles, 5 df
     assert "no detectable difference" in v.sentence() and f"±{v.detectable:.3f}" in v.sentence()
 
 
@@ -51,3 +51,18 @@ def test_bad_input_names_what_was_expected() -> None:
         paired_verdict([], [])
     with pytest.raises(ValueError, match="finite"):
         paired_verdict([float("nan")], [0.5])
+
+
+def test_six_images_need_more_than_a_plain_percentile_interval() -> None:
+    # A +0.075 mean gain on 6 images, one of them worse: the plain 2.5/97.5 % percentile interval excludes 0
+    # (it is too narrow for so few images); the expanded interval and the t interval do not.
+    base = np.array([0.3, 0.2, 0.25, 0.1, 0.15, 0.2])
+    diff = np.array([0.2, 0.15, 0.1, 0.05, 0.0, -0.05])
+    rng = np.random.default_rng(0)
+    boot = diff[rng.integers(0, 6, size=(10_000, 6))].mean(axis=1)
+    assert np.percentile(boot, 2.5) > 0  # what a plain percentile bootstrap would have called a win
+    v = paired_verdict(base + diff, base)
+    half_t = 2.5706 * diff.std(ddof=1) / np.sqrt(6)
+    assert v.outcome == "no_difference" and v.ci_low < 0 < v.ci_high
+    assert v.ci_high - v.ci_low == pytest.approx(2 * half_t, rel=0.2)  # about as wide as the t interval
+    assert paired_verdict([0.9], [0.1]).outcome == "no_difference"  # one image proves nothing
