@@ -73,8 +73,10 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
         f = json.loads(final.read_text())
         lines.append(f"final model: trial {f['trial']}, test hard dice {f['test']['hard_dice']:.4f}, "
                      f"IoU {f['test']['hard_iou']:.4f}")
-        if isinstance(f.get("selection"), dict) and f["selection"].get("sentence"):
-            lines.append(f"selection: {f['selection']['sentence']}")
+        if isinstance(f.get("selection"), dict):
+            from search.reevaluation import selection_sentence
+
+            lines.append(f"selection: {selection_sentence(f['selection'])}")
         if isinstance(f.get("verdict"), dict):
             lines.append(f"verdict: {f['verdict']['sentence']}")
     return "\n".join(lines)

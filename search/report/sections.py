@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from search.config import HYPERPARAMETER_DEFAULTS
+from search.reevaluation import selection_sentence
 from search.report.context import ReportContext
 from search.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.results import TrialRecord
@@ -61,6 +62,8 @@ def summary(ctx: ReportContext, page: Page) -> str:
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
                                    f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
+        if isinstance(ctx.final.get("selection"), dict):
+            rows.append(("selection", html.escape(selection_sentence(ctx.final["selection"]))))
         if isinstance(ctx.final.get("verdict"), dict):
             rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
     durations = [r.duration_s for r in trials if r.status != TrialState.RUNNING]
@@ -154,7 +157,7 @@ def final(ctx: ReportContext, page: Page) -> str:
     rows = [("final model", f"trial {final.get('trial', '?')}, {_model_from(final)}"),
             ("validation score of that trial", fmt(final.get("valid_score")))]
     if isinstance(final.get("selection"), dict):
-        rows.append(("selection (fresh seeds, validation)", str(final["selection"].get("sentence", ""))))
+        rows.append(("selection (fresh seeds, validation)", selection_sentence(final["selection"])))
     if isinstance(final.get("verdict"), dict):
         rows.append(("verdict (paired, test)", str(final["verdict"].get("sentence", ""))))
     labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
