@@ -129,6 +129,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> str:
     return f"{statistics.mean(vals):{sign}.3f} ± {sd:.3f} (n={len(vals)})"
 
 
+def _mae(rows: list[dict[str, Any]], key: str) -> str:
+    vals = [abs(float(r[key])) for r in rows if r.get(key) is not None]
+    return f"{statistics.mean(vals):.3f}" if vals else "-"
+
+
 def _rate(rows: list[dict[str, Any]], key: str) -> str:
     vals = [bool(r[key]) for r in rows if r.get(key) is not None]
     return f"{sum(vals)}/{len(vals)}" if vals else "-"
@@ -163,11 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                 title="B11: selection on real data"))
     for mode in args.modes:
         sub = [r for r in rows if r["mode"] == mode]
-        print(f"{mode}: optimism of the search's pick {_mean(sub, 'search_optimism')}; "
-              f"beats the baseline on test {_rate(sub, 'search_beats_baseline')}")
+        print(f"{mode}: optimism of the search's pick {_mean(sub, 'search_optimism')} (mean |val - test| "
+              f"{_mae(sub, 'search_optimism')}); beats the baseline on test {_rate(sub, 'search_beats_baseline')}; "
+              f"verdict 'better' {sum(r.get('verdict') == 'better' for r in sub)}/{sum('verdict' in r for r in sub)}")
         if mode == "holdout":
             for rule in ("mean", "lcb"):
-                print(f"  re-evaluated, pick by {rule}: optimism {_mean(sub, f'{rule}_optimism')}; beats the baseline "
+                print(f"  re-evaluated, pick by {rule}: optimism {_mean(sub, f'{rule}_optimism')} (mean |val - test| "
+                      f"{_mae(sub, f'{rule}_optimism')}); picks another trial than the search in "
+                      f"{sum(r.get(f'{rule}_pick') != r.get('search_pick') for r in sub if f'{rule}_pick' in r)}/"
+                      f"{sum(f'{rule}_pick' in r for r in sub)}; beats the baseline "
                       f"{_rate(sub, f'{rule}_beats_baseline')}; test {_mean(sub, f'{rule}_test')} vs the search's "
                       f"pick {_mean(sub, 'search_test')}")
     return 0
