@@ -78,7 +78,7 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, _baseline_trial(study), cfg.study.seed)
+    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed)
     if selection is not None:
         _attach_test_scores(selection, metrics)
         atomic_write_json(final_dir / SELECTION_FILE, selection)
@@ -111,7 +111,7 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
             f"trial {best.number}'s weights in {study.trial_dir(best.number)} are missing; "
             f"set final.train_on_valid=true to retrain"
         )
-    baseline_rec = _baseline_trial(study)
+    baseline_rec = study.baseline_trial()
     baseline = None
     if baseline_rec is not None and baseline_rec.number != best.number:
         baseline = model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
@@ -143,14 +143,6 @@ def _attach_test_scores(selection: dict[str, Any], metrics: dict[str, Any]) -> N
         cand["test_hard_dice"] = tested.get(f"trial {cand['trial']}")
     selection["test_note"] = ("test_hard_dice: each candidate's own trial weights on the test split, measured "
                               "after the pick for the record; the pick used the fresh validation scores only")
-
-
-def _baseline_trial(study: StudyDir) -> TrialRecord | None:
-    """The reference configuration's trial (the first baseline trial that trained)."""
-    for rec in study.trials():
-        if rec.baseline and rec.status in (TrialState.COMPLETE, TrialState.PRUNED):
-            return rec
-    return None
 
 
 def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:

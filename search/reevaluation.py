@@ -87,7 +87,7 @@ def top_candidates(study: StudyDir, k: int) -> list[TrialRecord]:
     done = sorted((r for r in records if r.status == TrialState.COMPLETE and r.score is not None),
                   key=lambda r: (-(r.score or 0.0), r.number))
     chosen = done[:k]
-    baseline = next((r for r in records if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
+    baseline = study.baseline_trial()
     if baseline is not None and all(r.number != baseline.number for r in chosen):
         chosen.append(baseline)
     return chosen

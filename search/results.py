@@ -223,6 +223,12 @@ class StudyDir:
             return None
         return max(done, key=lambda r: (r.score, -r.number))
 
+    def baseline_trial(self) -> TrialRecord | None:
+        """The reference configuration's trial: the first baseline trial that trained (complete or pruned;
+        a pruned one keeps its best weights for the verdict and re-evaluation)."""
+        return next((r for r in self.trials()
+                     if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
+
     def refresh_trials_csv(self) -> None:
         """Rebuild ``trials.csv`` from the per-trial records (atomic)."""
         recs = self.trials()

@@ -28,7 +28,6 @@ import numpy as np
 __all__ = ["Verdict", "paired_verdict"]
 
 
-
 @dataclass(frozen=True)
 class Verdict:
     """A paired comparison of two models on the same test images (hard dice per image)."""
