@@ -211,3 +211,70 @@ def test_an_epoch_is_a_sample_count_and_the_warm_up_follows_it() -> None:
     assert cfg.warmup_epochs(n_train=100) == 40
     with pytest.raises(ConfigError, match="train.steps_per_epoch: expected an integer ≥ 1, got 0"):
         load_config(overrides=["train.steps_per_epoch=0"])
+
+
+@pytest.mark.parametrize(
+    ("item", "key", "choice"),
+    [
+        ("train.activation=rellu", "train.activation", "'relu'"),
+        ("search_space.loss={value: dicee}", "search_space.loss", "'bce_dice'"),
+        ("search_space.loss={type: choice, values: [dice, bcee]}", "search_space.loss", "'bce_iou'"),
+        ("study.strategy=tpee", "study.strategy", "'tpe'"),
+        ("study.pruner=ashaa", "study.pruner", "'asha'"),
+        ("search_space.augment.rotate={value: 0.5}", "search_space.augment.rotate", "'augment.rotation'"),
+    ],
+)
+def test_an_unknown_name_exits_2_naming_the_key_and_the_choices_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, key: str, choice: str
+) -> None:
+    """A typo in a name is a config error, not a study whose every trial is rejected as infeasible (issue 19.14)."""
+    import yaml
+    from conftest import tiny_raw_config
+
+    from search.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "no-data")))
+    results = tmp_path / "results"
+    assert main(["--results", str(results), "run", "--config", str(path), "--set", item]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert key in err and choice in err and len(err.splitlines()) == 1, err
+    assert not results.exists()
+
+
+def test_the_names_a_config_accepts_are_the_registries_that_implement_them() -> None:
+    """Losses, activations and augmentations come from models/ and data/; strategies and pruners are the engines'."""
+    import typing
+
+    import optuna
+
+    import data.augment
+    import models
+    from search.config import ACTIVATIONS, AUGMENTATIONS, LOSS_NAMES, OPTUNA_STRATEGIES, PRUNERS, STRATEGIES
+    from search.config.schema import StudyConfig
+    from search.engines.optuna_engine import make_pruner, make_sampler
+
+    assert LOSS_NAMES == tuple(models.LOSSES)
+    assert ACTIVATIONS is models.spec.ACTIVATIONS and AUGMENTATIONS is data.augment.AUGMENTATIONS
+    hints = typing.get_type_hints(StudyConfig)
+    assert typing.get_args(hints["strategy"]) == STRATEGIES and typing.get_args(hints["pruner"]) == PRUNERS
+    for strategy in OPTUNA_STRATEGIES:
+        cfg = config_from_dict({"study": {"strategy": strategy}})
+        try:
+            assert isinstance(make_sampler(cfg), optuna.samplers.BaseSampler)
+        except ConfigError as e:  # gp without torch installed: refused by name, not unknown
+            assert strategy == "gp" and "torch" in str(e)
+    for pruner in PRUNERS:
+        made = make_pruner(config_from_dict({"study": {"pruner": pruner}}))
+        assert isinstance(made, optuna.pruners.NopPruner) == (pruner == "none")
+
+
+@pytest.mark.slow
+def test_the_keras_tuner_strategies_are_the_oracles_it_builds() -> None:
+    import keras_tuner as kt
+
+    from search.config import KT_STRATEGIES
+    from search.engines.kt_engine import _oracle_class
+
+    oracles = [_oracle_class(config_from_dict({"study": {"strategy": s}})) for s in KT_STRATEGIES]
+    assert all(issubclass(o, kt.Oracle) for o in oracles) and len(set(oracles)) == len(KT_STRATEGIES)

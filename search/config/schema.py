@@ -13,14 +13,19 @@ from typing import Any, Literal
 
 import yaml
 
+from data.augment import AUGMENTATIONS
+from models import ACTIVATIONS as ACTIVATIONS
+from models import LOSS_NAMES as LOSS_NAMES
+
 SCHEMA_VERSION = 1
 
+# Names a config may use. Losses, activations and augmentations are the registries of models/ and
+# data/augment.py (re-exported here); the strategies and pruners are what the engines dispatch on
+# (search/engines/kt_engine.py, optuna_engine/sampling.py; tests/test_config.py ties them together).
 KT_STRATEGIES = ("random", "bayesian", "hyperband")
 OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
 PRUNERS = ("auto", "none", "median", "asha", "hyperband")
-LOSS_NAMES = ("bce_dice", "bce_dice_image", "dice", "bce", "bce_iou")
-AUGMENTATIONS = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
 
 # Every hyperparameter the trial understands, with its value when the search space leaves it out.
 # The defaults are the reference experiment (DESIGN §7, §9): all nine augmentations at strength 1.
