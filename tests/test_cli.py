@@ -28,3 +28,4 @@ def test_a_command_module_that_cannot_be_imported_is_not_silently_dropped(monkey
     monkeypatch.delattr(search.cli, "results_cmds", raising=False)
     with pytest.raises(ImportError):
         _commands()
+

@@ -278,3 +278,49 @@ def test_the_keras_tuner_strategies_are_the_oracles_it_builds() -> None:
 
     oracles = [_oracle_class(config_from_dict({"study": {"strategy": s}})) for s in KT_STRATEGIES]
     assert all(issubclass(o, kt.Oracle) for o in oracles) and len(set(oracles)) == len(KT_STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [
+        (["--timeout", "-5"], "--timeout: study.timeout_s: expected > 0 seconds"),
+        (["--max-trials", "0"], "--max-trials: study.max_trials: expected an integer ≥ 1"),
+        (["--set", "study.timeout_s=-5"], "--set study.timeout_s=-5: study.timeout_s: expected > 0 seconds"),
+        (["--set", "search_space.learning_rate.min=-1"], "--set search_space.learning_rate.min=-1: "
+                                                         "search_space.learning_rate"),
+    ],
+)
+def test_an_error_names_the_flag_or_set_that_gave_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], source: str
+) -> None:
+    """`--timeout -5` blamed the config file, although the value came from the flag (issue 19.16f)."""
+    import yaml
+    from conftest import tiny_raw_config
+
+    from search.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "no-data")))
+    assert main(["--results", str(tmp_path / "results"), "run", "--config", str(path), *args]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {source}"), err
+    assert str(path) not in err
+
+
+def test_an_error_in_the_file_still_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("study: {timeout_s: -5}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: study.timeout_s: expected > 0"):
+        load_config(path, overrides=[("--max-trials", "study.max_trials=3"), "study.seed=2"])
+
+
+def test_a_string_flag_is_not_read_as_yaml(tmp_path: Path) -> None:
+    import argparse
+
+    from search.cli.run_cmd import resolve_config
+
+    args = argparse.Namespace(results=str(tmp_path), config=None, demo=False, set=[], study="2024", data="a: b",
+                              strategy=None, max_trials=None, timeout=None, workers=None, storage=None, no_final=True)
+    cfg = resolve_config(args)
+    assert cfg.study.name == "2024" and cfg.data.root == "a: b" and cfg.final.retrain is False
+
