@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,15 @@ def test_a_command_module_that_cannot_be_imported_is_not_silently_dropped(monkey
     with pytest.raises(ImportError):
         _commands()
 
+
+def test_demo_with_a_config_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config my.yaml --demo` silently replaced the file's search space with the demo's (issue 19.16d)."""
+    from search.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "my.yaml"
+    path.write_text("search_space:\n  base_filters: {type: choice, values: [32, 64]}\n")
+    results = tmp_path / "results"
+    assert main(["--results", str(results), "run", "--config", str(path), "--demo"]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert "--demo cannot be combined with --config" in err and len(err.splitlines()) == 1
+    assert not results.exists()  # refused before the demo data is written

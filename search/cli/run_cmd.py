@@ -71,6 +71,14 @@ def demo_overrides(results_root: Path) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run's config: the file (or ``--demo``), then the flags, then ``--set`` (each error names its source)."""
     results_root = Path(args.results)
+    if args.demo and args.config:
+        # --demo brings its own study, data and search space; merged under a file it silently replaced
+        # the file's search space, and over it the file's data would not be the demo's.
+        raise ConfigError(
+            "--demo cannot be combined with --config: the demo brings its own study, data and search space. "
+            "For your config on synthetic data: python -m search data synth DIR --size 64, then "
+            "run --config FILE --data DIR --set data.image_size=64"
+        )
     path = args.config
     if path is None and not args.demo and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
