@@ -324,3 +324,20 @@ def test_a_string_flag_is_not_read_as_yaml(tmp_path: Path) -> None:
     cfg = resolve_config(args)
     assert cfg.study.name == "2024" and cfg.data.root == "a: b" and cfg.final.retrain is False
 
+
+@pytest.mark.parametrize(
+    "config", [None, REPO / "search_space.yaml"], ids=["num_layers left out", "num_layers max auto"]
+)
+def test_an_image_too_small_for_the_reference_depth_warns_what_and_why(
+    caplog: pytest.LogCaptureFixture, config: Path | None
+) -> None:
+    """`--set data.image_size=100` made a 3-level UNet, said only at INFO (issue 19.16e)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="search.config"):
+        cfg = load_config(config, overrides=["data.image_size=100"])
+    assert cfg.search_space["num_layers"].bounds_values()[-1] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "data.image_size 100" in warnings[0] and "3" in warnings[0]
+    assert "halves the image evenly" in warnings[0] and "96 px fits 5" in warnings[0]

@@ -199,31 +199,43 @@ def _fit_space_to_image(space_raw: dict[str, Any], image_size: int, source: str)
     """Resolve what the user left to the data: ``num_layers`` ``max: auto`` (or an omitted num_layers).
 
     ``max: auto`` becomes the deepest UNet that fits ``image_size`` (clipped to the reference's 8 levels);
-    an omitted ``num_layers`` fixes the reference depth, clipped the same way. Each is logged once at INFO.
+    an omitted ``num_layers`` fixes the reference depth, clipped the same way. A depth below the
+    reference's is a warning that says why (the user sees it when the run starts), else INFO.
     Explicit numbers are left alone: one that cannot fit stays an error (``validate_config``).
     """
     limit = max_feasible_layers(image_size)
+    reference = HYPERPARAMETER_DEFAULTS["num_layers"]
     out = dict(space_raw)
     spec = out.get("num_layers")
     if isinstance(spec, dict) and spec.get("max") == AUTO:
-        fitted = min(limit, 8)
+        fitted = min(limit, reference)
         out["num_layers"] = {**spec, "max": fitted}
         if isinstance(spec.get("min"), int) and not isinstance(spec.get("min"), bool) and spec["min"] > fitted:
             raise ConfigError(
                 f"{source}: search_space.num_layers: min {spec['min']} cannot fit image_size {image_size} "
                 f"(the deepest that fits is {fitted}); lower min"
             )
-        logger.info("search_space.num_layers: max auto -> %d (the deepest UNet that fits image_size %d)",
-                    fitted, image_size)
-    elif spec is None and HYPERPARAMETER_DEFAULTS["num_layers"] > limit:
+        log = logger.warning if fitted < reference else logger.info
+        log("search_space.num_layers: max auto -> %d, the deepest UNet that fits data.image_size %d%s",
+            fitted, image_size, _why_shallow(image_size) if fitted < reference else "")
+    elif spec is None and reference > limit:
         out["num_layers"] = {"value": limit}
-        logger.info("search_space.num_layers: not set; the reference depth %d cannot fit image_size %d, using %d",
-                    HYPERPARAMETER_DEFAULTS["num_layers"], image_size, limit)
+        logger.warning("search_space.num_layers is not set and the reference depth %d does not fit data.image_size "
+                       "%d: num_layers is fixed to %d%s. Set search_space.num_layers to choose",
+                       reference, image_size, limit, _why_shallow(image_size))
     for name, entry in out.items():  # num_layers.max is resolved above; any other 'auto' is a mistake
         for key in ("min", "max"):
             if isinstance(entry, dict) and entry.get(key) == AUTO:
                 raise ConfigError(f"{source}: search_space.{name}.{key}: 'auto' is accepted only for num_layers.max")
     return out
+
+
+def _why_shallow(image_size: int) -> str:
+    """Why an image allows fewer levels than the reference's 8, and sizes nearby that allow more."""
+    lower = image_size // 32 * 32
+    nearby = [f"{s} px fits {max_feasible_layers(s)}" for s in (lower, lower + 32) if s >= 32 and s != image_size]
+    return (f" (each level halves the image evenly and the bottleneck needs at least 4 px, so {image_size} px "
+            f"fits {max_feasible_layers(image_size)} levels; " + ", ".join(nearby) + ")")
 
 
 def _build_dataclass(cls: type, data: Any, where: str) -> Any:
