@@ -179,3 +179,21 @@ def test_a_space_with_feasible_configurations_goes_on_after_rejections(tmp_path:
         rec = execute(number, {"base_filters": 8, "num_layers": 3, "learning_rate": 3e-3},  # type: ignore[operator]
                       baseline=False)
         assert rec.status == "failed" and rec.reason.startswith("infeasible")
+
+
+@pytest.mark.parametrize(("role", "owner", "says"), [("main", False, True), ("main", True, False), ("worker", False, False)])
+def test_a_second_run_on_a_running_study_says_it_joins(
+    caplog: pytest.LogCaptureFixture, role: Literal["main", "worker"], owner: bool, says: bool
+) -> None:
+    """A second `run` on a running Optuna study joined it silently (issue 19.16b); a `worker` joins by design."""
+    import logging
+
+    from search.runner import plan_run
+
+    with caplog.at_level(logging.INFO, logger="search"):
+        plan_run(_plan_config("tpe", 1), role=role, owner=owner, existed=True, kt_env_role=None, holder="4242")
+    joined = [r for r in caplog.records if "joining it as a second driver" in r.getMessage()]
+    assert bool(joined) == says
+    if says:
+        assert joined[0].levelno >= logging.WARNING and "'p'" in joined[0].getMessage()
+        assert "pid 4242" in joined[0].getMessage()
