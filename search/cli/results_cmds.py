@@ -113,9 +113,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from search.cli.quiet import start_tensorflow_quietly
     from search.predict import predict_folder
 
     study = open_study(args.results, args.name)
+    start_tensorflow_quietly(debug=args.debug)
     result = predict_folder(
         study,
         images=args.images,
