@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     )
     r.add_argument("name", help="study name")
     r.add_argument("--no-hparams", action="store_true",
-                   help="skip the TensorBoard HParams summaries (saves the TensorFlow import)")
+                   help="skip the TensorBoard HParams summaries")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser(
