@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from models.cost import ModelCost, estimate_cost, estimate_training_memory_bytes
-from models.spec import UNetSpec
+from models.spec import ACTIVATIONS, LOSS_NAMES, UNetSpec
 
 if TYPE_CHECKING:
     from models.losses import (
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from models.unet import build_unet
 
 __all__ = [
+    "ACTIVATIONS",
     "LOSSES",
+    "LOSS_NAMES",
     "VARIANTS",
     "HardDice",
     "HardIoU",

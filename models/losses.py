@@ -13,6 +13,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from models.spec import LOSS_NAMES
+
 __all__ = [
     "LOSSES",
     "as_float_pair",
@@ -111,6 +113,8 @@ LOSSES: dict[str, Callable[[Any, Any], Any]] = {
     "bce": bce_loss,
     "bce_iou": bce_iou_loss,
 }
+if tuple(LOSSES) != LOSS_NAMES:  # pragma: no cover - a programming error caught at import
+    raise ImportError(f"models.losses registers {tuple(LOSSES)} but models.spec.LOSS_NAMES is {LOSS_NAMES}")
 
 
 def get_loss(name: str) -> Callable[[Any, Any], Any]:

@@ -25,6 +25,10 @@ ACTIVATIONS: tuple[str, ...] = (
 # here so that validating a spec needs no Keras, and spec.py and registry.py import one way only.
 VARIANT_NAMES: tuple[str, ...] = ("unet",)
 
+# The losses registered in models/losses.py (which checks that it registers exactly these), named here
+# so that a config can be checked without Keras.
+LOSS_NAMES: tuple[str, ...] = ("bce_dice", "bce_dice_image", "dice", "bce", "bce_iou")
+
 # The smallest bottleneck (in pixels per side) the search accepts; see DESIGN §4.
 MIN_BOTTLENECK_SIZE = 4
 

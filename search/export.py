@@ -1,15 +1,18 @@
 """``export``: take a study's best configuration away, as YAML, JSON or the reference tool's INI.
 
-- ``yaml``: a re-runnable config with every hyperparameter fixed (``python -m search run --config FILE``).
+- ``yaml``: a re-runnable config with every hyperparameter fixed (``python -m search run --config FILE``),
+  its ``data.root`` absolute (resolved where the study ran).
 - ``json``: the best trial (number, score, values) and the final test metrics when there are some.
 - ``ini``:  the reference tool's ``train_eval_infer.config`` (DESIGN §10), our strengths mapped back to its
   augmentation parameters (search/reference_ini.py).
 
-Only the results contract is read, and only a *completed* trial is ever exported.
+Only the results contract is read, and only a *completed* trial is ever exported. Floats are written
+to 6 significant digits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -94,6 +97,38 @@ def chosen_trial(study: StudyDir) -> TrialRecord:
     return best_completed_trial(study)
 
 
+def _exported_config(study: StudyDir) -> Config:
+    """The study's config with ``data.root`` absolute, resolved where the study ran.
+
+    A relative root is relative to the folder ``run`` was started in, which the study's data
+    fingerprint records (as an absolute path); without one, the current folder is assumed.
+    """
+    cfg = read_study_config(study)
+    root = Path(cfg.data.root).expanduser()
+    if not root.is_absolute():
+        try:
+            recorded = read_json(study.fingerprint_json).get("root") if study.fingerprint_json.is_file() else None
+        except (OSError, ValueError):
+            recorded = None
+        root = Path(recorded) if isinstance(recorded, str) and Path(recorded).is_absolute() else root.absolute()
+    return cfg.replace(data=dataclasses.replace(cfg.data, root=str(root)))
+
+
+def _short(obj: Any) -> Any:
+    """Floats to 6 significant digits (0.00137958, not 0.0013795764907022507), in nested dicts and lists.
+
+    Readable, and exact enough to reproduce a trial: a relative change of at most 5e-6, far below
+    what any hyperparameter or score here can resolve.
+    """
+    if isinstance(obj, float) and math.isfinite(obj):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _short(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_short(v) for v in obj)
+    return obj
+
+
 def _score(rec: TrialRecord) -> str:
     return f"{rec.score:.4f}" if rec.score is not None else "n/a"
 
@@ -122,9 +157,9 @@ def export_yaml(study: StudyDir) -> str:
     """The re-runnable config: the study's settings with every hyperparameter fixed to the best values."""
     from search.config import best_config
 
-    cfg = read_study_config(study)
+    cfg = _exported_config(study)
     best = chosen_trial(study)
-    text = best_config(cfg, best.values).to_yaml()
+    text = best_config(cfg, _short(best.values)).to_yaml()
     header = (
         f"# unet-search: best configuration of study {study.name!r} — trial {best.number}, "
         f"validation hard dice {_score(best)}.\n"
@@ -153,14 +188,14 @@ def export_json(study: StudyDir) -> str:
         "test_metrics": None if final is None else final.get("test"),
         "final_trial": None if final is None else final.get("trial"),
     }
-    return json.dumps(out, indent=2) + "\n"
+    return json.dumps(_short(out), indent=2) + "\n"
 
 
 def export_ini(study: StudyDir) -> str:
     """The reference tool's ``train_eval_infer.config`` for the best trial."""
-    cfg = read_study_config(study)
+    cfg = _exported_config(study)
     best = chosen_trial(study)
-    sections = reference_ini_sections(cfg, best.values, counts=_split_counts(study, cfg))
+    sections = reference_ini_sections(cfg, _short(best.values), counts=_split_counts(study, cfg))
     header = [
         f"train_eval_infer.config exported by unet-search from study {study.name!r}",
         f"trial {best.number}, validation hard dice {_score(best)} (per-image, threshold 0.5)",

@@ -10,7 +10,7 @@ from typing import Any
 from search.results import TrialRecord
 from search.vocabulary import TrialState
 
-__all__ = ["SHOWN", "Progress"]
+__all__ = ["SHOWN", "Progress", "format_value"]
 
 
 logger = logging.getLogger("search.progress")
@@ -46,7 +46,7 @@ class Progress:
         self.finished_this_run += 1
         score = "-" if rec.score is None else f"{rec.score:.4f}"
         best_s = "-" if best is None or best.score is None else f"{best.score:.4f} (#{best.number})"
-        shown = " ".join(f"{k}={_fmt(rec.values[k])}" for k in SHOWN if k in rec.values)
+        shown = " ".join(f"{k}={format_value(rec.values[k])}" for k in SHOWN if k in rec.values)
         reason = f" reason: {rec.reason}" if rec.reason and rec.status != TrialState.COMPLETE else ""
         eta = ""
         if self.finished_this_run and self.done < self.total:
@@ -70,9 +70,10 @@ class Progress:
             self._bar = None
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any, *, digits: int = 4) -> str:
+    """A hyperparameter value for people: floats to ``digits`` significant digits (0.0001379, not 0.00013795764907022507)."""
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return f"{v:.{digits}g}"
     return str(v)
 
 

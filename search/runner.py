@@ -99,6 +99,9 @@ def plan_run(
             f"studies take one driver: wait for it, use Keras Tuner's chief/worker mode "
             f"(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP/PORT), or an Optuna strategy to add workers"
         )
+    if role == "main" and not owner:  # a second `run` joins, and says so
+        logger.warning("study %r is already running (driver pid %s): joining it as a second driver; this one runs "
+                       "trials only, the first runs the final stage", name, holder)
     # Keras Tuner with --workers N on this machine: this process becomes Keras Tuner's chief
     # (it serves the oracle and trains nothing) and starts N workers.
     kt_local_chief = cfg.engine == "keras_tuner" and owner and kt_env_role is None and cfg.study.workers > 1

@@ -1,60 +1,90 @@
-"""``status``: a study's trials as a table (returned as text; the CLI prints it)."""
+"""``status``: a study's trials as a table (returned as text; the CLI prints it).
+
+It leads with what counts: the final model's test result and the verdict (with a caution when the
+final model is poor), then the search. A trial left ``running`` shows its progress so far from its
+``history.csv``, and reads ``interrupted`` when no driver holds the study.
+"""
 
 from __future__ import annotations
 
+import json
+import platform
 import textwrap
 from typing import Any
 
 import pandas as pd
 
-from search.progress import SHOWN
-from search.results import StudyDir
+from search.progress import SHOWN, format_value
+from search.results import StudyDir, TrialRecord
+from search.study_folder import StudyLock
+from search.trial import _row_score
 from search.vocabulary import TrialState
 
 __all__ = ["status_text", "trials_frame"]
 
+# A final model below this test dice, or predicting outside [1/FG_RATIO, FG_RATIO]× the true foreground
+# area, gets a plain caution: the verdict only compares it with the baseline, which may be as poor.
+POOR_DICE = 0.5
+FG_RATIO = 2.0
+INTERRUPTED = "interrupted"
+
 
 def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
+    """One row per trial; a running trial shows its epochs and best score so far (from history.csv)."""
+    driver = _driver_running(study)
     rows: list[dict[str, Any]] = []
     for r in study.trials():
         row: dict[str, Any] = {
             "trial": r.number,
-            "status": r.status + (" (baseline)" if r.baseline else ""),
+            "status": _status(r, driver) + (" (baseline)" if r.baseline else ""),
             "score": r.score,
             "± se": r.score_se,
             "best_ep": r.best_epoch,
             "epochs": r.epochs_run,
             "time_s": round(r.duration_s, 1),
         }
+        if r.status == TrialState.RUNNING:
+            row.update(_so_far(study, r))
         for k, v in r.values.items():
             if all_columns or k in SHOWN:
                 row[k] = v
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in ("score", "± se", "best_ep"):  # None -> NaN, so that they print as "-" with the numbers
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
 
 
 def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool = False) -> str:
     """The status report; ``tracebacks``: the full traceback of each failed trial that left one."""
     trials = study.trials()
+    driver = _driver_running(study)
     lines = [f"study {study.name} ({study.root})"]
-    counts = {s: sum(1 for r in trials if r.status == s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING)}
-    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({len(trials)} in all)")
+    lines += _final_lines(study)
+    labels = [_status(r, driver) for r in trials]
+    parts = [f"{labels.count(s)} {s}" for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED,
+                                                 TrialState.RUNNING)]
+    if INTERRUPTED in labels:
+        parts.append(f"{labels.count(INTERRUPTED)} {INTERRUPTED}")
+    lines.append("trials: " + ", ".join(parts) + f" ({len(trials)} in all)")
     if trials:
         frame = trials_frame(study, all_columns=all_columns)
         with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4g}".format):
-            lines.append(frame.to_string(index=False))
+            lines.append(frame.to_string(index=False, na_rep="-"))
     best = study.best_trial()
     if best is not None:
-        vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
+        vals = ", ".join(f"{k}={format_value(v)}" for k, v in best.values.items() if not k.startswith("augment."))
         se = f" ± {best.score_se:.4f}" if best.score_se is not None else ""
         lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f}{se} ({vals})")
         base = [r for r in trials if r.baseline and r.status == TrialState.COMPLETE]
         if base and base[0].score is not None and best.score is not None:
             lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
-                         f"→ search gain {best.score - base[0].score:+.4f}")
-    running = [r for r in trials if r.status == TrialState.RUNNING]
-    if running:
-        lines.append("running: " + ", ".join(f"trial {r.number} ({r.engine_id})" for r in running))
+                         f"→ gain on validation {best.score - base[0].score:+.4f} (the best of many trials: "
+                         f"optimistic; the test verdict is the fair comparison)")
+    for r in trials:
+        if r.status == TrialState.RUNNING:
+            lines.append(_running_line(study, r, driver))
     failed = [r for r in trials if r.status in (TrialState.FAILED, TrialState.PRUNED) and r.reason]
     for r in failed:
         line = f"{r.status} trial {r.number}: {r.reason}"
@@ -66,17 +96,91 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
             lines.append(textwrap.indent(trace.read_text(errors="replace").rstrip(), "    "))
         else:
             lines.append(f"{line} (traceback: {trace}; status --debug prints it)")
-    final = study.final_dir / "final.json"
-    if final.is_file():
-        import json
-
-        f = json.loads(final.read_text())
-        lines.append(f"final model: trial {f['trial']}, test hard dice {f['test']['hard_dice']:.4f}, "
-                     f"IoU {f['test']['hard_iou']:.4f}")
-        if isinstance(f.get("selection"), dict):
-            from search.reevaluation import selection_sentence
-
-            lines.append(f"selection: {selection_sentence(f['selection'])}")
-        if isinstance(f.get("verdict"), dict):
-            lines.append(f"verdict: {f['verdict']['sentence']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- the final model
+
+
+def _final_lines(study: StudyDir) -> list[str]:
+    """The headline: the final model's test result, the selection, the verdict, and a caution if it is poor."""
+    final = study.final_dir / "final.json"
+    if not final.is_file():
+        return []
+    f = json.loads(final.read_text())
+    test = f["test"]
+    images = f" on {test['n_images']} test images" if test.get("n_images") else ""
+    lines = [f"final model: trial {f['trial']}, test hard dice {test['hard_dice']:.4f}, "
+             f"IoU {test['hard_iou']:.4f}{images}"]
+    if isinstance(f.get("selection"), dict):
+        from search.reevaluation import selection_sentence
+
+        lines.append(f"selection: {selection_sentence(f['selection'])}")
+    if isinstance(f.get("verdict"), dict):
+        lines.append(f"verdict: {f['verdict']['sentence']}")
+    metrics_path = study.final_dir / "test_metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    caution = _poor_model_caution(test, metrics)
+    if caution:
+        lines.append(f"caution: {caution}")
+    return lines
+
+
+def _poor_model_caution(test: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+    """A plain sentence when the final model is poor on test (low dice, or far too much / too little foreground)."""
+    problems = []
+    dice = test.get("hard_dice")
+    if isinstance(dice, (int, float)) and dice < POOR_DICE:
+        problems.append(f"test hard dice {dice:.3f} is low")
+    pred, true = metrics.get("pred_fg_fraction"), metrics.get("true_fg_fraction")
+    if isinstance(pred, (int, float)) and isinstance(true, (int, float)) and true > 0:
+        ratio = pred / true
+        if ratio > FG_RATIO:
+            problems.append(f"it predicts {ratio:.1f}× the true foreground area (over-segmentation)")
+        elif ratio < 1 / FG_RATIO:
+            problems.append(f"it predicts {ratio:.2f}× the true foreground area (under-segmentation)")
+    if not problems:
+        return None
+    return ("the final model is poor: " + "; ".join(problems)
+            + ". Look at final/predictions/ before using it; a verdict against the baseline does not make it good.")
+
+
+# --------------------------------------------------------------------------------------------- running trials
+
+
+def _driver_running(study: StudyDir) -> bool:
+    return StudyLock(study).is_held()
+
+
+def _status(rec: TrialRecord, driver_running: bool) -> str:
+    """``interrupted`` for a trial left running on this machine while no driver holds the study."""
+    local = rec.engine_id in ("", platform.node())
+    if rec.status == TrialState.RUNNING and not driver_running and local:
+        return INTERRUPTED
+    return str(rec.status)
+
+
+def _so_far(study: StudyDir, rec: TrialRecord) -> dict[str, Any]:
+    """A running trial's epochs, best score and seconds so far, from its history.csv (its record has none yet)."""
+    history = study.read_history(rec.number)
+    scored = [(s, row) for row in history if (s := _row_score(row)) is not None]
+    out: dict[str, Any] = {"epochs": len(history)}
+    if scored:
+        score, row = max(scored, key=lambda sr: sr[0])
+        out.update(score=score, best_ep=row.get("epoch"))
+    seconds = sum(float(row.get("epoch_s") or 0.0) for row in history)
+    if seconds:
+        out["time_s"] = round(seconds, 1)
+    return out
+
+
+def _running_line(study: StudyDir, rec: TrialRecord, driver_running: bool) -> str:
+    so_far = _so_far(study, rec)
+    best = f", best {so_far['score']:.4f}" if "score" in so_far else ""
+    epochs = so_far["epochs"]
+    done = f"{epochs} epoch{'' if epochs == 1 else 's'} done{best} so far"
+    if _status(rec, driver_running) == INTERRUPTED:
+        return (f"interrupted: trial {rec.number} ({done}); no driver holds the study. Run the same command "
+                f"again to resume it from its last completed epoch")
+    where = f" on {rec.engine_id}" if rec.engine_id else ""
+    return f"running: trial {rec.number}{where} ({done})"

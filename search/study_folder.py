@@ -176,6 +176,42 @@ class StudyLock:
         self._fd = fd
         return True
 
+    def is_held(self) -> bool:
+        """Whether a driver holds the lock now (for readers such as ``status``); takes no lock itself.
+
+        Linux lists every flock in ``/proc/locks`` by device and inode. Elsewhere the holder's pid,
+        which the lock file keeps, is checked for a live process.
+        """
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        try:
+            lines = Path("/proc/locks").read_text().splitlines()
+        except OSError:
+            pid = self.holder()
+            if not pid.isdigit():
+                return False
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            return True
+        want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        for line in lines:
+            fields = line.split()
+            if "->" in fields or "FLOCK" not in fields:  # "->": a waiter, not a holder
+                continue
+            try:
+                major, minor, inode = fields[fields.index("FLOCK") + 4].split(":")
+                if (int(major, 16), int(minor, 16), int(inode)) == want:
+                    return True
+            except (IndexError, ValueError):
+                continue
+        return False
+
     def holder(self) -> str:
         try:
             return self.path.read_text().strip() or "?"

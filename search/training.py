@@ -356,5 +356,8 @@ def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_s
         "soft_dice": float(soft_dice(truth, prob)),
         "loss": loss_value,
         "n_images": int(len(images)),
+        # Share of all pixels predicted / truly foreground: a model that paints 17x the true area shows here.
+        "pred_fg_fraction": float(np.mean(prob > 0.5)) if prob.size else float("nan"),
+        "true_fg_fraction": float(np.mean(truth > 0.5)) if truth.size else float("nan"),
         "per_image": {"hard_dice": [float(x) for x in dice], "hard_iou": [float(x) for x in iou]},
     }

@@ -61,6 +61,7 @@ class TrialExecutor:
         self.on_trial_end = on_trial_end
         self.verbose = verbose
         self.consecutive_failures = 0
+        self._space_checked = False  # whether the smallest configurations were found feasible (once)
         self.baselines = cfg.study.baselines
         self.memory_budget = device_memory_budget()
 
@@ -210,6 +211,8 @@ class TrialExecutor:
         self.progress.trial_finished(rec, best)
         if self.on_trial_end is not None:
             self.on_trial_end()
+        if rec.status == TrialState.FAILED and outcome.infeasible:
+            self._check_space_is_feasible(rec.reason)
         if rec.status == TrialState.FAILED and not outcome.infeasible:  # rejected values cost nothing; don't abort
             self.consecutive_failures += 1
             if self.consecutive_failures >= cfg.study.max_consecutive_failures:
@@ -220,6 +223,29 @@ class TrialExecutor:
         elif rec.status != TrialState.FAILED:
             self.consecutive_failures = 0
         return rec
+
+    def _check_space_is_feasible(self, reason: str) -> None:
+        """After a rejected trial, once: stop the search when no configuration of the space can train here.
+
+        Rejected trials do not count as failures (a space may hold some configurations that do not fit),
+        but a space that holds none would spend the whole trial budget on rejections. The smallest
+        configurations (numeric hyperparameters at their minimum) need the least memory and pass the
+        most rules: if they are rejected too, every trial would be.
+        """
+        if self._space_checked:
+            return
+        self._space_checked = True
+        for values in _smallest_values(self.cfg):
+            try:
+                check_memory(specs_from_values(self.cfg, values, seed=0), budget_bytes=self.memory_budget)
+                return
+            except TrialFailed as e:
+                reason = e.reason
+        raise SearchAborted(
+            f"no configuration of the search space can be trained here: even the smallest one is rejected "
+            f"({reason}); shrink the space (base_filters, num_layers), data.batch_size or data.image_size, or "
+            f"set UNET_SEARCH_GPU_MEMORY_GB to the device's memory"
+        )
 
     def _task(self, number: int, values: dict[str, Any], seed: int, max_epochs: int | None) -> TrialTask | TrialOutcome:
         """The trial's task (frozen specs), or a failed outcome for values that cannot make a model."""
@@ -254,3 +280,17 @@ class TrialExecutor:
             return {str(k): float(v) for k, v in json.loads(path.read_text())["per_image"].items()}
         except (OSError, ValueError, KeyError):
             return None
+
+
+def _smallest_values(cfg: Config) -> list[dict[str, Any]]:
+    """Each numeric sampled hyperparameter at its minimum, with every combination of the non-numeric ones."""
+    import itertools
+
+    options: dict[str, tuple[Any, ...]] = {}
+    for name, p in cfg.sampled_params().items():
+        values = p.bounds_values()
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        options[name] = (min(values),) if numeric else tuple(values)
+    names = list(options)
+    return [complete_values(cfg, dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*(options[n] for n in names))]

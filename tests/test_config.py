@@ -211,3 +211,133 @@ def test_an_epoch_is_a_sample_count_and_the_warm_up_follows_it() -> None:
     assert cfg.warmup_epochs(n_train=100) == 40
     with pytest.raises(ConfigError, match="train.steps_per_epoch: expected an integer ≥ 1, got 0"):
         load_config(overrides=["train.steps_per_epoch=0"])
+
+
+@pytest.mark.parametrize(
+    ("item", "key", "choice"),
+    [
+        ("train.activation=rellu", "train.activation", "'relu'"),
+        ("search_space.loss={value: dicee}", "search_space.loss", "'bce_dice'"),
+        ("search_space.loss={type: choice, values: [dice, bcee]}", "search_space.loss", "'bce_iou'"),
+        ("study.strategy=tpee", "study.strategy", "'tpe'"),
+        ("study.pruner=ashaa", "study.pruner", "'asha'"),
+        ("search_space.augment.rotate={value: 0.5}", "search_space.augment.rotate", "'augment.rotation'"),
+    ],
+)
+def test_an_unknown_name_exits_2_naming_the_key_and_the_choices_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, key: str, choice: str
+) -> None:
+    """A typo in a name is a config error, not a study whose every trial is rejected as infeasible (issue 19.14)."""
+    import yaml
+    from conftest import tiny_raw_config
+
+    from search.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "no-data")))
+    results = tmp_path / "results"
+    assert main(["--results", str(results), "run", "--config", str(path), "--set", item]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert key in err and choice in err and len(err.splitlines()) == 1, err
+    assert not results.exists()
+
+
+def test_the_names_a_config_accepts_are_the_registries_that_implement_them() -> None:
+    """Losses, activations and augmentations come from models/ and data/; strategies and pruners are the engines'."""
+    import typing
+
+    import optuna
+
+    import data.augment
+    import models
+    from search.config import ACTIVATIONS, AUGMENTATIONS, LOSS_NAMES, OPTUNA_STRATEGIES, PRUNERS, STRATEGIES
+    from search.config.schema import StudyConfig
+    from search.engines.optuna_engine import make_pruner, make_sampler
+
+    assert LOSS_NAMES == tuple(models.LOSSES)
+    assert ACTIVATIONS is models.spec.ACTIVATIONS and AUGMENTATIONS is data.augment.AUGMENTATIONS
+    hints = typing.get_type_hints(StudyConfig)
+    assert typing.get_args(hints["strategy"]) == STRATEGIES and typing.get_args(hints["pruner"]) == PRUNERS
+    for strategy in OPTUNA_STRATEGIES:
+        cfg = config_from_dict({"study": {"strategy": strategy}})
+        try:
+            assert isinstance(make_sampler(cfg), optuna.samplers.BaseSampler)
+        except ConfigError as e:  # gp without torch installed: refused by name, not unknown
+            assert strategy == "gp" and "torch" in str(e)
+    for pruner in PRUNERS:
+        made = make_pruner(config_from_dict({"study": {"pruner": pruner}}))
+        assert isinstance(made, optuna.pruners.NopPruner) == (pruner == "none")
+
+
+@pytest.mark.slow
+def test_the_keras_tuner_strategies_are_the_oracles_it_builds() -> None:
+    import keras_tuner as kt
+
+    from search.config import KT_STRATEGIES
+    from search.engines.kt_engine import _oracle_class
+
+    oracles = [_oracle_class(config_from_dict({"study": {"strategy": s}})) for s in KT_STRATEGIES]
+    assert all(issubclass(o, kt.Oracle) for o in oracles) and len(set(oracles)) == len(KT_STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [
+        (["--timeout", "-5"], "--timeout: study.timeout_s: expected > 0 seconds"),
+        (["--max-trials", "0"], "--max-trials: study.max_trials: expected an integer ≥ 1"),
+        (["--set", "study.timeout_s=-5"], "--set study.timeout_s=-5: study.timeout_s: expected > 0 seconds"),
+        (["--set", "search_space.learning_rate.min=-1"], "--set search_space.learning_rate.min=-1: "
+                                                         "search_space.learning_rate"),
+    ],
+)
+def test_an_error_names_the_flag_or_set_that_gave_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], source: str
+) -> None:
+    """`--timeout -5` blamed the config file, although the value came from the flag (issue 19.16f)."""
+    import yaml
+    from conftest import tiny_raw_config
+
+    from search.cli import EXIT_CONFIG, main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "no-data")))
+    assert main(["--results", str(tmp_path / "results"), "run", "--config", str(path), *args]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {source}"), err
+    assert str(path) not in err
+
+
+def test_an_error_in_the_file_still_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("study: {timeout_s: -5}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: study.timeout_s: expected > 0"):
+        load_config(path, overrides=[("--max-trials", "study.max_trials=3"), "study.seed=2"])
+
+
+def test_a_string_flag_is_not_read_as_yaml(tmp_path: Path) -> None:
+    import argparse
+
+    from search.cli.run_cmd import resolve_config
+
+    args = argparse.Namespace(results=str(tmp_path), config=None, demo=False, set=[], study="2024", data="a: b",
+                              strategy=None, max_trials=None, timeout=None, workers=None, storage=None, no_final=True)
+    cfg = resolve_config(args)
+    assert cfg.study.name == "2024" and cfg.data.root == "a: b" and cfg.final.retrain is False
+
+
+@pytest.mark.parametrize(
+    "config", [None, REPO / "search_space.yaml"], ids=["num_layers left out", "num_layers max auto"]
+)
+def test_an_image_too_small_for_the_reference_depth_warns_what_and_why(
+    caplog: pytest.LogCaptureFixture, config: Path | None
+) -> None:
+    """`--set data.image_size=100` made a 3-level UNet, said only at INFO (issue 19.16e)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="search.config"):
+        cfg = load_config(config, overrides=["data.image_size=100"])
+    assert cfg.search_space["num_layers"].bounds_values()[-1] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "data.image_size 100" in warnings[0] and "3" in warnings[0]
+    assert "halves the image evenly" in warnings[0] and "96 px fits 5" in warnings[0]

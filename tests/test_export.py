@@ -29,6 +29,12 @@ def parse_ini(text: str) -> dict[str, dict[str, Any]]:
     return {s: {k: ast.literal_eval(v) for k, v in parser[s].items()} for s in parser.sections()}
 
 
+def _same_values(exported: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Exported values equal the trial's, floats to the 6 significant digits of the export."""
+    return exported.keys() == values.keys() and all(
+        exported[k] == pytest.approx(v, rel=1e-5) if isinstance(v, float) else exported[k] == v for k, v in values.items())
+
+
 def _best(study: StudyDir) -> Any:
     done = [r for r in study.trials() if r.status == "complete"]
     return max(done, key=lambda r: r.score)
@@ -45,7 +51,7 @@ def test_yaml_round_trips_through_load_config(tmp_path: Path) -> None:
     path.write_text(export_yaml(study))
     cfg = load_config(path)
     assert cfg.sampled_params() == {}
-    assert cfg.fixed_values() == best.values
+    assert _same_values(cfg.fixed_values(), best.values)
     assert cfg.study.name == "tiny-best" and cfg.study.max_trials == 1
     assert cfg.data.image_size == 32 and cfg.train.max_epochs == 3
 
@@ -54,11 +60,12 @@ def test_json_has_best_trial_and_test_metrics(tmp_path: Path) -> None:
     study = build_study(tmp_path)
     best = _best(study)
     out = json.loads(export_json(study))
-    assert out["trial"] == best.number and out["score"] == best.score and out["values"] == best.values
+    assert out["trial"] == best.number and out["score"] == pytest.approx(best.score, rel=1e-5)
+    assert _same_values(out["values"], best.values)
     assert out["study"] == "tiny" and out["objective"] == "val_hard_dice"
     assert out["test_metrics"]["hard_dice"] == pytest.approx(0.8) and out["test_metrics"]["n_images"] == 3
     assert out["final_trial"] == best.number
-    assert out["baseline_trial"] == {"trial": 0, "score": study.read_trial(0).score}  # type: ignore[union-attr]
+    assert out["baseline_trial"] == {"trial": 0, "score": pytest.approx(study.read_trial(0).score)}  # type: ignore[union-attr]
 
     no_final = build_study(tmp_path, name="nofinal", final=False)
     assert json.loads(export_json(no_final))["test_metrics"] is None
@@ -82,8 +89,8 @@ def test_ini_reference_strengths_give_the_reference_settings(tmp_path: Path) -> 
     assert (m["image_width"], m["image_height"], m["image_channels"], m["num_classes"]) == (32, 32, 1, 1)
     assert m["base_filters"] == best.values["base_filters"] and m["num_layers"] == best.values["num_layers"]
     assert m["base_kernels"] == (3, 3) and m["dilation"] == (1, 1)
-    assert m["dropout_rate"] == pytest.approx(best.values["dropout_rate"])
-    assert m["learning_rate"] == pytest.approx(best.values["learning_rate"])
+    assert m["dropout_rate"] == pytest.approx(best.values["dropout_rate"], rel=1e-5)
+    assert m["learning_rate"] == pytest.approx(best.values["learning_rate"], rel=1e-5)
     assert m["clipvalue"] == 0.5 and m["loss"] == "bce_dice_loss" and m["metrics"] == ["dice_coef"]
     assert m["normalization"] is False and m["input_normalize"] is True
     t = ini["train"]
@@ -119,7 +126,7 @@ def test_ini_maps_strengths_and_counts(tmp_path: Path) -> None:
     assert ini["distortion"]["distortions"] == [0.01]
     assert ini["barrdistortion"]["amount"] == 0.15 and ini["pincdistortion"]["amount"] == 0.0
     assert ini["train"]["steps_per_epoch"] == 51 and ini["train"]["validation_steps"] == 3  # ceil(401/8), ceil(17/8)
-    assert ini["train"]["image_datapath"] == "dataset/tiny/train/images/"
+    assert ini["train"]["image_datapath"] == f"{Path.cwd()}/dataset/tiny/train/images/"  # absolute: where it ran
 
 
 # --------------------------------------------------------------------------------------------- CLI and errors
@@ -208,3 +215,39 @@ def test_mirror_to_optuna(tmp_path: Path) -> None:
 def test_dashboard_cli_unknown_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--results", str(tmp_path), "dashboard", "nope"]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_exports_write_short_floats_that_still_reproduce_the_trial(tmp_path: Path) -> None:
+    """learning_rate 0.0013795764907022507 and score 0.42000000000000004 were exported digit for digit (19.16g)."""
+    study = build_study(tmp_path, strengths={"elastic": 0.123456789012})
+    best = _best(study)
+    lr = best.values["learning_rate"]
+    assert len(repr(lr)) > 12
+    texts = {"yaml": export_yaml(study), "json": export_json(study), "ini": export_ini(study)}
+    for fmt, text in texts.items():
+        assert repr(lr) not in text, fmt
+        assert repr(float(f"{lr:.6g}")) in text, fmt
+    assert "0.42000000000000004" not in texts["json"] and "0.7999999999999999" not in texts["json"]
+    path = tmp_path / "best.yaml"
+    path.write_text(texts["yaml"])
+    assert load_config(path).fixed_values()["learning_rate"] == pytest.approx(lr, rel=1e-5)
+
+
+def test_the_yaml_export_has_an_absolute_data_root_resolved_where_the_study_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The YAML stored the relative data.root, which breaks when run from another folder (19.16h)."""
+    from search.results import atomic_write_json
+
+    study = build_study(tmp_path, data_root="dataset/tiny")
+    ran_in = tmp_path / "where-it-ran"
+    atomic_write_json(study.fingerprint_json, {"root": str(ran_in / "dataset" / "tiny"), "content_hash": "x"})
+    monkeypatch.chdir(tmp_path)  # elsewhere than where it ran
+    path = tmp_path / "best.yaml"
+    path.write_text(export_yaml(study))
+    assert load_config(path).data.root == str(ran_in / "dataset" / "tiny")
+    assert f'"{ran_in}/dataset/tiny/train/images/"' in export_ini(study)
+
+    study.fingerprint_json.unlink()  # no record of where it ran: the current folder
+    path.write_text(export_yaml(study))
+    assert load_config(path).data.root == str(tmp_path / "dataset" / "tiny")

@@ -132,3 +132,68 @@ def test_a_keras_tuner_study_refuses_a_second_driver_outside_chief_worker_mode(
 
     with pytest.raises(ConfigError, match="Keras Tuner"):
         plan_run(_plan_config("random", 1), role=role, owner=owner, existed=True, kt_env_role=kt_env)
+
+
+def _executor(tmp_path: Path, raw: dict[str, object], *, memory_budget: int | None) -> object:
+    """A TrialExecutor whose trial process must never run (every trial here is rejected before training)."""
+    from search.progress import Progress
+    from search.study_data import PreparedData
+    from search.trial_executor import TrialExecutor
+
+    class NoProcess:
+        stop_requested = 0
+
+        def run(self, task: object, decide: object) -> object:
+            raise AssertionError("a rejected trial must not reach the trial process")
+
+    study = StudyDir(tmp_path / "study")
+    study.root.mkdir()
+    execute = TrialExecutor(config_from_dict(raw), study, PreparedData(cache_path="", fingerprint={}),
+                            NoProcess(), Progress(total=1, enabled=False), deadline=None)  # type: ignore[arg-type]
+    execute.memory_budget = memory_budget
+    return execute
+
+
+def test_a_space_whose_every_configuration_is_infeasible_stops_at_the_first_rejection(tmp_path: Path) -> None:
+    """Rejected trials do not count as failures, so without this check they spent study.max_trials (issue 19.14)."""
+    from search.errors import SearchAborted
+
+    raw = tiny_raw_config(Path("unused"), study={"max_trials": 60})
+    execute = _executor(tmp_path, raw, memory_budget=1)  # nothing fits one byte
+    with pytest.raises(SearchAborted, match="no configuration of the search space can be trained here.*"
+                                            "estimated training memory"):
+        execute(0, {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}, baseline=False)  # type: ignore[operator]
+    assert [r.status for r in execute.study.trials()] == ["failed"]  # type: ignore[attr-defined]
+
+
+def test_a_space_with_feasible_configurations_goes_on_after_rejections(tmp_path: Path) -> None:
+    from models import UNetSpec, estimate_training_memory_bytes
+
+    raw = tiny_raw_config(Path("unused"), study={"max_trials": 60, "max_consecutive_failures": 1})
+    small = UNetSpec(image_size=32, channels=1, base_filters=4, base_kernels=3, num_layers=2, dilation=1)
+    large = UNetSpec(image_size=32, channels=1, base_filters=8, base_kernels=3, num_layers=3, dilation=1)
+    budget = estimate_training_memory_bytes(small, batch_size=8)
+    assert estimate_training_memory_bytes(large, batch_size=8) > budget  # the large one is rejected, the small fits
+    execute = _executor(tmp_path, raw, memory_budget=budget)
+    for number in range(3):  # more rejections in a row than max_consecutive_failures, and no abort
+        rec = execute(number, {"base_filters": 8, "num_layers": 3, "learning_rate": 3e-3},  # type: ignore[operator]
+                      baseline=False)
+        assert rec.status == "failed" and rec.reason.startswith("infeasible")
+
+
+@pytest.mark.parametrize(("role", "owner", "says"), [("main", False, True), ("main", True, False), ("worker", False, False)])
+def test_a_second_run_on_a_running_study_says_it_joins(
+    caplog: pytest.LogCaptureFixture, role: Literal["main", "worker"], owner: bool, says: bool
+) -> None:
+    """A second `run` on a running Optuna study joined it silently (issue 19.16b); a `worker` joins by design."""
+    import logging
+
+    from search.runner import plan_run
+
+    with caplog.at_level(logging.INFO, logger="search"):
+        plan_run(_plan_config("tpe", 1), role=role, owner=owner, existed=True, kt_env_role=None, holder="4242")
+    joined = [r for r in caplog.records if "joining it as a second driver" in r.getMessage()]
+    assert bool(joined) == says
+    if says:
+        assert joined[0].levelno >= logging.WARNING and "'p'" in joined[0].getMessage()
+        assert "pid 4242" in joined[0].getMessage()

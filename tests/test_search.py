@@ -127,14 +127,15 @@ def test_nan_trials_fail_and_consecutive_failures_stop_the_run(
 
 
 def test_infeasible_values_are_rejected_before_training(
-    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("UNET_SEARCH_GPU_MEMORY_GB", "0.000001")  # nothing fits this budget
-    raw = tiny_raw_config(synthetic_root, study={"name": "oom", "max_trials": 2})
+    raw = tiny_raw_config(synthetic_root, study={"name": "oom", "max_trials": 4})
     code = main(["--results", str(tmp_path), "run", "--config", str(_write_config(tmp_path, raw))])
-    assert code == 1  # no trial completed
+    assert code == 1  # no configuration can fit: the search stops at the first rejection (issue 19.14)
+    assert "no configuration of the search space can be trained here" in capsys.readouterr().err
     recs = StudyDir(tmp_path / "oom").trials()
-    assert [r.status for r in recs] == ["failed", "failed"]
+    assert [r.status for r in recs] == ["failed"]
     assert all(r.reason.startswith("infeasible: estimated training memory") and r.epochs_run == 0 for r in recs)
 
 

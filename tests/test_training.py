@@ -47,6 +47,21 @@ def test_tiny_unet_learns_synthetic_shape() -> None:
     assert [h["epoch"] for h in result.history] == list(range(result.epochs_run))
 
 
+def test_test_metrics_record_the_predicted_and_true_foreground_areas() -> None:
+    """`status` cautions about a final model that paints many times the true area (issue 19.16c)."""
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[:, 4:6, 4:6] = 1  # 4 of 256 pixels per image
+    painted = np.zeros((2, 16, 16, 1), np.float32)
+    painted[:, 2:12, 2:12] = 0.9  # 100 of 256 pixels above 0.5
+
+    def model(batch: np.ndarray, training: bool = False) -> np.ndarray:
+        return painted[: len(batch)]
+
+    metrics = evaluate_model(model, np.zeros((2, 16, 16, 1), np.uint8), masks, batch_size=2, loss="bce_dice")
+    assert metrics["true_fg_fraction"] == pytest.approx(4 / 256)
+    assert metrics["pred_fg_fraction"] == pytest.approx(100 / 256)
+
+
 def test_same_seed_same_history() -> None:
     ti, tm = _data(16, 32, seed=3)
     vi, vm = _data(8, 32, seed=4)

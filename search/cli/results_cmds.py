@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     )
     r.add_argument("name", help="study name")
     r.add_argument("--no-hparams", action="store_true",
-                   help="skip the TensorBoard HParams summaries (saves the TensorFlow import)")
+                   help="skip the TensorBoard HParams summaries")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser(
@@ -113,9 +113,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from search.cli.quiet import start_tensorflow_quietly
     from search.predict import predict_folder
 
     study = open_study(args.results, args.name)
+    start_tensorflow_quietly(debug=args.debug)
     result = predict_folder(
         study,
         images=args.images,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,32 +69,37 @@ def demo_overrides(results_root: Path) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
+    """The run's config: the file (or ``--demo``), then the flags, then ``--set`` (each error names its source)."""
     results_root = Path(args.results)
+    if args.demo and args.config:
+        # --demo brings its own study, data and search space; merged under a file it silently replaced
+        # the file's search space, and over it the file's data would not be the demo's.
+        raise ConfigError(
+            "--demo cannot be combined with --config: the demo brings its own study, data and search space. "
+            "For your config on synthetic data: python -m search data synth DIR --size 64, then "
+            "run --config FILE --data DIR --set data.image_size=64"
+        )
     path = args.config
     if path is None and not args.demo and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
     extra: dict[str, Any] = demo_overrides(results_root) if args.demo else {}
-    sets = list(args.set)
-    if args.study:
-        sets.insert(0, f"study.name={args.study}")
-    if args.data:
-        sets.insert(0, f"data.root={args.data}")
-    if args.strategy:
-        sets.insert(0, f"study.strategy={args.strategy}")
-    if args.max_trials is not None:
-        sets.insert(0, f"study.max_trials={args.max_trials}")
-    if args.timeout is not None:
-        sets.insert(0, f"study.timeout_s={args.timeout}")
-    if args.workers is not None:
-        sets.insert(0, f"study.workers={args.workers}")
-    if args.storage:
-        sets.insert(0, f"study.storage={args.storage}")
-    if args.no_final:
-        sets.insert(0, "final.retrain=false")
-    for s in sets:
-        if s.startswith("data.root=") and not s.partition("=")[2].strip():
-            raise ConfigError("--data: expected a folder path")
-    return load_config(path, overrides=sets, extra=extra)
+    flags: list[tuple[str, str]] = []
+    for flag, value, key in (
+        ("--no-final", False if args.no_final else None, "final.retrain"),
+        ("--storage", args.storage or None, "study.storage"),
+        ("--workers", args.workers, "study.workers"),
+        ("--timeout", args.timeout, "study.timeout_s"),
+        ("--max-trials", args.max_trials, "study.max_trials"),
+        ("--strategy", args.strategy or None, "study.strategy"),
+        ("--data", args.data, "data.root"),
+        ("--study", args.study or None, "study.name"),
+    ):
+        if value is not None:  # a string flag is quoted: --study 2024 names a study, not a number
+            text = json.dumps(value) if isinstance(value, (str, bool)) else value
+            flags.append((flag, f"{key}={text}"))
+    if args.data is not None and not args.data.strip():
+        raise ConfigError("--data: expected a folder path")
+    return load_config(path, overrides=[*flags, *args.set], extra=extra)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

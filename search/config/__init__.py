@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from search.config.loading import AUTO, apply_override, config_from_dict, load_config
 from search.config.schema import (
+    ACTIVATIONS,
     AUGMENTATIONS,
     BOOL_HYPERPARAMETERS,
     HYPERPARAMETER_DEFAULTS,
@@ -31,6 +32,7 @@ from search.config.schema import (
 from search.config.validation import max_feasible_layers
 
 __all__ = [
+    "ACTIVATIONS",
     "AUGMENTATIONS",
     "AUTO",
     "BOOL_HYPERPARAMETERS",

@@ -1,7 +1,8 @@
 """Load a study configuration: the YAML file, ``--demo`` settings and ``--set key=value`` overrides.
 
-Precedence: built-in defaults < the YAML file < ``--demo`` settings < ``--set key=value``.
-Every error is a :class:`ConfigError` whose one-line message names the dotted key path.
+Precedence: built-in defaults < the YAML file < ``--demo`` settings < command-line flags and
+``--set key=value``, in their order. Every error is a :class:`ConfigError` whose one-line message names
+the dotted key path and where its value came from: the file, or the flag / ``--set`` that gave it.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -31,21 +34,29 @@ from search.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+Override = str | tuple[str, str]
+"""A ``key=value`` string (``--set``), or ``(flag, "key=value")`` for a command-line flag that sets a key."""
+
+
 def load_config(
     path: str | Path | None = None,
     *,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[Override] = (),
     extra: dict[str, Any] | None = None,
+    extra_label: str = "--demo",
 ) -> Config:
     """Load and validate a config.
 
     Args:
         path: YAML file; ``None`` uses the built-in defaults only.
-        overrides: ``key=value`` strings (``--set``), applied last; values parse as YAML.
+        overrides: ``key=value`` strings (``--set``) or ``(flag, "key=value")`` pairs, applied last and
+            in order; values parse as YAML.
         extra: a nested dict merged after the file and before ``overrides`` (used by ``--demo``).
+        extra_label: what ``extra`` is called in error messages.
 
     Raises:
-        ConfigError: with the file and dotted key path in the message.
+        ConfigError: with the dotted key path and its source (the file, ``extra_label``, the flag or
+            ``--set``) in the message.
     """
     raw: dict[str, Any] = {}
     source = "built-in defaults"
@@ -65,11 +76,49 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
         raw = loaded
+    origins: list[tuple[str, str]] = []  # (dotted key, what set it) for keys not from the file, in order
     if extra:
         raw = _deep_merge(raw, extra)
+        origins += [(key, extra_label) for key in _dotted_keys(extra)]
     for item in overrides:
-        raw = apply_override(raw, item)
-    return config_from_dict(raw, source=source)
+        label, text = item if isinstance(item, tuple) else (f"--set {item}", item)
+        raw = apply_override(raw, text)
+        origins.append((".".join(_split_key(text.partition("=")[0].strip())), label))
+    try:
+        return config_from_dict(raw, source=source)
+    except ConfigError as e:
+        raise _blame(e, source, origins) from None
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every leaf key of a nested dict, dotted (a search-space entry is one leaf)."""
+    out: list[str] = []
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not prefix.startswith("search_space."):
+            out.extend(_dotted_keys(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def _blame(error: ConfigError, source: str, origins: list[tuple[str, str]]) -> ConfigError:
+    """The error with its source replaced by the flag or ``--set`` that gave the key its value.
+
+    Every message of this package reads ``<source>: <dotted.key>…``. An override counts when it set
+    that key, a part of it (``search_space.x.max`` for ``search_space.x``) or its whole section; the
+    last such override wins, as its value did.
+    """
+    text = str(error)
+    head = f"{source}: "
+    match = re.match(r"[\w.\-]+", text[len(head):]) if text.startswith(head) else None
+    if match is None:
+        return error
+    named = match.group().rstrip(".")
+    for key, label in reversed(origins):
+        if key == named or key.startswith(named + ".") or named.startswith(key + "."):
+            return ConfigError(f"{label}: {text[len(head):]}")
+    return error
 
 
 def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
@@ -150,31 +199,43 @@ def _fit_space_to_image(space_raw: dict[str, Any], image_size: int, source: str)
     """Resolve what the user left to the data: ``num_layers`` ``max: auto`` (or an omitted num_layers).
 
     ``max: auto`` becomes the deepest UNet that fits ``image_size`` (clipped to the reference's 8 levels);
-    an omitted ``num_layers`` fixes the reference depth, clipped the same way. Each is logged once at INFO.
+    an omitted ``num_layers`` fixes the reference depth, clipped the same way. A depth below the
+    reference's is a warning that says why (the user sees it when the run starts), else INFO.
     Explicit numbers are left alone: one that cannot fit stays an error (``validate_config``).
     """
     limit = max_feasible_layers(image_size)
+    reference = HYPERPARAMETER_DEFAULTS["num_layers"]
     out = dict(space_raw)
     spec = out.get("num_layers")
     if isinstance(spec, dict) and spec.get("max") == AUTO:
-        fitted = min(limit, 8)
+        fitted = min(limit, reference)
         out["num_layers"] = {**spec, "max": fitted}
         if isinstance(spec.get("min"), int) and not isinstance(spec.get("min"), bool) and spec["min"] > fitted:
             raise ConfigError(
                 f"{source}: search_space.num_layers: min {spec['min']} cannot fit image_size {image_size} "
                 f"(the deepest that fits is {fitted}); lower min"
             )
-        logger.info("search_space.num_layers: max auto -> %d (the deepest UNet that fits image_size %d)",
-                    fitted, image_size)
-    elif spec is None and HYPERPARAMETER_DEFAULTS["num_layers"] > limit:
+        log = logger.warning if fitted < reference else logger.info
+        log("search_space.num_layers: max auto -> %d, the deepest UNet that fits data.image_size %d%s",
+            fitted, image_size, _why_shallow(image_size) if fitted < reference else "")
+    elif spec is None and reference > limit:
         out["num_layers"] = {"value": limit}
-        logger.info("search_space.num_layers: not set; the reference depth %d cannot fit image_size %d, using %d",
-                    HYPERPARAMETER_DEFAULTS["num_layers"], image_size, limit)
+        logger.warning("search_space.num_layers is not set and the reference depth %d does not fit data.image_size "
+                       "%d: num_layers is fixed to %d%s. Set search_space.num_layers to choose",
+                       reference, image_size, limit, _why_shallow(image_size))
     for name, entry in out.items():  # num_layers.max is resolved above; any other 'auto' is a mistake
         for key in ("min", "max"):
             if isinstance(entry, dict) and entry.get(key) == AUTO:
                 raise ConfigError(f"{source}: search_space.{name}.{key}: 'auto' is accepted only for num_layers.max")
     return out
+
+
+def _why_shallow(image_size: int) -> str:
+    """Why an image allows fewer levels than the reference's 8, and sizes nearby that allow more."""
+    lower = image_size // 32 * 32
+    nearby = [f"{s} px fits {max_feasible_layers(s)}" for s in (lower, lower + 32) if s >= 32 and s != image_size]
+    return (f" (each level halves the image evenly and the bottleneck needs at least 4 px, so {image_size} px "
+            f"fits {max_feasible_layers(image_size)} levels; " + ", ".join(nearby) + ")")
 
 
 def _build_dataclass(cls: type, data: Any, where: str) -> Any:

@@ -13,14 +13,19 @@ from typing import Any, Literal
 
 import yaml
 
+from data.augment import AUGMENTATIONS
+from models import ACTIVATIONS as ACTIVATIONS
+from models import LOSS_NAMES as LOSS_NAMES
+
 SCHEMA_VERSION = 1
 
+# Names a config may use. Losses, activations and augmentations are the registries of models/ and
+# data/augment.py (re-exported here); the strategies and pruners are what the engines dispatch on
+# (search/engines/kt_engine.py, optuna_engine/sampling.py; tests/test_config.py ties them together).
 KT_STRATEGIES = ("random", "bayesian", "hyperband")
 OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
 PRUNERS = ("auto", "none", "median", "asha", "hyperband")
-LOSS_NAMES = ("bce_dice", "bce_dice_image", "dice", "bce", "bce_iou")
-AUGMENTATIONS = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
 
 # Every hyperparameter the trial understands, with its value when the search space leaves it out.
 # The defaults are the reference experiment (DESIGN §7, §9): all nine augmentations at strength 1.
@@ -69,7 +74,7 @@ class StudyConfig:
     groups: str = "auto"  # kfold grouping: auto | contiguous | none | a regex with one (group) = patient id
     fold_prune_p: float = 0.05  # kfold: stop a trial worse than the best on the same images (p < this; 0 = never)
     heartbeat_s: int | None = None  # Optuna RDB heartbeat interval (None: UNET_SEARCH_HEARTBEAT_S or 30 s)
-    prune_warmup_epochs: int | None = None  # epochs before a pruner may stop a trial (None: max(3, max_epochs // 10))
+    prune_warmup_epochs: int | None = None  # pruner warm-up; None: Config.prune_warmup (the warm-up's epochs)
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,9 @@ class Config:
 
     @property
     def prune_warmup(self) -> int:
-        """Epochs before a pruner may stop a trial: study.prune_warmup_epochs, else the training warm-up."""
+        """Epochs before a pruner may stop a trial: study.prune_warmup_epochs, else the epochs in the training
+        warm-up; with one pass per epoch (whose size the pruner cannot know) max(3, max_epochs // 10). The
+        trial itself is never judged before its training warm-up either way (search/training.py)."""
         if self.study.prune_warmup_epochs is not None:
             return self.study.prune_warmup_epochs
         if self.steps_per_epoch is None:

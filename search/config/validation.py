@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from search.config.schema import (
+    ACTIVATIONS,
     AUGMENTATIONS,
     BOOL_HYPERPARAMETERS,
     HYPERPARAMETER_DEFAULTS,
@@ -151,6 +152,9 @@ def validate_config(cfg: Config, source: str) -> None:
         raise ConfigError(f"{w}: train.reducer.factor: expected 0 < factor < 1, got {t.reducer.factor}")
     if t.clipvalue <= 0:
         raise ConfigError(f"{w}: train.clipvalue: expected > 0, got {t.clipvalue}")
+    if t.activation not in ACTIVATIONS:  # else every trial would be rejected as infeasible
+        raise ConfigError(f"{w}: train.activation: unknown activation {t.activation!r}; "
+                          f"expected one of {list(ACTIVATIONS)}")
     if not 0 <= s.fold_prune_p < 1:
         raise ConfigError(f"{w}: study.fold_prune_p: expected 0 ≤ p < 1 (0 = never prune on folds), got {s.fold_prune_p}")
     if s.groups not in ("auto", "contiguous", "none"):
