@@ -54,6 +54,7 @@ def run_final(
         raise ConfigError(f"study {study.name!r} has no completed trial yet; nothing to retrain")
     if data is None:
         data = prepare_data(cfg, results_root or study.root.parent)
+    units = study_units(cfg, data)  # before any training: a study.groups that does not fit fails here
     final_dir = study.final_dir
     final_dir.mkdir(parents=True, exist_ok=True)
     own = trial_process is None
@@ -79,7 +80,7 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed, units=study_units(cfg, data))
+    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed, units=units)
     if selection is not None:
         _attach_test_scores(selection, metrics)
         atomic_write_json(final_dir / SELECTION_FILE, selection)

@@ -243,3 +243,20 @@ def test_a_kfold_trial_scores_out_of_fold_resumes_by_fold_and_feeds_an_ensemble(
     members = [load_source(ModelSource(task.specs, (w,))) for w in weights]
     expected = np.mean([np.asarray(m(images, training=False)) for m in members], axis=0)
     np.testing.assert_allclose(np.asarray(saved(images, training=False)), expected, atol=1e-5)
+
+
+def test_a_groups_rule_that_does_not_fit_every_split_stops_the_run_before_the_study_exists(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # holdout too: the statistics count patients, so study.groups must hold for every split's names
+    import yaml
+
+    from search.cli import main
+
+    raw = tiny_raw_config(synthetic_root, study={"name": "g", "groups": r"^(case\d+)_"})
+    config = tmp_path / "g.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--results", str(tmp_path / "results"), "run", "--config", str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "study.groups: pattern" in errors[0] and "'phantom_0000'" in errors[0]
+    assert not (tmp_path / "results" / "g").exists()
