@@ -16,6 +16,7 @@ import yaml
 
 from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
+from search.evaluation import Units, study_units
 from search.reevaluation import SELECTION_FILE, reevaluate
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import trial_runtime
@@ -53,6 +54,7 @@ def run_final(
         raise ConfigError(f"study {study.name!r} has no completed trial yet; nothing to retrain")
     if data is None:
         data = prepare_data(cfg, results_root or study.root.parent)
+    units = study_units(cfg, data)  # before any training: a study.groups that does not fit fails here
     final_dir = study.final_dir
     final_dir.mkdir(parents=True, exist_ok=True)
     own = trial_process is None
@@ -78,7 +80,7 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed)
+    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed, units=units)
     if selection is not None:
         _attach_test_scores(selection, metrics)
         atomic_write_json(final_dir / SELECTION_FILE, selection)
@@ -159,8 +161,10 @@ def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) 
     return ModelSource(specs=specs, weights=tuple(str(w) for w in weights), label=label)
 
 
-def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int) -> dict[str, Any]:
-    """The paired test-set comparison of the chosen model and the baseline (search/verdict.py)."""
+def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int, *,
+             units: Units) -> dict[str, Any]:
+    """The paired test-set comparison of the chosen model and the baseline (search/verdict.py), with the
+    test images' patients as the units when the study knows them."""
     if baseline is None:
         return {"outcome": "not_available", "sentence": "no verdict: the study has no trained baseline trial "
                 "(study.baselines: false, or the reference configuration failed)"}
@@ -170,7 +174,9 @@ def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord |
     if "baseline" not in metrics:
         return {"outcome": "not_available",
                 "sentence": f"no verdict: the reference configuration's trial {baseline.number} has no saved weights"}
+    stems = metrics["per_image"].get("stems")
     v = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"], seed=seed,
+                       units=units.labels(stems) if stems else None, grouping=units.grouping,
                        best_label=f"the chosen configuration (trial {best.number})",
                        baseline_label=f"the reference configuration (trial {baseline.number})")
     return v.to_dict()

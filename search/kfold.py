@@ -3,7 +3,7 @@
 Each fold lives in ``trials/<n>/fold<f>/`` (checkpoint, ``best.weights.h5``, ``scores.json``,
 ``fold.json`` once finished), so a killed trial resumes in the fold it was in, after the folds it
 had finished. The trial's score is the mean per-image hard dice over every out-of-fold image, with
-its standard error; epochs of the first fold are what the engine's pruner sees; after each later
+its standard error (counting patients when the task knows them); epochs of the first fold are what the engine's pruner sees; after each later
 fold, the paired test of :func:`search.evaluation.fold_prune_reason` may stop the trial.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from search.evaluation import fold_prune_reason, mean_se
+from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.trial import SCORES_FILE, TrialOutcome, TrialTask, fit_and_score
 from search.vocabulary import TrialState
@@ -60,14 +60,15 @@ def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: l
         best_epochs.append(int(meta["best_epoch"]))
         epochs_run += int(meta["epochs_run"])
         train_s += float(meta["train_s"])
-        score, se = mean_se(list(per_image.values()))
+        score, se = mean_se(list(per_image.values()), (task.units or Units()).labels(list(per_image)))
         logger.info("trial %d fold %d/%d: %.4f (out of fold so far %.4f ± %s)", task.number, f + 1, k,
                     meta["score"], score, f"{se:.4f}" if se is not None else "?")
         reason = fold_prune_reason(per_image, task.fold_reference, p_threshold=task.fold_prune_p,
-                                   folds_done=f + 1, k=k)
+                                   folds_done=f + 1, k=k, units=task.units)
         if reason is not None:
-            return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason)
-    return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k)
+            return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason,
+                            units=task.units)
+    return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units)
 
 
 def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
@@ -92,9 +93,11 @@ def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, in
 
 
 def _outcome(status: TrialState, per_image: dict[str, float], best_epochs: list[int], epochs_run: int,
-             train_s: float, out: Path, k: int, *, reason: str = "") -> TrialOutcome:
-    score, se = mean_se(list(per_image.values()))
-    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image, "folds_done": len(best_epochs)})
+             train_s: float, out: Path, k: int, *, reason: str = "", units: Units | None = None) -> TrialOutcome:
+    units = units or Units()
+    score, se = mean_se(list(per_image.values()), units.labels(list(per_image)))
+    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image, "folds_done": len(best_epochs),
+                                          **units.describe(list(per_image))})
     return TrialOutcome(
         status=status,
         score=score,

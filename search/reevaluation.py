@@ -8,8 +8,9 @@ study's folds), and the final configuration is picked on these fresh scores only
 
 * ``mean``: the highest mean fresh score;
 * ``lcb``: the highest lower confidence bound, mean − 1 standard error, where the standard error adds
-  the spread over images (of the per-image dice averaged over seeds) and the spread over seeds (of
-  each run's mean): ``se = sqrt(se_images² + se_seeds²)``.
+  the spread over images (of the per-image dice averaged over seeds; cluster-robust over patients
+  when the study knows them, search/evaluation.py) and the spread over seeds (of each run's mean):
+  ``se = sqrt(se_images² + se_seeds²)``.
 
 The search score is not used: it is the biased number. A fresh run that fails (NaN, out of memory)
 scores 0 on every image: the configuration gave no usable model with that seed. Each run trains in
@@ -30,7 +31,7 @@ import numpy as np
 
 from search.config import Config
 from search.errors import Interrupted, TrialFailed
-from search.evaluation import FoldPlan, mean_se
+from search.evaluation import FoldPlan, Units, mean_se, study_units
 from search.results import StudyDir, TrialRecord, atomic_write_json, read_json
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData
@@ -55,25 +56,28 @@ def reeval_seed(study_seed: int, number: int, j: int) -> int:
 
 @dataclass
 class Candidate:
-    """One configuration re-evaluated: its search record and its fresh runs (score and per-image dice)."""
+    """One configuration re-evaluated: its search record, its fresh runs (score and per-image dice) and the
+    study's units (each image's patient)."""
 
     trial: int
     baseline: bool
     search_score: float | None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    units: Units = field(default_factory=Units)
 
     def stats(self) -> dict[str, Any]:
-        """Mean of the fresh scores, its standard error (images and seeds), and mean − se."""
+        """Mean of the fresh scores, its standard error (units and seeds), and mean − se."""
         scored = [r for r in self.runs if r.get("per_image")]
         if not scored:
             return {"mean": None, "se": None, "lcb": None}
         stems = sorted(set.intersection(*(set(r["per_image"]) for r in scored)))
         grid = np.array([[float(r["per_image"][s]) for s in stems] for r in scored])  # seeds x images
         mean = float(grid.mean())
-        _, se_images = mean_se(list(grid.mean(axis=0)))
+        _, se_images = mean_se(list(grid.mean(axis=0)), self.units.labels(stems))
         _, se_seeds = mean_se(list(grid.mean(axis=1)))
         se = math.sqrt((se_images or 0.0) ** 2 + (se_seeds or 0.0) ** 2)
-        return {"mean": mean, "se": se, "lcb": mean - se, "n_images": len(stems), "n_seeds": len(scored)}
+        return {"mean": mean, "se": se, "lcb": mean - se, "n_images": len(stems), "n_units": self.units.count(stems),
+                "unit": self.units.noun, "n_seeds": len(scored)}
 
     def to_dict(self) -> dict[str, Any]:
         runs = [{k: v for k, v in r.items() if k != "per_image"} for r in self.runs]
@@ -110,11 +114,12 @@ def reevaluate(
     f = cfg.final
     records = top_candidates(study, f.reevaluate_top_k)
     root = study.final_dir / REEVAL_DIR
+    units = study_units(cfg, data)
     candidates: list[Candidate] = []
     total = len(records) * f.seeds
     done = 0
     for rec in records:
-        cand = Candidate(trial=rec.number, baseline=rec.baseline, search_score=rec.score)
+        cand = Candidate(trial=rec.number, baseline=rec.baseline, search_score=rec.score, units=units)
         for j in range(f.seeds):
             done += 1
             run_dir = root / f"{rec.number:04d}-s{j}"
@@ -122,7 +127,7 @@ def reevaluate(
                 cand.runs.append(read_json(run_dir / RUN_FILE))
                 continue
             logger.info("re-evaluation %d/%d: trial %d, fresh seed %d of %d", done, total, rec.number, j + 1, f.seeds)
-            run = _run(cfg, data, process, folds, rec, j, run_dir)
+            run = _run(cfg, data, process, folds, rec, j, run_dir, units)
             atomic_write_json(run_dir / RUN_FILE, run)
             cand.runs.append(run)
             logger.info("re-evaluation: trial %d seed %d: %s %.4f (%d epochs, %.0f s)", rec.number, j + 1,
@@ -165,7 +170,7 @@ def selection_sentence(selection: dict[str, Any]) -> str:
 
 
 def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan | None, rec: TrialRecord,
-         j: int, run_dir: Path) -> dict[str, Any]:
+         j: int, run_dir: Path, units: Units) -> dict[str, Any]:
     seed = reeval_seed(cfg.study.seed, rec.number, j)
     base = {"trial": rec.number, "seed_index": j, "seed": seed}
     try:
@@ -176,7 +181,7 @@ def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan
     task = TrialTask(
         number=rec.number, specs=specs, out_dir=str(run_dir), cache_path=data.cache_path,
         outputs=TrialOutputs(predictions=0, checkpoint=cfg.train.checkpoint_every_epoch),
-        folds=folds.folds if folds is not None else None, fold_prune_p=0.0,
+        folds=folds.folds if folds is not None else None, fold_prune_p=0.0, units=units,
     )
     outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     if outcome.interrupted:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from search.config import Config
 from search.environment import environment_info
 from search.errors import ConfigError
-from search.evaluation import FoldPlan
+from search.evaluation import FoldPlan, study_units
 from search.final import run_final
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.progress import Progress
@@ -178,6 +178,7 @@ def run_study(
             if existed:
                 check_same_dataset(study, data.fingerprint, allow_changes=allow_changes)
             folds = fold_plan(cfg, data, study.root)
+            study_units(cfg, data)  # study.groups must fit every split's names (the statistics use it)
         except BaseException:
             if owner and not existed:  # nothing changed: drop the folder this call claimed, still holding it
                 shutil.rmtree(study.root, ignore_errors=True)

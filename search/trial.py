@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE, TrialState
+
+if TYPE_CHECKING:
+    from search.evaluation import Units
 
 __all__ = ["SCORES_FILE", "ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "run_task"]
 
@@ -53,7 +56,9 @@ class TrialTask:
     """What the driver sends a trial process: frozen specs and plain data (it crosses a process boundary).
 
     ``folds``: k-fold evaluation, the validation stems of each fold (train+valid pooled);
-    ``fold_reference``: the best complete trial's per-image out-of-fold dice, for fold pruning.
+    ``fold_reference``: the best complete trial's per-image out-of-fold dice, for fold pruning;
+    ``units``: each image's patient, so that the standard error and fold pruning count patients
+    (None: every image is a unit).
     Final stage (``kind="final"``): ``model`` is tested (or, with ``fixed_epochs``, ``specs`` is
     retrained on train+valid), and ``baseline`` is tested on the same images for the verdict;
     ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
@@ -68,6 +73,7 @@ class TrialTask:
     folds: tuple[tuple[str, ...], ...] | None = None
     fold_reference: dict[str, float] | None = None
     fold_prune_p: float = 0.0
+    units: Units | None = None
     fixed_epochs: int | None = None
     model: ModelSource | None = None
     baseline: ModelSource | None = None
@@ -195,12 +201,13 @@ def fit_and_score(
     train: tuple[Any, Any], valid: tuple[Any, Any, list[str]],
 ) -> ScoredFit:
     """Train ``task.specs`` with checkpoints in ``out``, then save the best weights, the per-image
-    validation dice (``scores.json``) and prediction panels there.
+    validation dice (``scores.json``, with the units they count) and prediction panels there. The
+    standard error counts the task's units (patients) when known.
 
     A pruned (or collapsed) run saves its best weights and scores too (the verdict and re-evaluation
     may need a pruned baseline's model) before the exception goes on.
     """
-    from search.evaluation import mean_se
+    from search.evaluation import Units, mean_se
     from search.training import Checkpoint, train_model
 
     ckpt = Checkpoint(out / "checkpoint") if task.outputs.checkpoint else None
@@ -228,13 +235,15 @@ def fit_and_score(
         raise
     per_image = _save_scored(task, result.model, out, images, masks, stems)
     drop_checkpoint(out)
-    return ScoredFit(result=result, per_image=per_image, se=mean_se(list(per_image.values()))[1])
+    units = (task.units or Units()).labels(stems)
+    return ScoredFit(result=result, per_image=per_image, se=mean_se(list(per_image.values()), units)[1])
 
 
 def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str]) -> dict[str, float]:
     import numpy as np
 
     from models import hard_dice_per_image
+    from search.evaluation import Units
     from search.overlays import save_predictions
     from search.training import predict_probabilities
 
@@ -245,7 +254,8 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     if n:
         save_predictions(out / "predictions", images[:n], masks[:n], prob[:n], stems[:n])
     model.save_weights(str(out / "best.weights.h5"))
-    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image})
+    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image,
+                                          **(task.units or Units()).describe(stems)})
     return per_image
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from search.config import Config
 from search.errors import Interrupted, SearchAborted, TrialFailed
-from search.evaluation import FoldPlan
+from search.evaluation import FoldPlan, study_units
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json
 from search.runtime import device_memory_budget
@@ -64,6 +64,8 @@ class TrialExecutor:
         self._space_checked = False  # whether the smallest configurations were found feasible (once)
         self.baselines = cfg.study.baselines
         self.memory_budget = device_memory_budget()
+        # Each image's patient (study.groups): score_se and fold pruning count patients, not slices.
+        self.units = study_units(cfg, data)
 
     def budget_left(self) -> bool:
         return self.deadline is None or time.time() < self.deadline
@@ -262,6 +264,7 @@ class TrialExecutor:
             cache_path=self.data.cache_path,
             outputs=TrialOutputs(predictions=cfg.data.num_val_predictions, checkpoint=cfg.train.checkpoint_every_epoch,
                                  tensorboard=cfg.train.tensorboard),
+            units=self.units,
             verbose=self.verbose,
         )
         if self.folds is not None:

@@ -15,8 +15,9 @@ from conftest import tiny_raw_config
 from data import synthetic_arrays
 from search.config import config_from_dict
 from search.errors import ConfigError
-from search.evaluation import fold_prune_reason, group_images, make_folds, mean_se
+from search.evaluation import Units, fold_prune_reason, group_images, image_units, make_folds, mean_se
 from search.specs import specs_from_values
+from search.study_data import PreparedData, fold_plan
 from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
 
 
@@ -60,6 +61,91 @@ def test_fold_pruning_is_a_paired_one_sided_test() -> None:
     assert mean == pytest.approx(0.6) and se == pytest.approx(0.1)
 
 
+def test_fold_pruning_is_exact_counts_non_zero_units_and_spends_alpha_over_the_looks() -> None:
+    # review §11a: 4 worse images among 10 ties; SciPy's normal approximation gave p = 0.034 and pruned.
+    ref = {f"i{n:02d}": 0.8 for n in range(14)}
+    ties = {k: (0.7 - 0.01 * n if n < 4 else 0.8) for n, k in enumerate(ref)}
+    assert fold_prune_reason(ties, ref, p_threshold=0.05, folds_done=2, k=3) is None  # 4 non-zero: too few
+    # 7 differences, the smallest one positive: exact one-sided p = P(W+ <= 1) = 2/128 = 0.0156;
+    # W+ = 3 (the third smallest positive): 5/128 = 0.039
+    ref7 = {f"i{n}": 0.8 for n in range(7)}
+    mild = {f"i{n}": 0.8 + d for n, d in enumerate([-0.01, -0.02, 0.03, -0.04, -0.05, -0.06, -0.07])}
+    reason = fold_prune_reason(mild, ref7, p_threshold=0.05, folds_done=2, k=3)  # one look: p < 0.05
+    assert reason is not None and "p = 0.0391" in reason
+    # five folds: looks after folds 2, 3 and 4, each at 0.05 / 3
+    assert fold_prune_reason(mild, ref7, p_threshold=0.05, folds_done=2, k=5) is None
+    strong = {f"i{n}": 0.8 + d for n, d in enumerate([0.01, -0.02, -0.03, -0.04, -0.05, -0.06, -0.07])}
+    reason = fold_prune_reason(strong, ref7, p_threshold=0.05, folds_done=3, k=5)
+    assert reason is not None and "p = 0.0156" in reason and "0.0167" in reason
+
+
+def test_fold_pruning_counts_patients_not_slices() -> None:
+    # 2 patients x 10 slices, all clearly worse: 20 "pairs", but two independent units only
+    stems = [f"p{p}_{i:02d}" for p in range(2) for i in range(10)]
+    ref = dict.fromkeys(stems, 0.8)
+    worse = {s: 0.6 - 0.001 * i for i, s in enumerate(stems)}
+    units = Units(patients={s: s[:2] for s in stems}, grouping="file-name prefix before _<index>")
+    assert fold_prune_reason(worse, ref, p_threshold=0.05, folds_done=2, k=3) is not None  # slices as units
+    assert fold_prune_reason(worse, ref, p_threshold=0.05, folds_done=2, k=3, units=units) is None
+    # 8 patients, all worse: pruned, and the reason counts them
+    stems8 = [f"p{p}_{i:02d}" for p in range(8) for i in range(3)]
+    units8 = Units(patients={s: s[:2] for s in stems8}, grouping="file-name prefix before _<index>")
+    reason = fold_prune_reason({s: 0.6 for s in stems8}, dict.fromkeys(stems8, 0.8), p_threshold=0.05,
+                               folds_done=2, k=3, units=units8)
+    assert reason is not None and "24 images from 8 patients" in reason
+
+
+def test_standard_errors_count_patients() -> None:
+    # two patients, five slices each, scoring 0.9 and 0.5: the se of the mean of two patients, not of ten slices
+    values = [0.9] * 5 + [0.5] * 5
+    _, se_images = mean_se(values)
+    _, se_patients = mean_se(values, ["a"] * 5 + ["b"] * 5)
+    assert se_images == pytest.approx(np.std(values, ddof=1) / np.sqrt(10))
+    assert se_patients == pytest.approx(np.std([0.9, 0.5], ddof=1) / np.sqrt(2))  # 0.2, three times larger
+    assert mean_se([0.9, 0.8], ["a", "a"])[1] is None  # one patient: no standard error
+    # unequal patients: the cluster-robust se of the image mean (each image its own unit: the plain se)
+    x = np.array([0.2, 0.4, 0.9, 0.7, 0.75, 0.8])
+    assert mean_se(x, [str(i) for i in range(6)])[1] == pytest.approx(x.std(ddof=1) / np.sqrt(6))
+
+
+def test_units_come_from_the_patient_rule_or_are_images(tmp_path: Path) -> None:
+    stems = [f"{p}_{i:04d}" for p in ("1001", "1002", "1003") for i in range(4)]
+    units = image_units(stems, "auto", data_root=None)
+    assert units.noun == "patients" and units.labels(["1002_0003", "1001_0000"]) == ["1002", "1001"]
+    assert units.describe(stems) == {"unit": "patients", "n_units": 3, "grouping": units.grouping}
+    # one shared prefix is a naming scheme, not a patient (the synthetic set: phantom_0000 …)
+    plain = image_units([f"phantom_{i:04d}" for i in range(9)], "auto", data_root=None)
+    assert plain.noun == "images" and plain.labels(["phantom_0001"]) is None
+    assert image_units(stems, "none", data_root=None).noun == "images"
+    assert image_units(stems, "contiguous", data_root=None).noun == "images"
+    assert image_units(stems, r"^(\d+)_", data_root=None).labels(["1003_0001"]) == ["1003"]
+
+
+def test_a_patient_rule_with_fewer_patients_than_folds_is_an_error_not_contiguous_blocks(tmp_path: Path) -> None:
+    # review §6a: 4 patients x 10 slices and 5 folds were cut into contiguous blocks that split patients
+    stems = [f"pat{p}_{i:02d}" for p in range(4) for i in range(10)]
+    data = PreparedData(cache_path="", fingerprint={}, stems={"train": tuple(stems[:30]), "valid": tuple(stems[30:]),
+                                                             "test": ()})
+    cfg = config_from_dict(tiny_raw_config(tmp_path, study={"evaluation": "kfold", "folds": 5}))
+    with pytest.raises(ConfigError) as e:
+        fold_plan(cfg, data, tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("study.folds: 5 folds need at least 5 patients")
+    assert "has 4" in message and "lower study.folds to 4" in message and "study.groups" in message
+    assert not (tmp_path / "folds.json").exists()
+    # the same with a regular expression, and with split.csv
+    cfg = config_from_dict(tiny_raw_config(tmp_path, study={"evaluation": "kfold", "folds": 5, "groups": r"^(pat\d)_"}))
+    with pytest.raises(ConfigError, match="has 4"):
+        fold_plan(cfg, data, tmp_path)
+    (tmp_path / "split.csv").write_text("patient,split\npat0,train\npat1,train\npat2,train\npat3,valid\n")
+    cfg = config_from_dict(tiny_raw_config(tmp_path, study={"evaluation": "kfold", "folds": 5}))
+    with pytest.raises(ConfigError, match="has 4 .*split.csv"):
+        fold_plan(cfg, data, tmp_path)
+    # asked for: contiguous blocks of a stack
+    cfg = config_from_dict(tiny_raw_config(tmp_path, study={"evaluation": "kfold", "folds": 5, "groups": "contiguous"}))
+    assert fold_plan(cfg, data, tmp_path) is not None
+
+
 def _data() -> Any:
     splits = {}
     for name, (n, seed) in {"train": (9, 1), "valid": (3, 2), "test": (4, 3)}.items():
@@ -68,15 +154,29 @@ def _data() -> Any:
     return SimpleNamespace(split=lambda name: splits[name])
 
 
-def _task(out: Path, folds: tuple[tuple[str, ...], ...]) -> TrialTask:
+FOLDS = (("train0", "train1", "train2", "train3"), ("train4", "train5", "train6", "train7"),
+         ("train8", "valid0", "valid1", "valid2"))
+# two images per patient, each patient inside one fold
+UNITS = Units(patients={s: f"pt{i // 2}" for i, s in enumerate(s for f in FOLDS for s in f)}, grouping="test pairs")
+
+
+def _task(out: Path, folds: tuple[tuple[str, ...], ...] | None) -> TrialTask:
     cfg = config_from_dict(tiny_raw_config(Path("unused"), train={"max_epochs": 2, "patience": 2}))
     values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
     return TrialTask(number=0, specs=specs_from_values(cfg, values, seed=5), out_dir=str(out), cache_path="",
-                     outputs=TrialOutputs(predictions=0), folds=folds)
+                     outputs=TrialOutputs(predictions=0), folds=folds, units=UNITS)
 
 
-FOLDS = (("train0", "train1", "train2", "train3"), ("train4", "train5", "train6", "train7"),
-         ("train8", "valid0", "valid1", "valid2"))
+def _cluster_se(per_image: dict[str, float]) -> float:
+    """The standard error of the image mean with the images of one patient as one unit (by hand)."""
+    v = np.array(list(per_image.values()))
+    labels = UNITS.labels(list(per_image))
+    assert labels is not None
+    sums: dict[str, float] = {}
+    for label, e in zip(labels, v - v.mean(), strict=True):
+        sums[label] = sums.get(label, 0.0) + e
+    g = len(sums)
+    return float(np.sqrt(g / (g - 1) * sum(x * x for x in sums.values())) / v.size)
 
 
 class _Killed(BaseException):
@@ -103,15 +203,27 @@ def test_a_kfold_trial_scores_out_of_fold_resumes_by_fold_and_feeds_an_ensemble(
     per_image = json.loads((out / "scores.json").read_text())["per_image"]
     assert sorted(per_image) == sorted(s for f in FOLDS for s in f)  # every train+valid image, out of fold
     assert outcome.score == pytest.approx(np.mean(list(per_image.values())))
-    assert outcome.score_se == pytest.approx(np.std(list(per_image.values()), ddof=1) / np.sqrt(12))
+    assert outcome.score_se == pytest.approx(_cluster_se(per_image))  # 6 patients of 2 images, not 12 images
+    assert json.loads((out / "scores.json").read_text())["n_units"] == 6
     assert outcome.metrics["folds_done"] == 3
 
     # a trial clearly worse than the reference on the same images stops after its second fold
     reference = {s: 1.0 for s in per_image}
-    pruned = run_task(replace(_task(tmp_path / "p", FOLDS), fold_reference=reference, fold_prune_p=0.5), data,
-                      lambda e, logs: None)
+    pruned = run_task(replace(_task(tmp_path / "p", FOLDS), fold_reference=reference, fold_prune_p=0.5, units=None),
+                      data, lambda e, logs: None)
     assert pruned.status == "pruned" and "after fold 2 of 3" in pruned.reason
     assert not (tmp_path / "p" / "fold2").exists()
+
+    # ... but not when its 8 images come from 4 patients: too few units to tell
+    kept = run_task(replace(_task(tmp_path / "q", FOLDS), fold_reference=reference, fold_prune_p=0.5), data,
+                    lambda e, logs: None)
+    assert kept.status == "complete"
+
+    # a holdout trial's score_se counts patients too (the valid split: valid0 with train8, valid1 with valid2)
+    holdout = run_task(_task(tmp_path / "h", None), data, lambda e, logs: None)
+    scores = json.loads((tmp_path / "h" / "scores.json").read_text())
+    assert holdout.score_se == pytest.approx(_cluster_se(scores["per_image"]))
+    assert (scores["unit"], scores["n_units"], scores["grouping"]) == ("patients", 2, "test pairs")
 
     # the final stage: the ensemble of the fold models, tested with the baseline on the same images
     task = _task(tmp_path / "final", FOLDS)
@@ -131,3 +243,20 @@ def test_a_kfold_trial_scores_out_of_fold_resumes_by_fold_and_feeds_an_ensemble(
     members = [load_source(ModelSource(task.specs, (w,))) for w in weights]
     expected = np.mean([np.asarray(m(images, training=False)) for m in members], axis=0)
     np.testing.assert_allclose(np.asarray(saved(images, training=False)), expected, atol=1e-5)
+
+
+def test_a_groups_rule_that_does_not_fit_every_split_stops_the_run_before_the_study_exists(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # holdout too: the statistics count patients, so study.groups must hold for every split's names
+    import yaml
+
+    from search.cli import main
+
+    raw = tiny_raw_config(synthetic_root, study={"name": "g", "groups": r"^(case\d+)_"})
+    config = tmp_path / "g.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--results", str(tmp_path / "results"), "run", "--config", str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "study.groups: pattern" in errors[0] and "'phantom_0000'" in errors[0]
+    assert not (tmp_path / "results" / "g").exists()

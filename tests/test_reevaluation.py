@@ -14,6 +14,7 @@ from conftest import tiny_raw_config
 from search.cli import main
 from search.config import config_from_dict
 from search.errors import ConfigError
+from search.evaluation import Units
 from search.reevaluation import Candidate, pick, reeval_seed, selection_sentence
 from search.results import StudyDir
 from search.specs import trial_seed
@@ -43,6 +44,19 @@ def test_fresh_scores_give_mean_se_over_images_and_seeds_and_the_rules_can_disag
     assert empty.stats()["mean"] is None and pick([empty, b], "mean").trial == 2
     twin = Candidate(trial=4, baseline=False, search_score=0.8, runs=b.runs)
     assert pick([b, twin], "mean").trial == 4
+
+
+def test_the_lower_bound_counts_patients_not_slices() -> None:
+    # two patients, three slices each; both seeds agree, so the se is the spread over units only
+    per_image = {"a_0": 0.9, "a_1": 0.9, "a_2": 0.9, "b_0": 0.5, "b_1": 0.5, "b_2": 0.5}
+    runs = [_run(per_image), _run(per_image)]
+    by_slice = Candidate(trial=1, baseline=False, search_score=0.7, runs=runs).stats()
+    units = Units(patients={s: s[0] for s in per_image}, grouping="file-name prefix before _<index>")
+    by_patient = Candidate(trial=1, baseline=False, search_score=0.7, runs=runs, units=units).stats()
+    assert by_slice["se"] == pytest.approx(np.std(list(per_image.values()), ddof=1) / math.sqrt(6))
+    assert by_patient["se"] == pytest.approx(0.2)  # sd of (0.9, 0.5) / sqrt(2)
+    assert by_patient["lcb"] == pytest.approx(0.5) and by_patient["n_units"] == 2
+    assert by_slice["n_units"] == 6
 
 
 def test_fresh_seeds_are_new_and_reproducible() -> None:
@@ -103,6 +117,10 @@ def test_the_final_stage_reevaluates_picks_on_fresh_scores_records_and_resumes(
                              for j in range(2)]) for c in sel["candidates"]]
     assert sel["chosen"] == pick(cands, "mean").trial == final["trial"]
     assert final["selection"]["sentence"] == sel["sentence"] == selection_sentence(sel)
+    # the synthetic set has no patient ids (phantom_0000 …): the units of every uncertainty are images
+    assert all(c["n_units"] == c["n_images"] for c in sel["candidates"])
+    if "n_units" in final["verdict"]:
+        assert final["verdict"]["unit"] == "images" and final["verdict"]["n_units"] == final["test"]["n_images"]
     tested = {c["trial"]: c["test_hard_dice"] for c in sel["candidates"]}
     assert final["test"]["hard_dice"] == pytest.approx(tested[final["trial"]])
     # export takes the pick, not the search's best
