@@ -114,6 +114,7 @@ class TrialRecord:
     score: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
+    max_epochs: int | None = None  # the epoch budget it trained under (Keras Tuner hyperband: its bracket's)
     score_se: float | None = None  # standard error of the score (per-image dice over validation / out-of-fold)
     duration_s: float = 0.0
     reason: str = ""

@@ -2,6 +2,8 @@
 
 Keras Tuner 1.4 cannot prune mid-training, so trials always run to early stopping (hyperband
 instead gives each trial its epoch budget through ``tuner/epochs``; trials start from scratch).
+The baseline (trial 0) runs outside hyperband's brackets with the full ``train.max_epochs``: it is
+what the final verdict compares the chosen model with, so it must train as long as the others may.
 
 Several processes or machines use Keras Tuner's chief/worker mode, driven by its environment
 variables: the chief (``KERASTUNER_TUNER_ID=chief``) serves the oracle over gRPC at
@@ -48,16 +50,22 @@ def _oracle_class(cfg: Config) -> type:
 
 
 def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
-    """The strategy's oracle, extended to (1) give trial 0 the baseline values, (2) stop at the
-    budget, (3) write its state atomically, (4) on a chief, record trials that workers ended."""
+    """The strategy's oracle, extended to (1) give trial 0 the baseline values (hyperband: outside
+    its brackets, so with the full epoch budget), (2) stop at the budget, (3) write its state
+    atomically, (4) on a chief, record trials that workers ended."""
     base = _oracle_class(cfg)
     baseline = baseline_values(cfg) if cfg.study.baselines else None
     max_trials = cfg.study.max_trials
+    brackets = cfg.study.strategy == "hyperband"
 
     class StudyOracle(base):  # type: ignore[misc, valid-type]
         def populate_space(self, trial_id: str) -> dict[str, Any]:
             if len(self.trials) >= max_trials or not executor.budget_left():
                 return {"status": STOPPED, "values": None}
+            if baseline is not None and int(trial_id) == 0 and brackets:
+                # No tuner/epochs: StudyTuner.run_trial then trains for train.max_epochs, and no
+                # bracket lists the trial, so Hyperband neither promotes nor counts it.
+                return {"status": RUNNING, "values": dict(baseline)}
             response = super().populate_space(trial_id)
             if baseline is not None and int(trial_id) == 0 and response.get("values") is not None:
                 response["values"] = {**response["values"], **baseline}
