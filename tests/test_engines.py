@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
@@ -72,3 +73,45 @@ def test_keras_tuner_hyperband_trains_the_baseline_for_the_full_epoch_budget_out
     # the brackets themselves are Hyperband's: the first bracket starts at ceil(9 / 3**2) = 1 epoch
     assert [c["max_epochs"] for c in calls[1:]] == [1, 1, 1]
     assert not any(c["baseline"] for c in calls[1:])
+
+
+def test_a_pruned_keras_tuner_trial_reports_its_score_and_a_chief_records_it_pruned(tmp_path: Path) -> None:
+    """Review §13: a pruned (collapsed) trial was a FailedTrialError, so the oracle never learnt from it,
+    and a chief recorded it failed while its worker recorded it pruned."""
+    from keras_tuner.engine.trial import Trial
+
+    from search.engines.kt_engine import StudyTuner, make_oracle
+
+    cfg = _cfg("bayesian", max_trials=3)
+    outcomes = {0: (TrialState.COMPLETE, 0.6, []), 1: (TrialState.PRUNED, 0.25, []), 2: (TrialState.FAILED, None, [])}
+    executor = FakeExecutor(cfg, outcomes.__getitem__)
+    oracle = make_oracle(cfg, executor=executor, chief=True)  # the chief's oracle, driven in-process
+    StudyTuner(oracle, executor=executor, directory=tmp_path / "engine").search(verbose=0)
+    kt_trials = {int(k): t for k, t in oracle.trials.items()}
+    assert kt_trials[1].status == "COMPLETED" and kt_trials[1].score == pytest.approx(0.25)  # the oracle learns
+    assert kt_trials[2].status == "FAILED"
+    assert {e["number"]: (e["status"], e["score"]) for e in executor.external} == {
+        0: (TrialState.COMPLETE, pytest.approx(0.6)), 1: (TrialState.PRUNED, pytest.approx(0.25)),
+        2: (TrialState.FAILED, None)}
+    # what a worker sends the chief over gRPC (Trial protos) still says it was pruned
+    from search.engines.kt_engine import kt_trial_state
+
+    assert kt_trial_state(Trial.from_proto(kt_trials[1].to_proto())) == TrialState.PRUNED
+
+
+@pytest.mark.parametrize("reports", [[0.7, 0.7], []], ids=["fold0-reports", "no-reports"])
+def test_a_pruned_optuna_trial_has_its_trials_csv_score_as_its_value(tmp_path: Path, reports: list[float]) -> None:
+    """Review §13: a fold-pruned k-fold trial reports fold 0's running best (0.7) but its score is the
+    mean over the folds it finished (0.55); Optuna used to keep the last report as its value."""
+    import optuna
+
+    from search.engines.optuna_engine import run_optuna
+
+    cfg = _cfg("random-optuna", max_trials=2)
+    outcomes = {0: (TrialState.COMPLETE, 0.6, [0.5, 0.6]), 1: (TrialState.PRUNED, 0.55, reports)}
+    executor = FakeExecutor(cfg, outcomes.__getitem__)
+    study = run_optuna(cfg, executor=executor, engine_dir=tmp_path / "engine")
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    assert trials[0].value == pytest.approx(0.6)
+    assert trials[1].value == pytest.approx(0.55)
