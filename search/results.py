@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -31,6 +32,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "baseline_of",
+    "best_of",
     "open_study",
     "read_json",
     "write_history_csv",
@@ -219,16 +222,12 @@ class StudyDir:
         return sorted(out, key=lambda r: r.number)
 
     def best_trial(self) -> TrialRecord | None:
-        done = [r for r in self.trials() if r.status == TrialState.COMPLETE and r.score is not None]
-        if not done:
-            return None
-        return max(done, key=lambda r: (r.score, -r.number))
+        """The search's best trial (:func:`best_of`)."""
+        return best_of(self.trials())
 
     def baseline_trial(self) -> TrialRecord | None:
-        """The reference configuration's trial: the first baseline trial that trained (complete or pruned;
-        a pruned one keeps its best weights for the verdict and re-evaluation)."""
-        return next((r for r in self.trials()
-                     if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
+        """The study's baseline trial (:func:`baseline_of`)."""
+        return baseline_of(self.trials())
 
     def refresh_trials_csv(self) -> None:
         """Rebuild ``trials.csv`` from the per-trial records (atomic)."""
@@ -265,6 +264,24 @@ class StudyDir:
             return []
         with p.open() as f:
             return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def best_of(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The best trial: the complete one with the highest finite score (ties: the lower number).
+
+    The one definition that the final stage, status, export and the report use.
+    """
+    done = [r for r in trials if r.status == TrialState.COMPLETE and r.score is not None and math.isfinite(r.score)]
+    return max(done, key=lambda r: (float(r.score or 0.0), -r.number)) if done else None
+
+
+def baseline_of(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The baseline trial: the first baseline trial that trained, complete or pruned (a pruned one keeps
+    its best weights for the verdict and the re-evaluation); a failed one is no baseline.
+
+    The one definition that the final stage, the re-evaluation, status, export and the report use.
+    """
+    return next((r for r in trials if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
 
 
 def open_study(results_root: Path | str, name: str) -> StudyDir:

@@ -48,10 +48,11 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
         vals = ", ".join(f"{k}={v}" for k, v in best.values.items() if not k.startswith("augment."))
         se = f" ± {best.score_se:.4f}" if best.score_se is not None else ""
         lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f}{se} ({vals})")
-        base = [r for r in trials if r.baseline and r.status == TrialState.COMPLETE]
-        if base and base[0].score is not None and best.score is not None:
-            lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
-                         f"→ search gain {best.score - base[0].score:+.4f}")
+        base = study.baseline_trial()
+        if base is not None and base.score is not None and best.score is not None:
+            pruned = f", pruned after {base.epochs_run} epochs" if base.status == TrialState.PRUNED else ""
+            lines.append(f"baseline: trial {base.number}{pruned}, {base.score:.4f} "
+                         f"→ search gain {best.score - base.score:+.4f}")
     running = [r for r in trials if r.status == TrialState.RUNNING]
     if running:
         lines.append("running: " + ", ".join(f"trial {r.number} ({r.engine_id})" for r in running))

@@ -52,12 +52,15 @@ def summary(ctx: ReportContext, page: Page) -> str:
         rows.append(("best", "no completed trial yet"))
     if base is not None:
         base_text = f"trial {base.number}: {base.status}"
-        if finite(base.score) and base.status == TrialState.COMPLETE:
-            base_text = f"{base.score:.4f} (trial {base.number}, the reference configuration)"
+        if finite(base.score):
+            pruned = f", pruned after {base.epochs_run} epochs" if base.status == TrialState.PRUNED else ""
+            base_text = f"{base.score:.4f} (trial {base.number}{pruned})"
             if best is not None and best.number != base.number:
                 gain = float(best.score or 0) - float(base.score or 0)
                 base_text += f" → search gain <b>{gain:+.4f}</b>"
         rows.append(("baseline", base_text))
+    elif any(r.baseline for r in trials):
+        rows.append(("baseline", "none: the baseline trial failed"))
     if ctx.final and isinstance(ctx.final.get("test"), dict):
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
