@@ -14,11 +14,12 @@ from typing import Any
 
 import yaml
 
-from search.config import Config, best_config, config_from_dict
+from search.config import AUGMENTATIONS, Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.reevaluation import SELECTION_FILE, reevaluate
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import trial_runtime
+from search.space import baseline_deviations
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, fold_plan, prepare_data
 from search.trial import ModelSource, TrialOutputs, TrialTask
@@ -26,7 +27,7 @@ from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["model_source", "run_final"]
+__all__ = ["baseline_label", "describe_baseline", "model_source", "run_final"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed)
+    baseline_rec = study.baseline_trial()
+    baseline = describe_baseline(cfg, baseline_rec) if baseline_rec is not None else None
+    verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed)
+    if baseline is not None and verdict["outcome"] != "not_available":
+        verdict["sentence"] += f"; {baseline['sentence']}"
     if selection is not None:
         _attach_test_scores(selection, metrics)
         atomic_write_json(final_dir / SELECTION_FILE, selection)
@@ -86,7 +91,8 @@ def run_final(
     atomic_write_json(
         final_dir / "final.json",
         {"trial": best.number, "values": best.values, "valid_score": best.score, "valid_score_se": best.score_se,
-         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "selection": selection,
+         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "baseline": baseline,
+         "selection": selection,
          "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
          "epochs_run": outcome.epochs_run,
          "duration_s": outcome.duration_s},
@@ -114,7 +120,7 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
     baseline_rec = study.baseline_trial()
     baseline = None
     if baseline_rec is not None and baseline_rec.number != best.number:
-        baseline = model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
+        baseline = model_source(study, cfg, baseline_rec, label=baseline_label(baseline_rec))
     candidates: list[ModelSource] = []
     for cand in (selection or {}).get("candidates", []):
         rec = study.read_trial(int(cand["trial"]))
@@ -159,18 +165,53 @@ def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) 
     return ModelSource(specs=specs, weights=tuple(str(w) for w in weights), label=label)
 
 
+def baseline_label(rec: TrialRecord) -> str:
+    """What the verdict calls the baseline: it is the reference placed inside the space, not the reference."""
+    return f"the baseline (trial {rec.number})"
+
+
+def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
+    """final.json's ``baseline``: where its values differ from the reference configuration and why
+    (search/space.py), whether it was pruned (then its best weights of a cut-short run are what is
+    tested) or trained under a smaller epoch budget than ``train.max_epochs``, and one sentence."""
+    deviations = baseline_deviations(cfg, rec.values)
+    pruned = rec.status == TrialState.PRUNED
+    shortened = rec.max_epochs is not None and rec.max_epochs < cfg.train.max_epochs
+    groups: dict[str, list[str]] = {}
+    for d in deviations:
+        groups.setdefault(d["why"], []).append(f"{d['hyperparameter']}={d['value']!r}")
+    for names in groups.values():  # nine equal augmentation strengths in one
+        augment = [n for n in names if n.startswith("augment.")]
+        if len(augment) == len(AUGMENTATIONS) and len({n.split("=")[1] for n in augment}) == 1:
+            names[names.index(augment[0])] = "augment.*=" + augment[0].split("=")[1]
+            names[:] = [n for n in names if n not in augment]
+    what = "the reference configuration"
+    if groups:
+        what += " except " + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
+    notes = []
+    if pruned:
+        notes.append(f"it was pruned after {rec.epochs_run} epochs, so its best weights from those epochs are "
+                     f"what it is tested with")
+    if shortened:
+        notes.append(f"it trained under an epoch budget of {rec.max_epochs} (train.max_epochs {cfg.train.max_epochs})")
+    sentence = f"{baseline_label(rec)} is {what}" + "".join(f"; {n}" for n in notes)
+    return {"trial": rec.number, "status": str(rec.status), "label": baseline_label(rec), "deviations": deviations,
+            "pruned": pruned, "reason": rec.reason, "shortened": shortened, "epochs_run": rec.epochs_run,
+            "max_epochs": rec.max_epochs, "sentence": sentence}
+
+
 def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int) -> dict[str, Any]:
     """The paired test-set comparison of the chosen model and the baseline (search/verdict.py)."""
     if baseline is None:
         return {"outcome": "not_available", "sentence": "no verdict: the study has no trained baseline trial "
-                "(study.baselines: false, or the reference configuration failed)"}
+                "(study.baselines: false, or the baseline trial failed)"}
     if baseline.number == best.number:
-        return {"outcome": "baseline_chosen", "sentence": f"the search chose the reference configuration itself "
+        return {"outcome": "baseline_chosen", "sentence": f"the search chose the baseline itself "
                 f"(trial {best.number}); test dice {metrics['hard_dice']:.3f}"}
     if "baseline" not in metrics:
         return {"outcome": "not_available",
-                "sentence": f"no verdict: the reference configuration's trial {baseline.number} has no saved weights"}
+                "sentence": f"no verdict: the baseline's trial {baseline.number} has no saved weights"}
     v = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"], seed=seed,
                        best_label=f"the chosen configuration (trial {best.number})",
-                       baseline_label=f"the reference configuration (trial {baseline.number})")
+                       baseline_label=baseline_label(baseline))
     return v.to_dict()

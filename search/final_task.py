@@ -4,7 +4,7 @@ The chosen model is the best trial's saved weights (holdout), the ensemble of it
 (k-fold: the mean of their probability maps, nnU-Net style), or a retrain of its specs on
 train+valid for a fixed number of epochs (``final.train_on_valid``). Retraining the best trial on
 the same data with the same seed would reproduce its weights (op determinism), so that is never
-done. The baseline (the reference configuration's trial) is tested the same way, per image, for
+done. The baseline (trial 0: the reference values placed in the space) is tested the same way, per image, for
 the verdict (``search/verdict.py``, computed by the driver).
 """
 

@@ -155,7 +155,7 @@ def selection_sentence(selection: dict[str, Any]) -> str:
 
     rule = "mean" if selection["rule"] == "mean" else "lower bound (mean − se)"
     out = (f"re-evaluation of {len(cands)} configurations with {selection['seeds']} fresh seeds each picked "
-           f"trial {chosen['trial']}{' (the reference configuration)' if chosen['baseline'] else ''} by the {rule}: "
+           f"trial {chosen['trial']}{' (the baseline)' if chosen['baseline'] else ''} by the {rule}: "
            f"fresh {fresh(chosen)}")
     search_best = cands.get(int(selection["search_best"])) if selection.get("search_best") is not None else None
     if search_best is None or search_best is chosen:

@@ -1,0 +1,126 @@
+"""The final stage's driver side (search/final.py) with a fake trial process: what the baseline is,
+how it is tested, what final.json and the verdict say about it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import tiny_raw_config
+
+from search.config import Config, config_from_dict
+from search.final import run_final
+from search.results import StudyDir, TrialRecord, atomic_write_text
+from search.space import baseline_deviations, baseline_values, complete_values
+from search.study_data import PreparedData
+from search.trial import TrialOutcome, TrialTask
+from search.vocabulary import TrialState
+
+CHOSEN = [0.80, 0.90, 0.70, 0.85, 0.75, 0.80, 0.82, 0.88]
+BASELINE = [0.50, 0.55, 0.45, 0.52, 0.48, 0.50, 0.51, 0.53]
+
+
+class FakeProcess:
+    """Stands in for the trial process: records the task and writes the test metrics it would."""
+
+    def __init__(self) -> None:
+        self.tasks: list[TrialTask] = []
+
+    def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
+        self.tasks.append(task)
+        metrics: dict[str, Any] = {
+            "hard_dice": sum(CHOSEN) / len(CHOSEN), "hard_iou": 0.6, "soft_dice": 0.7, "loss": 0.3,
+            "n_images": len(CHOSEN), "per_image": {"hard_dice": CHOSEN, "stems": [f"t{i}" for i in range(8)]},
+            "model_from": "retrained_train_valid" if task.fixed_epochs else "trial_weights",
+        }
+        if task.baseline is not None:
+            metrics["baseline"] = {"label": task.baseline.label, "hard_dice": sum(BASELINE) / len(BASELINE),
+                                   "hard_iou": 0.4, "per_image": BASELINE}
+        atomic_write_text(Path(task.out_dir) / "test_metrics.json", json.dumps(metrics))
+        return TrialOutcome(status=TrialState.COMPLETE, score=metrics["hard_dice"], epochs_run=task.fixed_epochs or 0)
+
+    def close(self) -> None:
+        pass
+
+
+def _config(**final: Any) -> Config:
+    raw = tiny_raw_config(Path("unused"), study={"name": "fin", "baselines": True}, final=final)
+    raw["search_space"]["batch_norm"] = {"value": True}  # like the shipped space: the reference has none
+    return config_from_dict(raw)
+
+
+def _study(tmp_path: Path, cfg: Config, *, baseline_status: TrialState = TrialState.PRUNED,
+           baseline_budget: int | None = None) -> StudyDir:
+    study = StudyDir(tmp_path / cfg.study.name)
+    study.root.mkdir(parents=True)
+    atomic_write_text(study.study_yaml, cfg.to_yaml())
+    pruned = baseline_status == TrialState.PRUNED
+    base = TrialRecord(number=0, status=baseline_status, values=complete_values(cfg, baseline_values(cfg)), seed=0,
+                       score=0.41, best_epoch=None if pruned else 2, epochs_run=4, baseline=True,
+                       reason="collapsed: predicted no foreground" if pruned else "",
+                       max_epochs=baseline_budget or cfg.train.max_epochs)
+    chosen = TrialRecord(number=1, status=TrialState.COMPLETE, seed=1, score=0.7, best_epoch=2, epochs_run=3,
+                         values=complete_values(cfg, {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}),
+                         max_epochs=cfg.train.max_epochs)
+    for rec in (base, chosen):
+        study.write_trial(rec)
+        atomic_write_text(study.trial_dir(rec.number) / "best.weights.h5", "")  # model_source checks the file
+    study.refresh_trials_csv()
+    return study
+
+
+def _final(study: StudyDir, cfg: Config) -> tuple[dict[str, Any], FakeProcess]:
+    process = FakeProcess()
+    run_final(study, cfg=cfg, data=PreparedData(cache_path="", fingerprint={}), trial_process=process)  # type: ignore[arg-type]
+    return json.loads((study.final_dir / "final.json").read_text()), process
+
+
+def test_the_baseline_is_named_for_what_it_is_and_a_pruned_one_is_said_to_be(tmp_path: Path) -> None:
+    """Review §12: with the shipped space trial 0 is reference + BatchNorm, values outside the space
+    are snapped into it, and a pruned baseline is tested with its early best weights; the verdict
+    called it "the reference configuration" and said none of this."""
+    cfg = _config()
+    final, _ = _final(_study(tmp_path, cfg), cfg)
+    deviations = {d["hyperparameter"]: d for d in final["baseline"]["deviations"]}
+    assert deviations["batch_norm"] == {"hyperparameter": "batch_norm", "reference": False, "value": True,
+                                        "why": "fixed by the search space"}
+    assert deviations["learning_rate"]["why"] == "snapped into the search space"  # 1e-4 below the space's 1e-3
+    assert deviations["learning_rate"]["value"] == pytest.approx(1e-3)
+    assert "base_filters" not in deviations or deviations["base_filters"]["why"] == "snapped into the search space"
+    assert final["baseline"]["trial"] == 0 and final["baseline"]["status"] == "pruned"
+    sentence = final["verdict"]["sentence"]
+    assert "the reference configuration (trial 0)" not in sentence
+    assert "the baseline (trial 0)" in sentence
+    assert re.search(r"batch_norm=True[^()]*, augment\.\*=0\.0 \(fixed by the search space\)", sentence)
+    assert re.search(r"learning_rate=0\.001 \(snapped into the search space\)", sentence)
+    assert "pruned after 4 epochs" in sentence and "best weights" in sentence
+
+
+def test_a_baseline_without_deviations_is_the_reference_and_a_shortened_one_is_said_to_be(tmp_path: Path) -> None:
+    raw = tiny_raw_config(Path("unused"), study={"name": "ref", "baselines": True})
+    raw["search_space"] = {"base_filters": {"type": "choice", "values": [8, 16]},
+                           "learning_rate": {"type": "float", "min": 1e-5, "max": 1e-3, "log": True}}
+    raw["data"]["image_size"] = 512  # the reference's 8 levels fit
+    cfg = config_from_dict(raw)
+    assert baseline_deviations(cfg, complete_values(cfg, baseline_values(cfg))) == []
+    final, _ = _final(_study(tmp_path, cfg, baseline_status=TrialState.COMPLETE, baseline_budget=1), cfg)
+    assert final["baseline"]["deviations"] == [] and final["baseline"]["shortened"]
+    sentence = final["verdict"]["sentence"]
+    assert "the baseline (trial 0) is the reference configuration;" in sentence
+    assert f"epoch budget of 1 (train.max_epochs {cfg.train.max_epochs})" in sentence
+
+
+def test_the_reference_values_are_the_specs_defaults_and_the_configs() -> None:
+    """One source for the reference (UNetSpec, TrainSpec, AugmentSpec.reference()); the config's defaults
+    for hyperparameters a space leaves out must not drift from it."""
+    from data import AugmentSpec
+    from models import UNetSpec
+    from search.config import HYPERPARAMETER_DEFAULTS
+    from search.space import REFERENCE_VALUES
+
+    assert REFERENCE_VALUES == HYPERPARAMETER_DEFAULTS
+    assert REFERENCE_VALUES["num_layers"] == UNetSpec().num_layers == 8
+    assert REFERENCE_VALUES["augment.elastic"] == AugmentSpec.reference().elastic == 1.0
