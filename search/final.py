@@ -108,9 +108,7 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
     """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
     final_dir = study.final_dir
     atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
-    # A retrain runs the chosen trial's epochs up to its best one (a pruned baseline's: the epochs it ran).
-    epochs = best.best_epoch + 1 if best.best_epoch is not None else max(best.epochs_run, 1)
-    fixed = epochs if cfg.final.train_on_valid else None
+    fixed = retrain_epochs(best) if cfg.final.train_on_valid else None
     chosen = model_source(study, cfg, best, label=f"trial {best.number}")
     if fixed is None and chosen is None:
         raise SearchAborted(
@@ -118,9 +116,15 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
             f"set final.train_on_valid=true to retrain"
         )
     baseline_rec = study.baseline_trial()
-    baseline = None
+    baseline, baseline_epochs = None, None
     if baseline_rec is not None and baseline_rec.number != best.number:
-        baseline = model_source(study, cfg, baseline_rec, label=baseline_label(baseline_rec))
+        if fixed is not None:  # retrained like the chosen model, or the verdict measures the extra data too
+            baseline_epochs = retrain_epochs(baseline_rec)
+            baseline = ModelSource(specs=specs_from_values(cfg, baseline_rec.values,
+                                                           seed=trial_seed(cfg.study.seed, baseline_rec.number)),
+                                   weights=(), label=baseline_label(baseline_rec))
+        else:
+            baseline = model_source(study, cfg, baseline_rec, label=baseline_label(baseline_rec))
     candidates: list[ModelSource] = []
     for cand in (selection or {}).get("candidates", []):
         rec = study.read_trial(int(cand["trial"]))
@@ -137,9 +141,15 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
         fixed_epochs=fixed,
         model=chosen if fixed is None else None,
         baseline=baseline,
+        baseline_fixed_epochs=baseline_epochs,
         candidates=tuple(candidates),
         verbose=verbose,
     )
+
+
+def retrain_epochs(rec: TrialRecord) -> int:
+    """A ``train_on_valid`` retrain's epochs: the trial's up to its best one (a pruned trial's: the epochs it ran)."""
+    return rec.best_epoch + 1 if rec.best_epoch is not None else max(rec.epochs_run, 1)
 
 
 def _attach_test_scores(selection: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -194,10 +204,13 @@ def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
                      f"what it is tested with")
     if shortened:
         notes.append(f"it trained under an epoch budget of {rec.max_epochs} (train.max_epochs {cfg.train.max_epochs})")
+    if cfg.final.train_on_valid:
+        notes.append(f"like the chosen configuration it was retrained on train+valid, for {retrain_epochs(rec)} epochs")
     sentence = f"{baseline_label(rec)} is {what}" + "".join(f"; {n}" for n in notes)
     return {"trial": rec.number, "status": str(rec.status), "label": baseline_label(rec), "deviations": deviations,
             "pruned": pruned, "reason": rec.reason, "shortened": shortened, "epochs_run": rec.epochs_run,
-            "max_epochs": rec.max_epochs, "sentence": sentence}
+            "max_epochs": rec.max_epochs,
+            "retrain_epochs": retrain_epochs(rec) if cfg.final.train_on_valid else None, "sentence": sentence}
 
 
 def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int) -> dict[str, Any]:

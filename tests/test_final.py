@@ -15,6 +15,7 @@ from search.config import Config, config_from_dict
 from search.final import run_final
 from search.results import StudyDir, TrialRecord, atomic_write_text
 from search.space import baseline_deviations, baseline_values, complete_values
+from search.specs import trial_seed
 from search.study_data import PreparedData
 from search.trial import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -124,3 +125,44 @@ def test_the_reference_values_are_the_specs_defaults_and_the_configs() -> None:
     assert REFERENCE_VALUES == HYPERPARAMETER_DEFAULTS
     assert REFERENCE_VALUES["num_layers"] == UNetSpec().num_layers == 8
     assert REFERENCE_VALUES["augment.elastic"] == AugmentSpec.reference().elastic == 1.0
+
+
+@pytest.mark.parametrize("baseline_status", [TrialState.COMPLETE, TrialState.PRUNED])
+def test_train_on_valid_retrains_the_baseline_like_the_chosen_model(tmp_path: Path, baseline_status: TrialState) -> None:
+    """Review §10b: the chosen model was retrained on train+valid but the baseline tested with its trial
+    weights (train only), so "beats" partly measured the extra data."""
+    cfg = _config(train_on_valid=True)
+    final, process = _final(_study(tmp_path, cfg, baseline_status=baseline_status), cfg)
+    task = process.tasks[0]
+    assert task.fixed_epochs == 3  # the chosen trial's epochs up to its best (epoch 2)
+    assert task.baseline is not None and task.baseline.weights == ()  # not its trial weights: retrained
+    # the same rule for the baseline: up to its best epoch (2), or a pruned one's 4 epochs
+    assert task.baseline_fixed_epochs == (3 if baseline_status == TrialState.COMPLETE else 4)
+    assert task.baseline.specs.model.batch_norm and task.baseline.specs.train.seed == trial_seed(cfg.study.seed, 0)
+    assert final["baseline"]["retrain_epochs"] == task.baseline_fixed_epochs
+    assert f"retrained on train+valid, for {task.baseline_fixed_epochs} epochs" in final["verdict"]["sentence"]
+
+
+def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path) -> None:
+    """The trial-process side: the baseline's specs trained for its epochs on train+valid, then tested."""
+    from dataclasses import replace
+
+    from test_trial import _data, _task
+
+    from search.trial import ModelSource, run_task
+
+    task = _task(tmp_path / "final")
+    base_specs = replace(task.specs, train=replace(task.specs.train, seed=11))
+    seen: list[dict[str, float]] = []
+    outcome = run_task(replace(task, kind="final", fixed_epochs=1, baseline_fixed_epochs=2,
+                               baseline=ModelSource(base_specs, (), label="the baseline (trial 0)")),
+                       _data(), lambda epoch, logs: seen.append(logs))
+    assert outcome.status == "complete", outcome.reason
+    metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
+    assert metrics["model_from"] == "retrained_train_valid" and outcome.epochs_run == 1
+    base = metrics["baseline"]
+    assert base["model_from"] == "retrained_train_valid" and base["epochs"] == 2
+    assert len(base["per_image"]) == metrics["n_images"] == 8
+    assert len(seen) == 1 + 2  # the driver hears the baseline's epochs too (progress, Ctrl-C)
+    assert (tmp_path / "final" / "baseline_history.csv").read_text().count("\n") == 1 + 2
+    assert (tmp_path / "final" / "history.csv").read_text().count("\n") == 1 + 1  # the chosen model's only
