@@ -27,9 +27,14 @@ from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["baseline_label", "describe_baseline", "model_source", "run_final"]
+__all__ = ["CANDIDATE_TEST_FILE", "baseline_label", "describe_baseline", "model_source", "run_final"]
 
 logger = logging.getLogger(__name__)
+
+CANDIDATE_TEST_FILE = "candidate_test.json"  # final/: only with `final --show-candidate-test`
+CANDIDATE_TEST_NOTE = ("each re-evaluated candidate's test dice, measured after the pick; a pick made again "
+                       "after reading these (e.g. another final.select) is test-informed and its test score "
+                       "is no longer an unbiased estimate")
 
 
 def run_final(
@@ -40,12 +45,16 @@ def run_final(
     trial_process: TrialProcess | None = None,
     verbose: int = 0,
     results_root: Path | None = None,
+    show_candidate_test: bool = False,
 ) -> dict[str, Any]:
     """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
 
     With ``final.reevaluate_top_k`` the top-k trials and the baseline are first trained again with
     fresh seeds (search/reevaluation.py) and the pick is made on those scores. The chosen model and
-    the baseline's are tested on the same test images for the verdict.
+    the baseline's are tested on the same test images for the verdict. The other candidates are not
+    tested: their test scores would invite re-running the pick with another ``final.select`` rule,
+    which makes it test-informed. ``show_candidate_test`` tests them anyway, after the pick, into
+    ``final/candidate_test.json`` (never into selection.json or final.json).
     """
     if cfg is None:
         cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
@@ -60,13 +69,14 @@ def run_final(
     process = trial_process or TrialProcess(recycle_after=max(1, cfg.study.recycle_after), runtime=trial_runtime(cfg))
     try:
         selection = None
-        (final_dir / SELECTION_FILE).unlink(missing_ok=True)  # a pick of an earlier final stage
+        for earlier in (SELECTION_FILE, CANDIDATE_TEST_FILE):  # of an earlier final stage
+            (final_dir / earlier).unlink(missing_ok=True)
         if cfg.final.reevaluate_top_k > 0:
             selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root))
             chosen_rec = study.read_trial(int(selection["chosen"]))
             assert chosen_rec is not None
             best = chosen_rec
-        task = _final_task(study, cfg, data, best, selection, verbose)
+        task = _final_task(study, cfg, data, best, selection if show_candidate_test else None, verbose)
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
                     else "testing the weights of", best.number, best.score or 0)
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
@@ -84,9 +94,8 @@ def run_final(
     verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed)
     if baseline is not None and verdict["outcome"] != "not_available":
         verdict["sentence"] += f"; {baseline['sentence']}"
-    if selection is not None:
-        _attach_test_scores(selection, metrics)
-        atomic_write_json(final_dir / SELECTION_FILE, selection)
+    if selection is not None and show_candidate_test:
+        _write_candidate_test(final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
         final_dir / "final.json",
@@ -152,13 +161,16 @@ def retrain_epochs(rec: TrialRecord) -> int:
     return rec.best_epoch + 1 if rec.best_epoch is not None else max(rec.epochs_run, 1)
 
 
-def _attach_test_scores(selection: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Each candidate's test dice (its trial's own weights), recorded after the pick and not used by it."""
+def _write_candidate_test(final_dir: Path, selection: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """``final/candidate_test.json``: each re-evaluated candidate's test dice (its trial's own weights),
+    measured after the pick and only on request (``final --show-candidate-test``)."""
     tested = {c["label"]: c["hard_dice"] for c in metrics.get("candidates", [])}
-    for cand in selection["candidates"]:
-        cand["test_hard_dice"] = tested.get(f"trial {cand['trial']}")
-    selection["test_note"] = ("test_hard_dice: each candidate's own trial weights on the test split, measured "
-                              "after the pick for the record; the pick used the fresh validation scores only")
+    atomic_write_json(final_dir / CANDIDATE_TEST_FILE, {
+        "note": CANDIDATE_TEST_NOTE, "chosen": selection["chosen"], "rule": selection["rule"],
+        "candidates": [{"trial": c["trial"], "baseline": c["baseline"], "test_hard_dice": tested.get(f"trial {c['trial']}")}
+                       for c in selection["candidates"]],
+    })
+    logger.warning("final: %s (%s)", CANDIDATE_TEST_NOTE, final_dir / CANDIDATE_TEST_FILE)
 
 
 def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:

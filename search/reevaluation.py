@@ -15,7 +15,8 @@ The search score is not used: it is the biased number. A fresh run that fails (N
 scores 0 on every image: the configuration gave no usable model with that seed. Each run trains in
 ``final/reeval/<nnnn>-s<j>/`` with checkpoints and records ``run.json`` when it ends, so an
 interrupted re-evaluation resumes at the run it was in. The selection, with every candidate's fresh
-scores, is ``final/selection.json`` (and ``final.json``'s ``selection``).
+scores, is ``final/selection.json`` (and ``final.json``'s ``selection``). It holds no test score:
+only the pick is tested (search/final.py), unless ``final --show-candidate-test`` asks otherwise.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ class FakeProcess:
 
     def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
         self.tasks.append(task)
+        if task.kind == "trial":  # a re-evaluation run: per-image validation dice by trial
+            per_image = {f"v{i}": 0.5 + 0.05 * task.number for i in range(4)}
+            atomic_write_text(Path(task.out_dir) / "scores.json", json.dumps({"per_image": per_image}))
+            return TrialOutcome(status=TrialState.COMPLETE, score=0.5 + 0.05 * task.number, epochs_run=1)
         metrics: dict[str, Any] = {
             "hard_dice": sum(CHOSEN) / len(CHOSEN), "hard_iou": 0.6, "soft_dice": 0.7, "loss": 0.3,
             "n_images": len(CHOSEN), "per_image": {"hard_dice": CHOSEN, "stems": [f"t{i}" for i in range(8)]},
@@ -40,6 +44,7 @@ class FakeProcess:
         if task.baseline is not None:
             metrics["baseline"] = {"label": task.baseline.label, "hard_dice": sum(BASELINE) / len(BASELINE),
                                    "hard_iou": 0.4, "per_image": BASELINE}
+        metrics["candidates"] = [{"label": c.label, "hard_dice": 0.6, "per_image": CHOSEN} for c in task.candidates]
         atomic_write_text(Path(task.out_dir) / "test_metrics.json", json.dumps(metrics))
         return TrialOutcome(status=TrialState.COMPLETE, score=metrics["hard_dice"], epochs_run=task.fixed_epochs or 0)
 
@@ -73,9 +78,10 @@ def _study(tmp_path: Path, cfg: Config, *, baseline_status: TrialState = TrialSt
     return study
 
 
-def _final(study: StudyDir, cfg: Config) -> tuple[dict[str, Any], FakeProcess]:
+def _final(study: StudyDir, cfg: Config, **kwargs: Any) -> tuple[dict[str, Any], FakeProcess]:
     process = FakeProcess()
-    run_final(study, cfg=cfg, data=PreparedData(cache_path="", fingerprint={}), trial_process=process)  # type: ignore[arg-type]
+    data = PreparedData(cache_path="", fingerprint={}, stems={"valid": tuple(f"v{i}" for i in range(4))})
+    run_final(study, cfg=cfg, data=data, trial_process=process, **kwargs)  # type: ignore[arg-type]
     return json.loads((study.final_dir / "final.json").read_text()), process
 
 
@@ -166,3 +172,30 @@ def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path)
     assert len(seen) == 1 + 2  # the driver hears the baseline's epochs too (progress, Ctrl-C)
     assert (tmp_path / "final" / "baseline_history.csv").read_text().count("\n") == 1 + 2
     assert (tmp_path / "final" / "history.csv").read_text().count("\n") == 1 + 1  # the chosen model's only
+
+
+def test_only_the_pick_is_tested_unless_the_candidates_test_scores_are_asked_for(tmp_path: Path) -> None:
+    """Review §14: selection.json recorded every candidate's test dice, and README invited re-running
+    `final` with another select rule: the pick became test-informed."""
+    cfg = _config(reevaluate_top_k=1, seeds=1)
+    study = _study(tmp_path, cfg, baseline_status=TrialState.COMPLETE)
+    final, process = _final(study, cfg)
+    selection = json.loads((study.final_dir / "selection.json").read_text())
+    assert [c["trial"] for c in selection["candidates"]] == [1, 0]  # the best, then the baseline
+    for record in (selection, final["selection"]):
+        assert not any("test" in key for c in record["candidates"] for key in c) and "test_note" not in record
+    assert process.tasks[-1].kind == "final" and process.tasks[-1].candidates == ()  # nothing else tested
+    assert not (study.final_dir / "candidate_test.json").exists()
+    # asked for: tested after the pick, into a file of their own that says what reading it costs
+    final, process = _final(study, cfg, show_candidate_test=True)
+    assert [c.label for c in process.tasks[-1].candidates] == ["trial 1", "trial 0"]
+    shown = json.loads((study.final_dir / "candidate_test.json").read_text())
+    assert [(c["trial"], c["test_hard_dice"]) for c in shown["candidates"]] == [(1, 0.6), (0, 0.6)]
+    assert "test-informed" in shown["note"]
+    assert not any("test" in key for c in final["selection"]["candidates"] for key in c)
+    # and a later final stage that does not ask removes the earlier file
+    _final(study, cfg)
+    assert not (study.final_dir / "candidate_test.json").exists()
+    from search.report import write_report
+
+    assert "test (its weights)" not in write_report(study).read_text()
