@@ -32,7 +32,7 @@ import numpy as np
 from search.config import Config
 from search.errors import Interrupted, TrialFailed
 from search.evaluation import FoldPlan, mean_se
-from search.results import StudyDir, TrialRecord, atomic_write_json, read_json
+from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData
 from search.trial import SCORES_FILE, TrialOutputs, TrialTask
@@ -84,10 +84,7 @@ class Candidate:
 
 def top_candidates(study: StudyDir, k: int) -> list[TrialRecord]:
     """The ``k`` best complete trials by search score, then the baseline (complete or pruned) if not among them."""
-    records = study.trials()
-    done = sorted((r for r in records if r.status == TrialState.COMPLETE and r.score is not None),
-                  key=lambda r: (-(r.score or 0.0), r.number))
-    chosen = done[:k]
+    chosen = ranked(study.trials())[:k]
     baseline = study.baseline_trial()
     if baseline is not None and all(r.number != baseline.number for r in chosen):
         chosen.append(baseline)

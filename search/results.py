@@ -35,6 +35,7 @@ __all__ = [
     "baseline_of",
     "best_of",
     "open_study",
+    "ranked",
     "read_json",
     "write_history_csv",
     "write_traceback",
@@ -266,13 +267,19 @@ class StudyDir:
             return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def best_of(trials: list[TrialRecord]) -> TrialRecord | None:
-    """The best trial: the complete one with the highest finite score (ties: the lower number).
-
-    The one definition that the final stage, status, export and the report use.
-    """
+def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The complete trials with a finite score, best first (ties: the lower number)."""
     done = [r for r in trials if r.status == TrialState.COMPLETE and r.score is not None and math.isfinite(r.score)]
-    return max(done, key=lambda r: (float(r.score or 0.0), -r.number)) if done else None
+    return sorted(done, key=lambda r: (-float(r.score or 0.0), r.number))
+
+
+def best_of(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The best trial: the first of :func:`ranked`.
+
+    The one definition that the final stage, the re-evaluation, status, export and the report use.
+    """
+    done = ranked(trials)
+    return done[0] if done else None
 
 
 def baseline_of(trials: list[TrialRecord]) -> TrialRecord | None:

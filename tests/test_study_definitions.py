@@ -10,6 +10,7 @@ from pathlib import Path
 from fake_study import build_study
 
 from search.export import best_completed_trial, export_json
+from search.reevaluation import top_candidates
 from search.report.context import ReportContext
 from search.results import StudyDir
 from search.status import status_text
@@ -39,6 +40,8 @@ def test_every_reader_takes_the_same_best_and_baseline_trial(tmp_path: Path) -> 
     assert ctx.best is not None and ctx.best.number == best.number
     assert ctx.baseline is not None and ctx.baseline.number == base.number
     assert best_completed_trial(study).number == best.number
+    # the re-evaluation's candidates: the best two by the same ranking, then the baseline
+    assert [r.number for r in top_candidates(study, 2)] == [3, 2, 0]
     exported = json.loads(export_json(study))
     assert exported["trial"] == best.number
     assert exported["baseline_trial"] is not None and exported["baseline_trial"]["trial"] == 0
