@@ -25,7 +25,7 @@ from search.config import Config, config_from_dict
 from search.errors import ConfigError
 from search.reference_ini import reference_data_dir, reference_ini_sections, render_ini
 from search.results import StudyDir, TrialRecord, atomic_write_text, read_json
-from search.vocabulary import OBJECTIVE, TrialState
+from search.vocabulary import OBJECTIVE
 
 __all__ = [
     "FORMATS",
@@ -69,13 +69,10 @@ def best_completed_trial(study: StudyDir) -> TrialRecord:
     Raises:
         ConfigError: no trial has completed.
     """
-    done = [
-        r for r in study.trials()
-        if r.status == TrialState.COMPLETE and r.score is not None and math.isfinite(float(r.score))
-    ]
-    if not done:
+    best = study.best_trial()
+    if best is None:
         raise ConfigError(f"study {study.name!r} has no completed trial; nothing to export")
-    return max(done, key=lambda r: (float(r.score or 0.0), -r.number))
+    return best
 
 
 def chosen_trial(study: StudyDir) -> TrialRecord:
@@ -172,7 +169,7 @@ def export_json(study: StudyDir) -> str:
     """Best trial number, score, values (and the final test metrics when present) as JSON."""
     cfg = read_study_config(study)
     best = chosen_trial(study)
-    baseline = next((r for r in study.trials() if r.baseline and r.status == TrialState.COMPLETE), None)
+    baseline = study.baseline_trial()
     final = _final_metrics(study)
     out: dict[str, Any] = {
         "study": study.name,
@@ -184,7 +181,8 @@ def export_json(study: StudyDir) -> str:
         "epochs_run": best.epochs_run,
         "baseline": best.baseline,
         "values": best.values,
-        "baseline_trial": None if baseline is None else {"trial": baseline.number, "score": baseline.score},
+        "baseline_trial": None if baseline is None else {"trial": baseline.number, "score": baseline.score,
+                                                         "status": str(baseline.status)},
         "test_metrics": None if final is None else final.get("test"),
         "final_trial": None if final is None else final.get("trial"),
     }

@@ -14,12 +14,13 @@ from typing import Any
 
 import yaml
 
-from search.config import Config, best_config, config_from_dict
+from search.config import AUGMENTATIONS, Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import Units, study_units
 from search.reevaluation import SELECTION_FILE, reevaluate
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
 from search.runtime import trial_runtime
+from search.space import baseline_deviations
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, fold_plan, prepare_data
 from search.trial import ModelSource, TrialOutputs, TrialTask
@@ -27,9 +28,14 @@ from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["model_source", "run_final"]
+__all__ = ["CANDIDATE_TEST_FILE", "baseline_label", "describe_baseline", "model_source", "run_final"]
 
 logger = logging.getLogger(__name__)
+
+CANDIDATE_TEST_FILE = "candidate_test.json"  # final/: only with `final --show-candidate-test`
+CANDIDATE_TEST_NOTE = ("each re-evaluated candidate's test dice, measured after the pick; a pick made again "
+                       "after reading these (e.g. another final.select) is test-informed and its test score "
+                       "is no longer an unbiased estimate")
 
 
 def run_final(
@@ -40,12 +46,16 @@ def run_final(
     trial_process: TrialProcess | None = None,
     verbose: int = 0,
     results_root: Path | None = None,
+    show_candidate_test: bool = False,
 ) -> dict[str, Any]:
     """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
 
     With ``final.reevaluate_top_k`` the top-k trials and the baseline are first trained again with
     fresh seeds (search/reevaluation.py) and the pick is made on those scores. The chosen model and
-    the baseline's are tested on the same test images for the verdict.
+    the baseline's are tested on the same test images for the verdict. The other candidates are not
+    tested: their test scores would invite re-running the pick with another ``final.select`` rule,
+    which makes it test-informed. ``show_candidate_test`` tests them anyway, after the pick, into
+    ``final/candidate_test.json`` (never into selection.json or final.json).
     """
     if cfg is None:
         cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
@@ -61,13 +71,14 @@ def run_final(
     process = trial_process or TrialProcess(recycle_after=max(1, cfg.study.recycle_after), runtime=trial_runtime(cfg))
     try:
         selection = None
-        (final_dir / SELECTION_FILE).unlink(missing_ok=True)  # a pick of an earlier final stage
+        for earlier in (SELECTION_FILE, CANDIDATE_TEST_FILE):  # of an earlier final stage
+            (final_dir / earlier).unlink(missing_ok=True)
         if cfg.final.reevaluate_top_k > 0:
             selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root))
             chosen_rec = study.read_trial(int(selection["chosen"]))
             assert chosen_rec is not None
             best = chosen_rec
-        task = _final_task(study, cfg, data, best, selection, verbose)
+        task = _final_task(study, cfg, data, best, selection if show_candidate_test else None, verbose)
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
                     else "testing the weights of", best.number, best.score or 0)
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
@@ -80,15 +91,19 @@ def run_final(
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
     metrics = read_json(final_dir / "test_metrics.json")
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
-    verdict = _verdict(metrics, best, study.baseline_trial(), cfg.study.seed, units=units)
-    if selection is not None:
-        _attach_test_scores(selection, metrics)
-        atomic_write_json(final_dir / SELECTION_FILE, selection)
+    baseline_rec = study.baseline_trial()
+    baseline = describe_baseline(cfg, baseline_rec) if baseline_rec is not None else None
+    verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed, units=units)
+    if baseline is not None and verdict["outcome"] != "not_available":
+        verdict["sentence"] += f"; {baseline['sentence']}"
+    if selection is not None and show_candidate_test:
+        _write_candidate_test(final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
         final_dir / "final.json",
         {"trial": best.number, "values": best.values, "valid_score": best.score, "valid_score_se": best.score_se,
-         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "selection": selection,
+         "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "baseline": baseline,
+         "selection": selection,
          "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
          "epochs_run": outcome.epochs_run,
          "duration_s": outcome.duration_s},
@@ -104,9 +119,7 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
     """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
     final_dir = study.final_dir
     atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
-    # A retrain runs the chosen trial's epochs up to its best one (a pruned baseline's: the epochs it ran).
-    epochs = best.best_epoch + 1 if best.best_epoch is not None else max(best.epochs_run, 1)
-    fixed = epochs if cfg.final.train_on_valid else None
+    fixed = retrain_epochs(best) if cfg.final.train_on_valid else None
     chosen = model_source(study, cfg, best, label=f"trial {best.number}")
     if fixed is None and chosen is None:
         raise SearchAborted(
@@ -114,9 +127,15 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
             f"set final.train_on_valid=true to retrain"
         )
     baseline_rec = study.baseline_trial()
-    baseline = None
+    baseline, baseline_epochs = None, None
     if baseline_rec is not None and baseline_rec.number != best.number:
-        baseline = model_source(study, cfg, baseline_rec, label=f"the reference configuration (trial {baseline_rec.number})")
+        if fixed is not None:  # retrained like the chosen model, or the verdict measures the extra data too
+            baseline_epochs = retrain_epochs(baseline_rec)
+            baseline = ModelSource(specs=specs_from_values(cfg, baseline_rec.values,
+                                                           seed=trial_seed(cfg.study.seed, baseline_rec.number)),
+                                   weights=(), label=baseline_label(baseline_rec))
+        else:
+            baseline = model_source(study, cfg, baseline_rec, label=baseline_label(baseline_rec))
     candidates: list[ModelSource] = []
     for cand in (selection or {}).get("candidates", []):
         rec = study.read_trial(int(cand["trial"]))
@@ -133,18 +152,27 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
         fixed_epochs=fixed,
         model=chosen if fixed is None else None,
         baseline=baseline,
+        baseline_fixed_epochs=baseline_epochs,
         candidates=tuple(candidates),
         verbose=verbose,
     )
 
 
-def _attach_test_scores(selection: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Each candidate's test dice (its trial's own weights), recorded after the pick and not used by it."""
+def retrain_epochs(rec: TrialRecord) -> int:
+    """A ``train_on_valid`` retrain's epochs: the trial's up to its best one (a pruned trial's: the epochs it ran)."""
+    return rec.best_epoch + 1 if rec.best_epoch is not None else max(rec.epochs_run, 1)
+
+
+def _write_candidate_test(final_dir: Path, selection: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """``final/candidate_test.json``: each re-evaluated candidate's test dice (its trial's own weights),
+    measured after the pick and only on request (``final --show-candidate-test``)."""
     tested = {c["label"]: c["hard_dice"] for c in metrics.get("candidates", [])}
-    for cand in selection["candidates"]:
-        cand["test_hard_dice"] = tested.get(f"trial {cand['trial']}")
-    selection["test_note"] = ("test_hard_dice: each candidate's own trial weights on the test split, measured "
-                              "after the pick for the record; the pick used the fresh validation scores only")
+    atomic_write_json(final_dir / CANDIDATE_TEST_FILE, {
+        "note": CANDIDATE_TEST_NOTE, "chosen": selection["chosen"], "rule": selection["rule"],
+        "candidates": [{"trial": c["trial"], "baseline": c["baseline"], "test_hard_dice": tested.get(f"trial {c['trial']}")}
+                       for c in selection["candidates"]],
+    })
+    logger.warning("final: %s (%s)", CANDIDATE_TEST_NOTE, final_dir / CANDIDATE_TEST_FILE)
 
 
 def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) -> ModelSource | None:
@@ -161,22 +189,60 @@ def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) 
     return ModelSource(specs=specs, weights=tuple(str(w) for w in weights), label=label)
 
 
+def baseline_label(rec: TrialRecord) -> str:
+    """What the verdict calls the baseline: it is the reference placed inside the space, not the reference."""
+    return f"the baseline (trial {rec.number})"
+
+
+def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
+    """final.json's ``baseline``: where its values differ from the reference configuration and why
+    (search/space.py), whether it was pruned (then its best weights of a cut-short run are what is
+    tested) or trained under a smaller epoch budget than ``train.max_epochs``, and one sentence."""
+    deviations = baseline_deviations(cfg, rec.values)
+    pruned = rec.status == TrialState.PRUNED
+    shortened = rec.max_epochs is not None and rec.max_epochs < cfg.train.max_epochs
+    groups: dict[str, list[str]] = {}
+    for d in deviations:
+        groups.setdefault(d["why"], []).append(f"{d['hyperparameter']}={d['value']!r}")
+    for names in groups.values():  # nine equal augmentation strengths in one
+        augment = [n for n in names if n.startswith("augment.")]
+        if len(augment) == len(AUGMENTATIONS) and len({n.split("=")[1] for n in augment}) == 1:
+            names[names.index(augment[0])] = "augment.*=" + augment[0].split("=")[1]
+            names[:] = [n for n in names if n not in augment]
+    what = "the reference configuration"
+    if groups:
+        what += " except " + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
+    notes = []
+    if pruned:
+        notes.append(f"it was pruned after {rec.epochs_run} epochs, so its best weights from those epochs are "
+                     f"what it is tested with")
+    if shortened:
+        notes.append(f"it trained under an epoch budget of {rec.max_epochs} (train.max_epochs {cfg.train.max_epochs})")
+    if cfg.final.train_on_valid:
+        notes.append(f"like the chosen configuration it was retrained on train+valid, for {retrain_epochs(rec)} epochs")
+    sentence = f"{baseline_label(rec)} is {what}" + "".join(f"; {n}" for n in notes)
+    return {"trial": rec.number, "status": str(rec.status), "label": baseline_label(rec), "deviations": deviations,
+            "pruned": pruned, "reason": rec.reason, "shortened": shortened, "epochs_run": rec.epochs_run,
+            "max_epochs": rec.max_epochs,
+            "retrain_epochs": retrain_epochs(rec) if cfg.final.train_on_valid else None, "sentence": sentence}
+
+
 def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int, *,
              units: Units) -> dict[str, Any]:
     """The paired test-set comparison of the chosen model and the baseline (search/verdict.py), with the
     test images' patients as the units when the study knows them."""
     if baseline is None:
         return {"outcome": "not_available", "sentence": "no verdict: the study has no trained baseline trial "
-                "(study.baselines: false, or the reference configuration failed)"}
+                "(study.baselines: false, or the baseline trial failed)"}
     if baseline.number == best.number:
-        return {"outcome": "baseline_chosen", "sentence": f"the search chose the reference configuration itself "
+        return {"outcome": "baseline_chosen", "sentence": f"the search chose the baseline itself "
                 f"(trial {best.number}); test dice {metrics['hard_dice']:.3f}"}
     if "baseline" not in metrics:
         return {"outcome": "not_available",
-                "sentence": f"no verdict: the reference configuration's trial {baseline.number} has no saved weights"}
+                "sentence": f"no verdict: the baseline's trial {baseline.number} has no saved weights"}
     stems = metrics["per_image"].get("stems")
     v = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"], seed=seed,
                        units=units.labels(stems) if stems else None, grouping=units.grouping,
                        best_label=f"the chosen configuration (trial {best.number})",
-                       baseline_label=f"the reference configuration (trial {baseline.number})")
+                       baseline_label=baseline_label(baseline))
     return v.to_dict()

@@ -4,8 +4,10 @@ The chosen model is the best trial's saved weights (holdout), the ensemble of it
 (k-fold: the mean of their probability maps, nnU-Net style), or a retrain of its specs on
 train+valid for a fixed number of epochs (``final.train_on_valid``). Retraining the best trial on
 the same data with the same seed would reproduce its weights (op determinism), so that is never
-done. The baseline (the reference configuration's trial) is tested the same way, per image, for
-the verdict (``search/verdict.py``, computed by the driver).
+done. The baseline (trial 0: the reference values placed in the space) is tested the same way, per
+image, for the verdict (``search/verdict.py``, computed by the driver): with ``final.train_on_valid``
+it is retrained on train+valid too (for its own epoch count), or the verdict would partly measure
+the extra data the chosen model saw.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ __all__ = ["load_source", "run_final_task"]
 logger = logging.getLogger(__name__)
 
 
-def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOutcome:
-    from search.overlays import save_predictions
-    from search.training import evaluate_model, predict_probabilities, train_model
+def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch: Any = None) -> TrialOutcome:
+    """Test the chosen model (or retrain it first) and the baseline on the test split.
 
-    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
+    ``hook`` records the chosen model's retrain epochs (``history.csv``); a retrained baseline's go to
+    ``baseline_history.csv`` and to ``on_epoch`` (the driver: progress and Ctrl-C).
+    """
+    from search.overlays import save_predictions
+    from search.training import evaluate_model, predict_probabilities
+
+    valid, test = data.split("valid"), data.split("test")
     batch, loss = task.specs.train.batch_size, task.specs.train.loss
     extra: dict[str, Any] = {}
     if task.fixed_epochs is None:
@@ -41,16 +48,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
         if len(task.model.weights) == 1:  # a k-fold ensemble has seen the valid split
             extra["valid_score"] = evaluate_model(model, valid.images, valid.masks, batch_size=batch, loss=loss)["hard_dice"]
     else:
-        result = train_model(
-            task.specs,
-            train_images=np.concatenate([np.asarray(train.images), np.asarray(valid.images)]),
-            train_masks=np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)]),
-            valid_images=valid.images,
-            valid_masks=valid.masks,
-            on_epoch=hook,
-            fixed_epochs=task.fixed_epochs,
-            verbose=task.verbose,
-        )
+        result = _retrain(task.specs, task.fixed_epochs, data, hook=hook, verbose=task.verbose)
         model, best_epoch, epochs_run, train_s = result.model, result.best_epoch, result.epochs_run, result.train_s
         # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
         extra["train_score_augmented"] = result.best_score
@@ -59,10 +57,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
     metrics["per_image"]["stems"] = list(test.stems)
     metrics.update(extra, model_from=source, best_epoch=best_epoch)
     if task.baseline is not None:
-        base = evaluate_model(load_source(task.baseline), test.images, test.masks, batch_size=batch,
-                              loss=task.baseline.specs.train.loss)
-        metrics["baseline"] = {"label": task.baseline.label, "hard_dice": base["hard_dice"],
-                               "hard_iou": base["hard_iou"], "per_image": base["per_image"]["hard_dice"]}
+        metrics["baseline"] = _test_baseline(task, data, out, on_epoch)
     if task.candidates:  # after the pick: what each re-evaluated configuration scores on test, for the record
         metrics["candidates"] = []
         for cand in task.candidates:
@@ -86,6 +81,53 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
         train_s=train_s,
         metrics={k: v for k, v in metrics.items() if k not in ("per_image", "baseline", "candidates")},
     )
+
+
+def _retrain(specs: Any, epochs: int, data: Any, *, hook: Any, verbose: int) -> Any:
+    """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on)."""
+    from search.training import train_model
+
+    train, valid = data.split("train"), data.split("valid")
+    return train_model(
+        specs,
+        train_images=np.concatenate([np.asarray(train.images), np.asarray(valid.images)]),
+        train_masks=np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)]),
+        valid_images=valid.images,
+        valid_masks=valid.masks,
+        on_epoch=hook,
+        fixed_epochs=epochs,
+        verbose=verbose,
+    )
+
+
+def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any) -> dict[str, Any]:
+    """The baseline's per-image test dice: its trial's weights, or (``baseline_fixed_epochs``) a retrain
+    on train+valid like the chosen model's, so that the verdict compares like with like."""
+    from search.results import write_history_csv
+    from search.training import evaluate_model
+
+    assert task.baseline is not None
+    source = task.baseline
+    if task.baseline_fixed_epochs is None:
+        model = load_source(source)
+        model_from = "trial_weights" if len(source.weights) == 1 else f"ensemble_of_{len(source.weights)}_folds"
+    else:
+        history: list[dict[str, Any]] = []
+
+        def hook(epoch: int, logs: dict[str, float]) -> None:
+            history.append(logs)
+            write_history_csv(out / "baseline_history.csv", history)
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
+
+        model = _retrain(source.specs, task.baseline_fixed_epochs, data, hook=hook, verbose=task.verbose).model
+        model_from = "retrained_train_valid"
+    test = data.split("test")
+    scored = evaluate_model(model, test.images, test.masks, batch_size=source.specs.train.batch_size,
+                            loss=source.specs.train.loss)
+    return {"label": source.label, "hard_dice": scored["hard_dice"], "hard_iou": scored["hard_iou"],
+            "per_image": scored["per_image"]["hard_dice"], "model_from": model_from,
+            "epochs": task.baseline_fixed_epochs}
 
 
 def load_source(source: ModelSource) -> Any:

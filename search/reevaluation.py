@@ -16,7 +16,8 @@ The search score is not used: it is the biased number. A fresh run that fails (N
 scores 0 on every image: the configuration gave no usable model with that seed. Each run trains in
 ``final/reeval/<nnnn>-s<j>/`` with checkpoints and records ``run.json`` when it ends, so an
 interrupted re-evaluation resumes at the run it was in. The selection, with every candidate's fresh
-scores, is ``final/selection.json`` (and ``final.json``'s ``selection``).
+scores, is ``final/selection.json`` (and ``final.json``'s ``selection``). It holds no test score:
+only the pick is tested (search/final.py), unless ``final --show-candidate-test`` asks otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 from search.config import Config
 from search.errors import Interrupted, TrialFailed
 from search.evaluation import FoldPlan, Units, mean_se, study_units
-from search.results import StudyDir, TrialRecord, atomic_write_json, read_json
+from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData
 from search.trial import SCORES_FILE, TrialOutputs, TrialTask
@@ -87,10 +88,7 @@ class Candidate:
 
 def top_candidates(study: StudyDir, k: int) -> list[TrialRecord]:
     """The ``k`` best complete trials by search score, then the baseline (complete or pruned) if not among them."""
-    records = study.trials()
-    done = sorted((r for r in records if r.status == TrialState.COMPLETE and r.score is not None),
-                  key=lambda r: (-(r.score or 0.0), r.number))
-    chosen = done[:k]
+    chosen = ranked(study.trials())[:k]
     baseline = study.baseline_trial()
     if baseline is not None and all(r.number != baseline.number for r in chosen):
         chosen.append(baseline)
@@ -160,7 +158,7 @@ def selection_sentence(selection: dict[str, Any]) -> str:
 
     rule = "mean" if selection["rule"] == "mean" else "lower bound (mean − se)"
     out = (f"re-evaluation of {len(cands)} configurations with {selection['seeds']} fresh seeds each picked "
-           f"trial {chosen['trial']}{' (the reference configuration)' if chosen['baseline'] else ''} by the {rule}: "
+           f"trial {chosen['trial']}{' (the baseline)' if chosen['baseline'] else ''} by the {rule}: "
            f"fresh {fresh(chosen)}")
     search_best = cands.get(int(selection["search_best"])) if selection.get("search_best") is not None else None
     if search_best is None or search_best is chosen:

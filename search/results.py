@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -31,7 +32,10 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "baseline_of",
+    "best_of",
     "open_study",
+    "ranked",
     "read_json",
     "write_history_csv",
     "write_traceback",
@@ -114,6 +118,7 @@ class TrialRecord:
     score: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
+    max_epochs: int | None = None  # the epoch budget it trained under (Keras Tuner hyperband: its bracket's)
     score_se: float | None = None  # standard error of the score (per-image dice over validation / out-of-fold)
     duration_s: float = 0.0
     reason: str = ""
@@ -218,16 +223,12 @@ class StudyDir:
         return sorted(out, key=lambda r: r.number)
 
     def best_trial(self) -> TrialRecord | None:
-        done = [r for r in self.trials() if r.status == TrialState.COMPLETE and r.score is not None]
-        if not done:
-            return None
-        return max(done, key=lambda r: (r.score, -r.number))
+        """The search's best trial (:func:`best_of`)."""
+        return best_of(self.trials())
 
     def baseline_trial(self) -> TrialRecord | None:
-        """The reference configuration's trial: the first baseline trial that trained (complete or pruned;
-        a pruned one keeps its best weights for the verdict and re-evaluation)."""
-        return next((r for r in self.trials()
-                     if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
+        """The study's baseline trial (:func:`baseline_of`)."""
+        return baseline_of(self.trials())
 
     def refresh_trials_csv(self) -> None:
         """Rebuild ``trials.csv`` from the per-trial records (atomic)."""
@@ -264,6 +265,30 @@ class StudyDir:
             return []
         with p.open() as f:
             return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The complete trials with a finite score, best first (ties: the lower number)."""
+    done = [r for r in trials if r.status == TrialState.COMPLETE and r.score is not None and math.isfinite(r.score)]
+    return sorted(done, key=lambda r: (-float(r.score or 0.0), r.number))
+
+
+def best_of(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The best trial: the first of :func:`ranked`.
+
+    The one definition that the final stage, the re-evaluation, status, export and the report use.
+    """
+    done = ranked(trials)
+    return done[0] if done else None
+
+
+def baseline_of(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The baseline trial: the first baseline trial that trained, complete or pruned (a pruned one keeps
+    its best weights for the verdict and the re-evaluation); a failed one is no baseline.
+
+    The one definition that the final stage, the re-evaluation, status, export and the report use.
+    """
+    return next((r for r in trials if r.baseline and r.status in (TrialState.COMPLETE, TrialState.PRUNED)), None)
 
 
 def open_study(results_root: Path | str, name: str) -> StudyDir:

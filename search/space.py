@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.config import HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
+from data import AugmentSpec
+from models import UNetSpec
+from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
+from search.specs import TrainSpec
 
 __all__ = [
     "REFERENCE_VALUES",
+    "baseline_deviations",
     "baseline_values",
     "complete_values",
     "describe",
@@ -22,8 +26,21 @@ __all__ = [
 ]
 
 
-# The hand-picked reference configuration (DESIGN §7, §9) that every study starts from.
-REFERENCE_VALUES: dict[str, Any] = dict(HYPERPARAMETER_DEFAULTS)
+def _reference_values() -> dict[str, Any]:
+    """The reference tool's configuration (DESIGN §7, §9), read from the defaults of the specs that
+    reproduce it (UNetSpec, TrainSpec, AugmentSpec.reference()), so that there is no second copy."""
+    model, train, augment = UNetSpec(), TrainSpec(), AugmentSpec.reference()
+    values: dict[str, Any] = {
+        "base_filters": model.base_filters, "base_kernels": model.base_kernels, "num_layers": model.num_layers,
+        "dilation": model.dilation, "dropout_rate": model.dropout_rate, "learning_rate": train.learning_rate,
+        "batch_norm": model.batch_norm, "standardize_input": model.standardize_input, "loss": train.loss,
+    }
+    return values | {f"augment.{name}": getattr(augment, name) for name in AUGMENTATIONS}
+
+
+# The hand-picked reference configuration: the baseline (trial 0) is these values placed inside the
+# study's search space (:func:`baseline_values`; :func:`baseline_deviations` says where it differs).
+REFERENCE_VALUES: dict[str, Any] = _reference_values()
 
 
 def to_keras_tuner(cfg: Config) -> Any:
@@ -105,6 +122,33 @@ def baseline_values(cfg: Config) -> dict[str, Any]:
     ref["num_layers"] = min(ref["num_layers"], max_feasible_layers(cfg.data.image_size))
     sampled = {name: p.snap(ref[name]) for name, p in cfg.sampled_params().items()}
     return sampled
+
+
+def baseline_deviations(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where a baseline trial's ``values`` differ from :data:`REFERENCE_VALUES`, and why.
+
+    Each entry: ``hyperparameter``, ``reference``, ``value`` and ``why``: "fixed by the search space"
+    (a ``{value: X}`` entry, e.g. the shipped ``batch_norm: true``), "the deepest UNet that fits
+    data.image_size", "snapped into the search space" (the nearest value a sampled entry allows), or
+    "the study's default" (a hyperparameter the space leaves out).
+    """
+    out = []
+    for name, ref in REFERENCE_VALUES.items():
+        value = values.get(name, ref)
+        if value == ref:
+            continue
+        p = cfg.search_space.get(name)
+        deepest = max_feasible_layers(cfg.data.image_size)
+        if p is not None and p.is_fixed:
+            why = "fixed by the search space"
+        elif name == "num_layers" and ref > deepest and value == deepest:
+            why = "the deepest UNet that fits data.image_size"
+        elif p is not None:
+            why = "snapped into the search space"
+        else:
+            why = "the study's default"
+        out.append({"hyperparameter": name, "reference": ref, "value": value, "why": why})
+    return out
 
 
 def _is_numeric(values: tuple[Any, ...]) -> bool:

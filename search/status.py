@@ -77,10 +77,11 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
         vals = ", ".join(f"{k}={format_value(v)}" for k, v in best.values.items() if not k.startswith("augment."))
         se = f" ± {best.score_se:.4f}" if best.score_se is not None else ""
         lines.append(f"best: trial {best.number}, validation hard dice {best.score:.4f}{se} ({vals})")
-        base = [r for r in trials if r.baseline and r.status == TrialState.COMPLETE]
-        if base and base[0].score is not None and best.score is not None:
-            lines.append(f"baseline (reference config): trial {base[0].number}, {base[0].score:.4f} "
-                         f"→ gain on validation {best.score - base[0].score:+.4f} (the best of many trials: "
+        base = study.baseline_trial()
+        if base is not None and base.score is not None and best.score is not None:
+            pruned = f", pruned after {base.epochs_run} epochs" if base.status == TrialState.PRUNED else ""
+            lines.append(f"baseline: trial {base.number}{pruned}, {base.score:.4f} "
+                         f"→ gain on validation {best.score - base.score:+.4f} (the best of many trials: "
                          f"optimistic; the test verdict is the fair comparison)")
     for r in trials:
         if r.status == TrialState.RUNNING:

@@ -60,7 +60,8 @@ class TrialTask:
     ``units``: each image's patient, so that the standard error and fold pruning count patients
     (None: every image is a unit).
     Final stage (``kind="final"``): ``model`` is tested (or, with ``fixed_epochs``, ``specs`` is
-    retrained on train+valid), and ``baseline`` is tested on the same images for the verdict;
+    retrained on train+valid), and ``baseline`` is tested on the same images for the verdict (with
+    ``baseline_fixed_epochs``, its specs retrained on train+valid first, like the chosen model);
     ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
     """
 
@@ -77,6 +78,7 @@ class TrialTask:
     fixed_epochs: int | None = None
     model: ModelSource | None = None
     baseline: ModelSource | None = None
+    baseline_fixed_epochs: int | None = None
     candidates: tuple[ModelSource, ...] = ()  # final stage: tested too, for the record (not for the pick)
     verbose: int = 0
 
@@ -120,7 +122,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         if task.kind == "final":
             from search.final_task import run_final_task
 
-            outcome = run_final_task(task, data, hook, out)
+            outcome = run_final_task(task, data, hook, out, on_epoch=on_epoch)
         elif task.folds is not None:
             from search.kfold import run_kfold_trial
 

@@ -162,6 +162,7 @@ class TrialExecutor:
             seed=trial_seed(cfg.study.seed, number),
             baseline=baseline,
             engine_id=platform.node(),
+            max_epochs=max_epochs if max_epochs is not None else cfg.train.max_epochs,
         )
         if previous is not None:
             rec.started_at = previous.started_at

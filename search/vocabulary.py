@@ -54,7 +54,8 @@ def optuna_state(state: TrialState) -> Any:
 
 
 # Keras Tuner's ``TrialStatus`` of an ended trial → ours (its RUNNING, IDLE and STOPPED trials have not ended).
-# Keras Tuner has no "pruned": version 1.4 cannot stop a trial mid-training (search/engines/kt_engine.py).
+# Keras Tuner has no "pruned": version 1.4 cannot stop a trial mid-training; a trial that our rules
+# stopped (collapsed) reports its score and a flag metric instead (search/engines/kt_engine.py, kt_trial_state).
 KERAS_TUNER_STATES: dict[str, TrialState] = {
     "COMPLETED": TrialState.COMPLETE,
     "FAILED": TrialState.FAILED,

@@ -65,7 +65,8 @@ def test_json_has_best_trial_and_test_metrics(tmp_path: Path) -> None:
     assert out["study"] == "tiny" and out["objective"] == "val_hard_dice"
     assert out["test_metrics"]["hard_dice"] == pytest.approx(0.8) and out["test_metrics"]["n_images"] == 3
     assert out["final_trial"] == best.number
-    assert out["baseline_trial"] == {"trial": 0, "score": pytest.approx(study.read_trial(0).score)}  # type: ignore[union-attr]
+    assert out["baseline_trial"] == {"trial": 0, "score": pytest.approx(study.read_trial(0).score),  # type: ignore[union-attr]
+                                     "status": "complete"}
 
     no_final = build_study(tmp_path, name="nofinal", final=False)
     assert json.loads(export_json(no_final))["test_metrics"] is None

@@ -111,6 +111,18 @@ def test_keras_tuner_random_end_to_end(tmp_path: Path, synthetic_root: Path) -> 
     assert [r.number for r in study.trials()] == [0, 1, 2, 3]
 
 
+def test_keras_tuner_hyperband_baseline_trains_as_long_as_the_others_may(tmp_path: Path, synthetic_root: Path) -> None:
+    """Review §9: the baseline kept its bracket's tuner/epochs (here 2 of 6; 2 of 100 by default)."""
+    raw = tiny_raw_config(synthetic_root, study={"name": "hb", "strategy": "hyperband", "max_trials": 2,
+                                                 "baselines": True, "hyperband_factor": 3},
+                          train={"max_epochs": 6, "patience": 6, "collapse_epochs": 0})
+    results = tmp_path / "results"
+    assert main(["--results", str(results), "run", "--config", str(_write_config(tmp_path, raw)), "--no-final"]) == 0
+    base, first = StudyDir(results / "hb").trials()
+    assert base.baseline and base.max_epochs == 6 and base.epochs_run == 6
+    assert not first.baseline and first.max_epochs == first.epochs_run == 2  # its bracket: ceil(6 / 3)
+
+
 def test_nan_trials_fail_and_consecutive_failures_stop_the_run(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
 ) -> None:

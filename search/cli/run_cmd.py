@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
     f = sub.add_parser("final", help="evaluate a study's best trial on the test split (final.train_on_valid: retrain it first)")
     f.add_argument("name", help="study name")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override final.* keys")
+    f.add_argument("--show-candidate-test", action="store_true",
+                   help="also test every re-evaluated candidate, after the pick, into final/candidate_test.json "
+                        "(a pick made again after reading it is test-informed)")
     f.set_defaults(func=cmd_final)
 
 
@@ -141,7 +144,8 @@ def cmd_final(args: argparse.Namespace) -> int:
     for s in args.set:
         raw = apply_override(raw, s)
     cfg = config_from_dict(raw, source=str(study.study_yaml))
-    final = run_final(study, cfg=cfg, results_root=Path(args.results), verbose=args.verbose)
+    final = run_final(study, cfg=cfg, results_root=Path(args.results), verbose=args.verbose,
+                      show_candidate_test=args.show_candidate_test)
     print(f"final model (trial {final['trial']}): test hard dice {final['hard_dice']:.4f}, "
           f"IoU {final['hard_iou']:.4f} → {study.final_dir}")
     return 0

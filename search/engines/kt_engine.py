@@ -2,6 +2,10 @@
 
 Keras Tuner 1.4 cannot prune mid-training, so trials always run to early stopping (hyperband
 instead gives each trial its epoch budget through ``tuner/epochs``; trials start from scratch).
+The baseline (trial 0) runs outside hyperband's brackets with the full ``train.max_epochs``: it is
+what the final verdict compares the chosen model with, so it must train as long as the others may.
+A trial that our rules stopped (collapsed: ``pruned``) reports its best score like a complete one,
+so that the oracle learns from it; the metric :data:`PRUNED_METRIC` tells a chief that it was pruned.
 
 Several processes or machines use Keras Tuner's chief/worker mode, driven by its environment
 variables: the chief (``KERASTUNER_TUNER_ID=chief``) serves the oracle over gRPC at
@@ -31,12 +35,15 @@ from search.results import atomic_write_text
 from search.space import baseline_values, to_keras_tuner
 from search.vocabulary import KERAS_TUNER_STATES, OBJECTIVE, TrialState
 
-__all__ = ["StudyTuner", "make_oracle", "run_keras_tuner", "serve_oracle"]
+__all__ = ["PRUNED_METRIC", "StudyTuner", "kt_trial_state", "make_oracle", "run_keras_tuner", "serve_oracle"]
 
 logger = logging.getLogger(__name__)
 KT_OBJECTIVE = kt.Objective(OBJECTIVE, direction="max")
 RUNNING = kt.engine.trial.TrialStatus.RUNNING
 STOPPED = kt.engine.trial.TrialStatus.STOPPED
+# Reported with the score of a trial that our rules stopped early: Keras Tuner has no pruned state,
+# and a trial's metrics (unlike its message) reach a chief over gRPC.
+PRUNED_METRIC = "unet_search_pruned"
 
 
 def _oracle_class(cfg: Config) -> type:
@@ -48,16 +55,22 @@ def _oracle_class(cfg: Config) -> type:
 
 
 def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
-    """The strategy's oracle, extended to (1) give trial 0 the baseline values, (2) stop at the
-    budget, (3) write its state atomically, (4) on a chief, record trials that workers ended."""
+    """The strategy's oracle, extended to (1) give trial 0 the baseline values (hyperband: outside
+    its brackets, so with the full epoch budget), (2) stop at the budget, (3) write its state
+    atomically, (4) on a chief, record trials that workers ended."""
     base = _oracle_class(cfg)
     baseline = baseline_values(cfg) if cfg.study.baselines else None
     max_trials = cfg.study.max_trials
+    brackets = cfg.study.strategy == "hyperband"
 
     class StudyOracle(base):  # type: ignore[misc, valid-type]
         def populate_space(self, trial_id: str) -> dict[str, Any]:
             if len(self.trials) >= max_trials or not executor.budget_left():
                 return {"status": STOPPED, "values": None}
+            if baseline is not None and int(trial_id) == 0 and brackets:
+                # No tuner/epochs: StudyTuner.run_trial then trains for train.max_epochs, and no
+                # bracket lists the trial, so Hyperband neither promotes nor counts it.
+                return {"status": RUNNING, "values": dict(baseline)}
             response = super().populate_space(trial_id)
             if baseline is not None and int(trial_id) == 0 and response.get("values") is not None:
                 response["values"] = {**response["values"], **baseline}
@@ -102,15 +115,25 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
 def _record_on_chief(executor: Executor, trial: Any, baselines: bool) -> None:
     """The worker wrote its record in its own results folder; keep the chief's folder complete too
     (values, status, score) so that status and the final stage work there."""
-    status = KERAS_TUNER_STATES.get(str(trial.status))
+    status = kt_trial_state(trial)
     if status is None:
         return
     lines = (trial.message or "").strip().splitlines()
     values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
     number = int(trial.trial_id)
-    score = trial.score if status == TrialState.COMPLETE else None
+    score = trial.score if status in (TrialState.COMPLETE, TrialState.PRUNED) else None
     executor.record_external(number, values, status=status, score=score, reason=lines[-1] if lines else "",
                              baseline=baselines and number == 0)
+
+
+def kt_trial_state(trial: Any) -> TrialState | None:
+    """Our state of an ended Keras Tuner trial (None: not ended); a completed one that reported
+    :data:`PRUNED_METRIC` was pruned."""
+    status = KERAS_TUNER_STATES.get(str(trial.status))
+    if status == TrialState.COMPLETE and trial.metrics.exists(PRUNED_METRIC) \
+            and trial.metrics.get_last_value(PRUNED_METRIC):
+        return TrialState.PRUNED
+    return status
 
 
 class _ThroughKerasTuner(kt.errors.FatalError):
@@ -146,11 +169,12 @@ class StudyTuner(base_tuner.BaseTuner):
             )
         except (Interrupted, SearchAborted) as e:
             raise _ThroughKerasTuner(e) from e
-        # Our states → Keras Tuner's: a returned score completes the trial, FailedTrialError fails it
-        # (Keras Tuner has no pruned trials). Back on a chief: KERAS_TUNER_STATES.
-        if rec.status != TrialState.COMPLETE or rec.score is None:
+        # Our states → Keras Tuner's: a returned score completes the trial, FailedTrialError fails it.
+        # Keras Tuner has no pruned trials: a pruned one reports its best score (the oracle learns
+        # from it) and PRUNED_METRIC. Back on a chief: kt_trial_state.
+        if rec.status not in (TrialState.COMPLETE, TrialState.PRUNED) or rec.score is None:
             raise kt.errors.FailedTrialError(rec.reason or rec.status)
-        return {OBJECTIVE: float(rec.score)}
+        return {OBJECTIVE: float(rec.score), PRUNED_METRIC: float(rec.status == TrialState.PRUNED)}
 
     def save(self) -> None:  # atomic, like the oracle's files
         if not self._is_worker():

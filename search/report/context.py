@@ -9,7 +9,7 @@ from typing import Any
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
 from search.report.page import finite
-from search.results import StudyDir, TrialRecord, read_json
+from search.results import StudyDir, TrialRecord, baseline_of, best_of, read_json
 from search.vocabulary import TrialState
 
 __all__ = ["ReportContext"]
@@ -50,12 +50,11 @@ class ReportContext:
 
     @property
     def best(self) -> TrialRecord | None:
-        done = self.complete
-        return max(done, key=lambda r: (float(r.score or 0.0), -r.number)) if done else None
+        return best_of(self.trials)
 
     @property
     def baseline(self) -> TrialRecord | None:
-        return next((r for r in self.trials if r.baseline), None)
+        return baseline_of(self.trials)
 
     def param_names(self) -> list[str]:
         """The sampled hyperparameters (else those whose recorded values differ), in a stable order."""

@@ -52,12 +52,15 @@ def summary(ctx: ReportContext, page: Page) -> str:
         rows.append(("best", "no completed trial yet"))
     if base is not None:
         base_text = f"trial {base.number}: {base.status}"
-        if finite(base.score) and base.status == TrialState.COMPLETE:
-            base_text = f"{base.score:.4f} (trial {base.number}, the reference configuration)"
+        if finite(base.score):
+            pruned = f", pruned after {base.epochs_run} epochs" if base.status == TrialState.PRUNED else ""
+            base_text = f"{base.score:.4f} (trial {base.number}{pruned})"
             if best is not None and best.number != base.number:
                 gain = float(best.score or 0) - float(base.score or 0)
                 base_text += f" → search gain <b>{gain:+.4f}</b>"
         rows.append(("baseline", base_text))
+    elif any(r.baseline for r in trials):
+        rows.append(("baseline", "none: the baseline trial failed"))
     if ctx.final and isinstance(ctx.final.get("test"), dict):
         t = ctx.final["test"]
         rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
@@ -189,7 +192,8 @@ def final(ctx: ReportContext, page: Page) -> str:
 
 
 def _selection_table(selection: Any) -> str:
-    """The re-evaluated candidates: search score, fresh mean ± se, lower bound, and (after the pick) test."""
+    """The re-evaluated candidates: search score, fresh mean ± se, lower bound (no test score: only the
+    pick is tested, so that no one picks again by test)."""
     if not isinstance(selection, dict) or not selection.get("candidates"):
         return ""
     rows = []
@@ -197,13 +201,12 @@ def _selection_table(selection: Any) -> str:
         mark = " ★" if c.get("trial") == selection.get("chosen") else ""
         fresh = f"{fmt(c.get('mean'))} ± {fmt(c.get('se'))}" if c.get("mean") is not None else "no score"
         rows.append([f"{c.get('trial')}{mark}{' (baseline)' if c.get('baseline') else ''}", fmt(c.get("search_score")),
-                     fresh, fmt(c.get("lcb")), " ".join(fmt(r.get("score")) for r in c.get("runs", [])),
-                     fmt(c.get("test_hard_dice"))])
+                     fresh, fmt(c.get("lcb")), " ".join(fmt(r.get("score")) for r in c.get("runs", []))])
     rule = "mean" if selection.get("rule") == "mean" else "lower bound"
     return (f'<h3>Re-evaluation before the pick</h3><p class="muted">Each configuration trained again with '
             f'{html.escape(str(selection.get("seeds")))} fresh seeds; picked by the {rule} of the fresh validation '
-            f'scores. The test column was measured after the pick, for the record.</p>'
-            + table(["trial", "search score", "fresh mean ± se", "mean − se", "fresh runs", "test (its weights)"], rows))
+            f'scores. Only the pick is tested.</p>'
+            + table(["trial", "search score", "fresh mean ± se", "mean − se", "fresh runs"], rows))
 
 
 def trials_table(ctx: ReportContext, page: Page) -> str:

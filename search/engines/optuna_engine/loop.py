@@ -115,9 +115,27 @@ def _run_one(study: optuna.Study, trial: optuna.trial.Trial, cfg: Config, execut
         if rec.status == TrialState.COMPLETE and rec.score is not None:
             _tell(study, trial, executor, state=TrialState.COMPLETE, value=float(rec.score))
         elif rec.status == TrialState.PRUNED:
+            _report_score(trial, rec.score)
             _tell(study, trial, executor, state=TrialState.PRUNED)  # Optuna keeps its last reported value
         else:
             _tell(study, trial, executor, state=TrialState.FAILED)
+
+
+def _report_score(trial: optuna.trial.Trial, score: float | None) -> None:
+    """Make a pruned trial's last report its recorded score: Optuna takes that report as the trial's
+    value. The epochs report the running best, which is the score of a trial pruned by the pruner;
+    a k-fold trial stopped after a later fold scores the mean over its finished folds instead (its
+    reports are fold 0's), so that score is reported one step after the last."""
+    if score is None or not math.isfinite(score):
+        return
+    frozen = trial.storage.get_trial(trial._trial_id)
+    last = frozen.last_step
+    if last is not None and math.isclose(frozen.intermediate_values[last], score, rel_tol=0.0, abs_tol=1e-9):
+        return
+    try:
+        trial.report(float(score), 0 if last is None else last + 1)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # failed by another driver meanwhile: _tell records that
 
 
 def _tell(
