@@ -220,16 +220,30 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return np.ascontiguousarray(image)
-    interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
-    out = cv2.resize(image, (size, size), interpolation=interpolation)
+    out = cv2.resize(image, (size, size), interpolation=_interpolation(h, w, size))
     return out[:, :, None] if out.ndim == 2 else out
 
 
+MASK_COVER = 0.5 - 1e-4  # a resized mask pixel is foreground when at least half of it was (float rounding aside)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a {0, 1} mask [H, W] to [size, size] with nearest neighbour (never creates new values)."""
+    """Resize a {0, 1} mask [H, W] to [size, size] with the image's geometry, staying in {0, 1}.
+
+    The mask is resampled as float with the image's interpolation (area when shrinking, bilinear when
+    enlarging), then thresholded at one half. Nearest neighbour samples ``floor(x · scale)`` instead of the pixel
+    centres the image uses, which moved masks by up to half an output pixel against their image (0.38 px at
+    512 → 128).
+    """
     if mask.shape == (size, size):
         return np.ascontiguousarray(mask)
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    h, w = mask.shape
+    cover = cv2.resize(mask.astype(np.float32), (size, size), interpolation=_interpolation(h, w, size))
+    return (cover >= MASK_COVER).astype(np.uint8)
+
+
+def _interpolation(h: int, w: int, size: int) -> int:
+    return cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
 
 
 def list_names(names: Sequence[str], limit: int = MAX_LISTED) -> str:

@@ -211,14 +211,17 @@ def test_read_pair_resize_interpolations(tmp_path: Path) -> None:
     image = rng.integers(0, 256, size=(40, 40), dtype=np.uint8)
     mask = (rng.random((40, 40)) > 0.5).astype(np.uint8) * 255
     pair = Pair("a", _png(tmp_path / "a.png", image), _png(tmp_path / "m.png", mask))
+    binary = (mask >= 128).astype(np.float32)
     small, small_mask = read_pair(pair, LoadSettings(image_size=16, channels=1))
     assert np.array_equal(small[..., 0], cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA))
-    assert np.array_equal(
-        small_mask, cv2.resize((mask >= 128).astype(np.uint8), (16, 16), interpolation=cv2.INTER_NEAREST)
-    )
+    # masks: the image's interpolation on the float mask, then at least half covered = foreground
+    area = cv2.resize(binary, (16, 16), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(small_mask[np.abs(area - 0.5) > 1e-3], (area >= 0.5)[np.abs(area - 0.5) > 1e-3])
     big, big_mask = read_pair(pair, LoadSettings(image_size=64, channels=1))
     assert np.array_equal(big[..., 0], cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR))
+    linear = cv2.resize(binary, (64, 64), interpolation=cv2.INTER_LINEAR)
     assert set(np.unique(big_mask)) <= {0, 1}
+    assert np.array_equal(big_mask[np.abs(linear - 0.5) > 1e-3], (linear >= 0.5)[np.abs(linear - 0.5) > 1e-3])
 
 
 def test_read_pair_colour_to_rgb_and_gray(tmp_path: Path) -> None:
@@ -381,3 +384,31 @@ def test_real_dataset_discovered_and_checked(name: str) -> None:
     assert report.fingerprint is not None
     assert report.fingerprint["total"]["sizes"] == {"512x512": sum(REAL_COUNTS[name])}
     assert report.fingerprint["total"]["foreground"]["empty"] == 0
+
+
+# --------------------------------------------------------------------------------------------- resize geometry
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    ys, xs = np.indices(weights.shape)
+    total = weights.sum()
+    return np.array([(xs * weights).sum() / total, (ys * weights).sum() / total])
+
+
+@pytest.mark.parametrize(("source", "target"), [(512, 128), (500, 128), (96, 128)])
+def test_masks_are_resized_with_the_images_geometry(source: int, target: int) -> None:
+    from data.dataset import resize_image, resize_mask
+
+    rng = np.random.default_rng(5)
+    ys, xs = np.indices((source, source))
+    shifts = []
+    for _ in range(24):
+        cx, cy = rng.uniform(0.3 * source, 0.7 * source, 2)
+        radius = rng.uniform(0.03, 0.06) * source
+        disk = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2
+        image = resize_image(disk.astype(np.uint8)[:, :, None] * 255, target)[:, :, 0].astype(float)
+        mask = resize_mask(disk.astype(np.uint8), target)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        shifts.append(_centroid(mask.astype(float)) - _centroid(image))
+    mean_shift = np.abs(np.mean(shifts, axis=0))
+    assert mean_shift.max() <= 0.05, f"mask-minus-image centroid shift {mean_shift} px"
