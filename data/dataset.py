@@ -1,8 +1,8 @@
 """Discover a 2D segmentation dataset on disk and read its image/mask pairs.
 
 Layout: ``<root>/<split>/images/*`` and ``<root>/<split>/masks/*`` for the splits ``train``, ``valid`` (or
-``val``) and ``test``; an image and its mask share a file stem. Only numpy and OpenCV are used here, so the CLI's
-data commands stay fast.
+``val``) and ``test``; an image and its mask share a file stem, and a stem belongs to one split only. Only numpy
+and OpenCV are used here, so the CLI's data commands stay fast.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetInde
         A DatasetIndex whose splits are keyed by the canonical split names, pairs sorted by stem.
 
     Raises:
-        DatasetError: for the first problem found (missing folders, unpaired or duplicate files, empty split).
+        DatasetError: for the first problem found (missing folders, unpaired or duplicate files, empty split,
+            a stem in two splits).
     """
     index, problems = scan(root, splits=splits)
     if problems:
@@ -113,7 +114,24 @@ def scan(root: Path | str, *, splits: Sequence[str] = SPLITS) -> tuple[DatasetIn
         problems.extend(split_problems)
         if pairs:
             found[split] = pairs
+    problems.extend(_stems_in_several_splits(root, found))
     return DatasetIndex(root, found), problems
+
+
+def _stems_in_several_splits(root: Path, found: dict[str, tuple[Pair, ...]]) -> list[str]:
+    """One problem listing the stems that more than one split holds (k-fold pools and scores key images by stem,
+    so two images of one name would collapse into one)."""
+    splits_of: dict[str, list[str]] = {}
+    for split, pairs in found.items():
+        for pair in pairs:
+            splits_of.setdefault(pair.stem, []).append(split)
+    shared = [f"{stem} ({' and '.join(names)})" for stem, names in sorted(splits_of.items()) if len(names) > 1]
+    if not shared:
+        return []
+    return [
+        f"dataset {root}: {len(shared)} stems are in more than one split ({list_names(shared)}); "
+        "expected each image name in one split only (rename or move the copies)"
+    ]
 
 
 def read_pair(pair: Pair, settings: LoadSettings) -> tuple[np.ndarray, np.ndarray]:

@@ -59,8 +59,8 @@ def test_discover_pairs_sorted_by_stem_across_extensions(tmp_path: Path) -> None
     for split in SPLITS:
         for stem in ("b", "a", "c10", "c2"):
             image, mask = _pair_arrays(len(stem))
-            _png(root / split / "images" / f"{stem}.jpg", image)
-            _png(root / split / "masks" / f"{stem}.PNG", mask)
+            _png(root / split / "images" / f"{split}_{stem}.jpg", image)
+            _png(root / split / "masks" / f"{split}_{stem}.PNG", mask)
         (root / split / "images" / ".hidden.png").write_bytes(b"junk")
         (root / split / "masks" / "._a.png").write_bytes(b"junk")
         (root / split / "images" / "notes.txt").write_text("ignored")
@@ -69,9 +69,11 @@ def test_discover_pairs_sorted_by_stem_across_extensions(tmp_path: Path) -> None
     assert tuple(index.splits) == SPLITS
     for split in SPLITS:
         stems = [pair.stem for pair in index.splits[split]]
-        assert stems == ["a", "b", "c10", "c2"]
+        assert stems == [f"{split}_{s}" for s in ("a", "b", "c10", "c2")]
         first = index.splits[split][0]
-        assert first == Pair("a", root / split / "images" / "a.jpg", root / split / "masks" / "a.PNG")
+        assert first == Pair(
+            f"{split}_a", root / split / "images" / f"{split}_a.jpg", root / split / "masks" / f"{split}_a.PNG"
+        )
     assert discover(root) == index  # deterministic
 
 
@@ -412,3 +414,18 @@ def test_masks_are_resized_with_the_images_geometry(source: int, target: int) ->
         shifts.append(_centroid(mask.astype(float)) - _centroid(image))
     mean_shift = np.abs(np.mean(shifts, axis=0))
     assert mean_shift.max() <= 0.05, f"mask-minus-image centroid shift {mean_shift} px"
+
+
+# --------------------------------------------------------------------------------------------- one split per image
+
+
+def test_the_same_stem_in_two_splits_is_an_error(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "ds")
+    image, mask = _pair_arrays(9)
+    _png(root / "valid" / "images" / "s00.png", image)  # s00 is a training image too
+    _png(root / "valid" / "masks" / "s00.png", mask)
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    assert "s00" in str(info.value) and "train" in str(info.value) and "valid" in str(info.value)
+    report = check_dataset(root, LoadSettings(image_size=16))
+    assert any("s00" in e and "train" in e and "valid" in e for e in report.errors)
