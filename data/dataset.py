@@ -161,7 +161,8 @@ class ReadPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReadPlan:
-        return cls(int(d["image_size"]), int(d["channels"]), MaskRule(**d["mask"]), int(d["image_bits"]))
+        return cls(image_size=int(d["image_size"]), channels=int(d["channels"]), mask=MaskRule(**d["mask"]),
+                   image_bits=int(d["image_bits"]))
 
     @classmethod
     def for_pair(cls, pair: Pair, settings: LoadSettings) -> ReadPlan:
@@ -169,7 +170,8 @@ class ReadPlan:
         raw_image = decode_raw(read_bytes(pair.image, what="image"), pair.image, what="image")
         gray = to_gray(decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask"))
         channels = settings.channels if isinstance(settings.channels, int) else (1 if is_gray(raw_image) else 3)
-        return cls(settings.image_size, channels, mask_rule(np.unique(gray), settings), value_bits(raw_image))
+        return cls(image_size=settings.image_size, channels=channels, mask=mask_rule(np.unique(gray), settings),
+                   image_bits=value_bits(raw_image))
 
 
 def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetIndex:

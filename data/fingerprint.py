@@ -272,7 +272,8 @@ class FingerprintBuilder:
 
     def plan(self) -> ReadPlan:
         """How every pair of the dataset is read, from what has been added."""
-        return ReadPlan(self._settings.image_size, self.channels, self._rule, self.image_bits)
+        return ReadPlan(image_size=self._settings.image_size, channels=self.channels, mask=self._rule,
+                        image_bits=self.image_bits)
 
     def bit_depth_errors(self) -> list[str]:
         """8-bit image files next to 16-bit ones with wider values: no single scale fits both."""
