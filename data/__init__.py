@@ -15,17 +15,22 @@ from data.dataset import (
     SPLITS,
     DatasetIndex,
     LoadSettings,
+    MaskRule,
     Pair,
+    ReadPlan,
     decode_raw,
     discover,
     list_names,
+    prepare_image,
     read_bytes,
     read_pair,
     resize_image,
+    resize_mask,
     to_channels,
+    value_bits,
 )
 from data.errors import DatasetError
-from data.fingerprint import CheckReport, check_dataset, content_hash
+from data.fingerprint import CheckReport, check_dataset, content_hash, foreground_errors
 from data.synthetic import make_phantom, synthetic_arrays, write_synthetic_dataset
 from data.volumes import Manifest, ManifestRow, find_volume_pairs, prepare_volumes
 
@@ -41,7 +46,9 @@ __all__ = [
     "LoadSettings",
     "Manifest",
     "ManifestRow",
+    "MaskRule",
     "Pair",
+    "ReadPlan",
     "SplitArrays",
     "cache_key",
     "check_dataset",
@@ -50,17 +57,21 @@ __all__ = [
     "discover",
     "eval_dataset",
     "find_volume_pairs",
+    "foreground_errors",
     "list_names",
     "load_cached",
     "make_phantom",
     "open_cache",
+    "prepare_image",
     "prepare_volumes",
     "read_bytes",
     "read_pair",
     "resize_image",
+    "resize_mask",
     "synthetic_arrays",
     "to_channels",
     "train_dataset",
+    "value_bits",
     "write_synthetic_dataset",
 ]
 

@@ -342,7 +342,8 @@ class Augmenter:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one sample: image uint8 [H, W, C] and mask uint8 [H, W] in {0, 1}, H = W = size.
+        """Augment one sample: image uint8 (or float32, 16-bit data) [H, W, C] and mask uint8 [H, W] in {0, 1},
+        H = W = size.
 
         Returns arrays of the same shapes and dtypes (the inputs themselves when no operation was drawn).
         """
@@ -361,9 +362,9 @@ class Augmenter:
 
     def _check(self, image: np.ndarray, mask: np.ndarray) -> None:
         size = self.size
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[:2] != (size, size):
+        if image.dtype not in (np.uint8, np.float32) or image.ndim != 3 or image.shape[:2] != (size, size):
             raise ValueError(
-                f"Augmenter: expected image uint8 [{size}, {size}, C]. "
+                f"Augmenter: expected image uint8 or float32 [{size}, {size}, C]. "
                 f"Received: image dtype={image.dtype}, shape={image.shape}"
             )
         if mask.dtype != np.uint8 or mask.shape != (size, size):

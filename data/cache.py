@@ -1,10 +1,12 @@
-"""Decoded uint8 cache of a dataset, shared by every process that trains on it.
+"""Decoded cache of a dataset, shared by every process that trains on it.
 
 ``cache_dir/<key>/`` holds ``<split>_images.npy`` [N, S, S, C], ``<split>_masks.npy`` [N, S, S] (values 0/1),
-``stems.json``, ``fingerprint.json`` and, written last, ``COMPLETE``. The key hashes the dataset's content hash and
-the load settings, so a changed file or setting gives a new cache. A cache is built in a private temporary folder
-and renamed into place in one step; when two processes build the same key, the first rename wins and the other
-discards its copy. Readers verify ``COMPLETE`` before use, so a torn or mixed cache is never loaded.
+``stems.json``, ``fingerprint.json`` and, written last, ``COMPLETE`` (with the dataset's ReadPlan: resolved
+channels, mask rule, image bit depth). Images are uint8, or float32 on 0..255 for 16-bit datasets (every grey
+level kept). The key hashes the dataset's content hash, the load settings and CACHE_VERSION (the reading rules),
+so a changed file, setting or rule gives a new cache. A cache is built in a private temporary folder and renamed
+into place in one step; when two processes build the same key, the first rename wins and the other discards its
+copy. Readers verify ``COMPLETE`` before use, so a torn or mixed cache is never loaded.
 """
 
 from __future__ import annotations
@@ -17,21 +19,23 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.dataset import DatasetIndex, LoadSettings
+from data.dataset import AUTO, DatasetIndex, LoadSettings, ReadPlan, image_scale, resize_mask, resized_pixels
 from data.errors import DatasetError
-from data.fingerprint import FingerprintBuilder, content_hash, examine
+from data.fingerprint import FingerprintBuilder, content_hash, dataset_mask_rule, examine
 
 __all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "load_cached", "open_cache"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# 2: masks read by the dataset's mask rule and resized with the image's geometry; channels "auto"; 16-bit images
+# kept as float32 (1 binarised every mask at 128, resized masks with nearest neighbour and cut 16 bits to 8).
+CACHE_VERSION = 2
 _COMPLETE = "COMPLETE"
 _STEMS = "stems.json"
 _FINGERPRINT = "fingerprint.json"
@@ -55,17 +59,24 @@ class SplitArrays:
 
 @dataclass(frozen=True, eq=False)
 class CachedDataset:
-    """A verified cache: its key and folder, the dataset fingerprint, the load settings and the split arrays."""
+    """A verified cache: its key and folder, the dataset fingerprint, the load settings, how the pairs were read
+    (the ReadPlan) and the split arrays."""
 
     key: str
     path: Path
     fingerprint: dict[str, Any]
     settings: LoadSettings
+    plan: ReadPlan
     splits: dict[str, SplitArrays]
 
     @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(self.splits)
+
+    @property
+    def channels(self) -> int:
+        """The image channels in the cache (``channels: auto`` resolved)."""
+        return self.plan.channels
 
     def split(self, name: str) -> SplitArrays:
         """The arrays of one split; a KeyError lists the cached splits."""
@@ -102,9 +113,9 @@ def load_cached(index: DatasetIndex, settings: LoadSettings, *, cache_dir: Path 
         expected_hash = content_hash(index)
         key = _key(expected_hash, index, settings)
         target = cache_dir / key
-        cached = _open(target, key, settings)
+        cached = _open(target, key) or _resolved_auto(cache_dir, expected_hash, index, settings)
         if cached is not None:
-            logger.debug("cache %s reused", target)
+            logger.debug("cache %s reused", cached.path)
             cached.fingerprint["root"] = str(index.root)
             return cached
         if target.exists():
@@ -112,7 +123,7 @@ def load_cached(index: DatasetIndex, settings: LoadSettings, *, cache_dir: Path 
             _discard(target)
         _remove_stale_temporaries(cache_dir)
         if _build(index, settings, cache_dir=cache_dir, key=key, expected_hash=expected_hash):
-            cached = _open(target, key, settings)
+            cached = _open(target, key)
             if cached is not None:
                 cached.fingerprint["root"] = str(index.root)
                 return cached
@@ -130,13 +141,12 @@ def open_cache(path: Path | str) -> CachedDataset:
     """
     folder = Path(path).expanduser().absolute()
     try:
-        marker = json.loads((folder / _COMPLETE).read_text())
-        settings = LoadSettings(**marker["settings"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        json.loads((folder / _COMPLETE).read_text())
+    except (OSError, ValueError) as exc:
         raise DatasetError(
             f"cache {folder}: no valid {_COMPLETE} marker ({exc}); expected a complete cache built by load_cached"
         ) from None
-    cached = _open(folder, folder.name, settings)
+    cached = _open(folder, folder.name)
     if cached is None:
         raise DatasetError(
             f"cache {folder}: files are missing or inconsistent; expected a complete cache built by load_cached"
@@ -157,6 +167,19 @@ def _key(content: str, index: DatasetIndex, settings: LoadSettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _resolved_auto(
+    cache_dir: Path, content: str, index: DatasetIndex, settings: LoadSettings
+) -> CachedDataset | None:
+    """The ``channels: auto`` cache when it resolved to the channels asked for, so that a study that recorded
+    its resolved channels (study.yaml) reads the cache it was built with instead of decoding the dataset again."""
+    if settings.channels == AUTO:
+        return None
+    auto = replace(settings, channels=AUTO)
+    key = _key(content, index, auto)
+    cached = _open(cache_dir / key, key)
+    return cached if cached is not None and cached.channels == settings.channels else None
+
+
 def _array_names(split: str) -> tuple[str, str]:
     return f"{split}_images.npy", f"{split}_masks.npy"
 
@@ -168,7 +191,7 @@ def _build(
     target = cache_dir / key
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=cache_dir))
     try:
-        fingerprint = _write_arrays(index, settings, tmp)
+        fingerprint, plan = _write_arrays(index, settings, tmp)
         if fingerprint["content_hash"] != expected_hash:
             logger.warning("dataset %s changed while caching; starting again", index.root)
             return False
@@ -183,6 +206,7 @@ def _build(
             "key": key,
             "cache_version": CACHE_VERSION,
             "settings": asdict(settings),
+            "plan": plan.to_dict(),
             "counts": {split: len(pairs) for split, pairs in index.splits.items()},
             "files": files,
         }
@@ -204,27 +228,59 @@ def _build(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_arrays(index: DatasetIndex, settings: LoadSettings, folder: Path) -> dict[str, Any]:
-    size, channels = settings.image_size, settings.channels
+class _Relayout(Exception):
+    """The data needs another array layout than the one being written (found colour, or 16-bit values)."""
+
+    def __init__(self, channels: int, wide: bool) -> None:
+        super().__init__(f"channels={channels}, wide={wide}")
+        self.channels, self.wide = channels, wide
+
+
+def _write_arrays(index: DatasetIndex, settings: LoadSettings, folder: Path) -> tuple[dict[str, Any], ReadPlan]:
+    """Decode every pair into ``folder``; returns the fingerprint and the ReadPlan it was read with.
+
+    The layout is guessed (one channel for ``channels: auto``, uint8) and written again from the start when a
+    pair contradicts it (a colour image, a 16-bit image with values above 255): usually the first pair does.
+    """
+    rule = dataset_mask_rule(index, settings)
+    channels, wide = (1 if settings.channels == AUTO else int(settings.channels)), False
+    while True:
+        try:
+            return _write_layout(index, settings, folder, rule=rule, channels=channels, wide=wide)
+        except _Relayout as exc:
+            logger.info("dataset %s needs %s; caching it again", index.root, exc)
+            channels, wide = exc.channels, exc.wide
+
+
+def _write_layout(
+    index: DatasetIndex, settings: LoadSettings, folder: Path, *, rule: Any, channels: int, wide: bool
+) -> tuple[dict[str, Any], ReadPlan]:
+    size = settings.image_size
     total = sum(len(pairs) for pairs in index.splits.values())
     logger.info(
-        "caching %d pairs of %s at %dx%dx%d into %s", total, index.root, size, size, channels, folder.parent
+        "caching %d pairs of %s at %dx%dx%d%s into %s",
+        total, index.root, size, size, channels, " (float32)" if wide else "", folder.parent,
     )
-    builder = FingerprintBuilder(index, settings)
+    builder = FingerprintBuilder(index, settings, rule)
     started = last_report = time.monotonic()
     done = 0
     for split, pairs in index.splits.items():
         image_name, mask_name = _array_names(split)
         images = np.lib.format.open_memmap(
-            folder / image_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size, channels)
+            folder / image_name, mode="w+", dtype=np.float32 if wide else np.uint8,
+            shape=(len(pairs), size, size, channels),
         )
         masks = np.lib.format.open_memmap(
             folder / mask_name, mode="w+", dtype=np.uint8, shape=(len(pairs), size, size)
         )
         for i, pair in enumerate(pairs):
-            info, image, mask = examine(split, pair, settings, resize=True)
-            images[i] = image
-            masks[i] = mask
+            info, raw, mask = examine(split, pair, rule)
+            if channels == 1 and settings.channels == AUTO and not info.gray:
+                raise _Relayout(3, wide)
+            if not wide and info.value_bits > 8:
+                raise _Relayout(channels, True)
+            images[i] = resized_pixels(raw, channels=channels, size=size, wide=wide)
+            masks[i] = resize_mask(mask, size)
             builder.add(info)
             done += 1
             now = time.monotonic()
@@ -234,11 +290,25 @@ def _write_arrays(index: DatasetIndex, settings: LoadSettings, folder: Path) -> 
         images.flush()
         masks.flush()
         del images, masks
+    for problem in builder.bit_depth_errors():
+        raise DatasetError(problem)
+    plan = builder.plan()
+    if wide:  # the scale needs the whole dataset's bit depth, known only now
+        _scale_images(index, folder, np.float32(image_scale(plan.image_bits)))
     logger.info("decoded %d pairs in %.1f s", total, time.monotonic() - started)
-    return builder.result()
+    return builder.result(), plan
 
 
-def _open(folder: Path, key: str, settings: LoadSettings) -> CachedDataset | None:
+def _scale_images(index: DatasetIndex, folder: Path, scale: np.float32) -> None:
+    for split in index.splits:
+        images = np.load(folder / _array_names(split)[0], mmap_mode="r+")
+        for start in range(0, len(images), 64):
+            images[start : start + 64] *= scale
+        images.flush()
+        del images
+
+
+def _open(folder: Path, key: str) -> CachedDataset | None:
     """The cache in ``folder`` if it is complete and consistent, else None."""
     try:
         marker = json.loads((folder / _COMPLETE).read_text())
@@ -247,9 +317,12 @@ def _open(folder: Path, key: str, settings: LoadSettings) -> CachedDataset | Non
         for name, size in marker["files"].items():
             if (folder / name).stat().st_size != size:
                 return None
+        settings = LoadSettings(**marker["settings"])
+        plan = ReadPlan.from_dict(marker["plan"])
         stems = json.loads((folder / _STEMS).read_text())
         fingerprint = json.loads((folder / _FINGERPRINT).read_text())
-        s, c = settings.image_size, settings.channels
+        s, c = plan.image_size, plan.channels
+        dtype = np.float32 if plan.image_bits > 8 else np.uint8
         splits: dict[str, SplitArrays] = {}
         for split, count in marker["counts"].items():
             image_name, mask_name = _array_names(split)
@@ -258,7 +331,7 @@ def _open(folder: Path, key: str, settings: LoadSettings) -> CachedDataset | Non
             if (
                 images.shape != (count, s, s, c)
                 or masks.shape != (count, s, s)
-                or images.dtype != np.uint8
+                or images.dtype != dtype
                 or masks.dtype != np.uint8
                 or len(stems.get(split, ())) != count
             ):
@@ -266,7 +339,7 @@ def _open(folder: Path, key: str, settings: LoadSettings) -> CachedDataset | Non
             splits[split] = SplitArrays(images=images, masks=masks, stems=tuple(stems[split]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return CachedDataset(key=key, path=folder, fingerprint=fingerprint, settings=settings, splits=splits)
+    return CachedDataset(key=key, path=folder, fingerprint=fingerprint, settings=settings, plan=plan, splits=splits)
 
 
 def _discard(folder: Path) -> None:

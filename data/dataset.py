@@ -1,8 +1,12 @@
 """Discover a 2D segmentation dataset on disk and read its image/mask pairs.
 
 Layout: ``<root>/<split>/images/*`` and ``<root>/<split>/masks/*`` for the splits ``train``, ``valid`` (or
-``val``) and ``test``; an image and its mask share a file stem. Only numpy and OpenCV are used here, so the CLI's
-data commands stay fast.
+``val``) and ``test``; an image and its mask share a file stem, and a stem belongs to one split only. Only numpy
+and OpenCV are used here, so the CLI's data commands stay fast.
+
+What is decided per dataset, never per image (so that every pair is read the same way), is a :class:`ReadPlan`:
+the image channels (``channels: auto`` is 1 when every image is greyscale), the mask rule (:func:`mask_rule`)
+and the images' bit depth (8-bit images stay uint8; wider ones become float32 on the same 0..255 scale).
 """
 
 from __future__ import annotations
@@ -11,13 +15,28 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from data.errors import DatasetError
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLITS", "DatasetIndex", "LoadSettings", "Pair", "discover", "read_pair"]
+__all__ = [
+    "AUTO",
+    "IMAGE_EXTENSIONS",
+    "SPLITS",
+    "DatasetIndex",
+    "LoadSettings",
+    "MaskRule",
+    "Pair",
+    "ReadPlan",
+    "discover",
+    "mask_rule",
+    "prepare_image",
+    "read_pair",
+    "value_bits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +45,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {"valid": ("val",)}
 MAX_LISTED = 10
+AUTO = "auto"
+MASK_HALF = 128  # the default mask threshold on the 0..255 scale (half the range)
+WIDE_FACTOR = 257  # 65535 / 255: an 8-bit threshold on the 16-bit scale
 _LAYOUT = "<root>/{train,valid,test}/{images,masks}/<stem>.png"
 
 
@@ -52,16 +74,19 @@ class DatasetIndex:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """How pairs are decoded: square size, image channels and the mask threshold."""
+    """What the user asked for: square size, image channels (1, 3 or ``"auto"``) and the mask threshold
+    (None: the dataset's mask rule, see :func:`mask_rule`)."""
 
     image_size: int
-    channels: int = 3
-    mask_threshold: int = 128
+    channels: int | str = AUTO
+    mask_threshold: int | None = None
 
     def __post_init__(self) -> None:
         limits = {"image_size": (1, None), "channels": (1, 3), "mask_threshold": (1, 255)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
+            if (name, value) in (("channels", AUTO), ("mask_threshold", None)):
+                continue
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"LoadSettings.{name} must be an int. Received: {name}={value!r}")
             # numpy ints become Python ints so the settings stay JSON-serialisable (fingerprint, cache key).
@@ -69,8 +94,84 @@ class LoadSettings:
             if value < low or (high is not None and value > high):
                 bounds = f">= {low}" if high is None else f"in {low}..{high}"
                 raise ValueError(f"LoadSettings.{name} must be {bounds}. Received: {name}={value!r}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"LoadSettings.channels must be 1 or 3. Received: channels={self.channels!r}")
+        if self.channels not in (1, 3, AUTO):
+            raise ValueError(f"LoadSettings.channels must be 1, 3 or 'auto'. Received: channels={self.channels!r}")
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How a dataset's mask pixels become {0, 1}: a pixel ``>= threshold`` (on the file's own scale) is foreground.
+
+    ``rule`` says in words which rule chose the threshold; it is recorded in the fingerprint and the cache.
+    """
+
+    threshold: int
+    rule: str
+
+    def apply(self, gray: np.ndarray) -> np.ndarray:
+        """uint8/uint16 [H, W] → uint8 {0, 1}."""
+        return (gray >= self.threshold).astype(np.uint8)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "rule": self.rule}
+
+
+def mask_rule(values: np.ndarray, settings: LoadSettings) -> MaskRule:
+    """The mask rule of a dataset whose masks hold the distinct ``values`` (all masks of all splits together).
+
+    - ``settings.mask_threshold`` set: it wins (on the 0..255 scale; masks with values above 255, i.e. 16-bit
+      masks, compare at threshold × 257).
+    - Exactly two values (label maps 0/1, 0/255, 0/38, 16-bit too): the lower is background, the higher
+      foreground.
+    - Otherwise (anti-aliased or JPEG masks, or one value only): foreground is ``>= 128`` (× 257 for 16-bit).
+
+    Deciding once per dataset keeps an all-background mask empty, whatever values it holds.
+    """
+    values = np.unique(np.asarray(values, dtype=np.int64))
+    wide = bool(values.size) and int(values[-1]) > 255
+    factor = WIDE_FACTOR if wide else 1
+    scale = "16-bit masks, × 257" if wide else "0..255"
+    if settings.mask_threshold is not None:
+        t = settings.mask_threshold * factor
+        return MaskRule(t, f"data.mask_threshold {settings.mask_threshold} ({scale}): foreground >= {t}")
+    if values.size == 2:
+        low, high = int(values[0]), int(values[1])
+        return MaskRule(high, f"two mask values: {low} is background, {high} foreground")
+    t = MASK_HALF * factor
+    return MaskRule(t, f"{describe_values(values)} in the masks: foreground >= {t} (half of {scale})")
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How every pair of one dataset is read: resolved channels, mask rule and image bit depth.
+
+    ``image_bits`` 8: images are uint8 (8-bit files, or 16-bit files whose values fit in 8 bits); 9..16: every
+    image is a 16-bit file and becomes float32 scaled by 255 / (2^bits − 1), so the model sees the 0..255 range
+    it expects (its Rescaling(1/255) unchanged) with every grey level kept.
+    """
+
+    image_size: int
+    channels: int
+    mask: MaskRule
+    image_bits: int = 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "channels": self.channels, "image_bits": self.image_bits,
+                "mask": self.mask.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReadPlan:
+        return cls(image_size=int(d["image_size"]), channels=int(d["channels"]), mask=MaskRule(**d["mask"]),
+                   image_bits=int(d["image_bits"]))
+
+    @classmethod
+    def for_pair(cls, pair: Pair, settings: LoadSettings) -> ReadPlan:
+        """The plan of a dataset made of this one pair (what `read_pair` uses when given LoadSettings)."""
+        raw_image = decode_raw(read_bytes(pair.image, what="image"), pair.image, what="image")
+        gray = to_gray(decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask"))
+        channels = settings.channels if isinstance(settings.channels, int) else (1 if is_gray(raw_image) else 3)
+        return cls(image_size=settings.image_size, channels=channels, mask=mask_rule(np.unique(gray), settings),
+                   image_bits=value_bits(raw_image))
 
 
 def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetIndex:
@@ -84,7 +185,8 @@ def discover(root: Path | str, *, splits: Sequence[str] = SPLITS) -> DatasetInde
         A DatasetIndex whose splits are keyed by the canonical split names, pairs sorted by stem.
 
     Raises:
-        DatasetError: for the first problem found (missing folders, unpaired or duplicate files, empty split).
+        DatasetError: for the first problem found (missing folders, unpaired or duplicate files, empty split,
+            a stem in two splits).
     """
     index, problems = scan(root, splits=splits)
     if problems:
@@ -113,24 +215,99 @@ def scan(root: Path | str, *, splits: Sequence[str] = SPLITS) -> tuple[DatasetIn
         problems.extend(split_problems)
         if pairs:
             found[split] = pairs
+    problems.extend(_stems_in_several_splits(root, found))
     return DatasetIndex(root, found), problems
 
 
-def read_pair(pair: Pair, settings: LoadSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pair at ``settings.image_size``.
+def _stems_in_several_splits(root: Path, found: dict[str, tuple[Pair, ...]]) -> list[str]:
+    """One problem listing the stems that more than one split holds (k-fold pools and scores key images by stem,
+    so two images of one name would collapse into one)."""
+    splits_of: dict[str, list[str]] = {}
+    for split, pairs in found.items():
+        for pair in pairs:
+            splits_of.setdefault(pair.stem, []).append(split)
+    shared = [f"{stem} ({' and '.join(names)})" for stem, names in sorted(splits_of.items()) if len(names) > 1]
+    if not shared:
+        return []
+    return [
+        f"dataset {root}: {len(shared)} stems are in more than one split ({list_names(shared)}); "
+        "expected each image name in one split only (rename or move the copies)"
+    ]
+
+
+def read_pair(pair: Pair, plan: ReadPlan | LoadSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair at the plan's size, as the cache does.
+
+    Args:
+        pair: the image and mask files.
+        plan: the dataset's ReadPlan (the cache's ``plan``); LoadSettings read the pair as a dataset of its own.
 
     Returns:
-        image: uint8 [S, S, C] (RGB when C == 3); mask: uint8 [S, S] with values in {0, 1}.
+        image: [S, S, C] (RGB when C == 3), uint8, or float32 on 0..255 for 16-bit data (`prepare_image`);
+        mask: uint8 [S, S] with values in {0, 1}.
 
     Raises:
         DatasetError: a file is unreadable or corrupt, or the image and mask sizes differ.
     """
+    if isinstance(plan, LoadSettings):
+        plan = ReadPlan.for_pair(pair, plan)
     raw_image = decode_raw(read_bytes(pair.image, what="image"), pair.image, what="image")
     raw_mask = decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask")
     check_sizes(pair, raw_image, raw_mask)
-    image = resize_image(to_channels(raw_image, settings.channels), settings.image_size)
-    mask = resize_mask(binarise(to_gray(raw_mask), settings.mask_threshold), settings.image_size)
+    image = prepare_image(raw_image, channels=plan.channels, size=plan.image_size, image_bits=plan.image_bits)
+    mask = resize_mask(plan.mask.apply(to_gray(raw_mask)), plan.image_size)
     return image, mask
+
+
+def prepare_image(raw: np.ndarray, *, channels: int, size: int, image_bits: int = 8) -> np.ndarray:
+    """A decoded image as the model takes it, at ``size``: the one conversion used by the cache and `predict`.
+
+    ``image_bits`` 8: uint8 (a 16-bit file must then hold values up to 255); 9..16: float32, scaled by
+    255 / (2^image_bits − 1), so the 0..255 range is the same as for 8-bit data and every level is kept.
+    """
+    pixels = resized_pixels(raw, channels=channels, size=size, wide=image_bits > 8)
+    if image_bits > 8:
+        pixels *= np.float32(image_scale(image_bits))
+    return pixels
+
+
+def resized_pixels(raw: np.ndarray, *, channels: int, size: int, wide: bool) -> np.ndarray:
+    """``raw`` in ``channels`` at ``size``: uint8, or (``wide``) float32 in the file's own units, not yet scaled."""
+    image = to_channels(raw, channels)
+    if wide:
+        return resize_image(image.astype(np.float32), size)
+    if image.dtype != np.uint8:
+        if image.size and int(image.max()) > 255:
+            raise ValueError(f"expected 8-bit values. Received: a {image.dtype} image with values up to {int(image.max())}")
+        image = image.astype(np.uint8)
+    return resize_image(image, size)
+
+
+def image_scale(image_bits: int) -> float:
+    """The factor that maps an image of ``image_bits`` significant bits onto 0..255."""
+    return 255.0 / float(2**image_bits - 1)
+
+
+def value_bits(raw: np.ndarray) -> int:
+    """Significant bits of an image's values (at least 8): 12 for a 12-bit CT slice stored in 16 bits."""
+    return max(8, int(raw.max()).bit_length()) if raw.size else 8
+
+
+def is_gray(raw: np.ndarray) -> bool:
+    """True for a one-channel image, or three equal channels (a greyscale image saved as colour)."""
+    if raw.ndim == 2:
+        return True
+    return bool(np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]))
+
+
+def describe_values(values: np.ndarray, limit: int = 8) -> str:
+    """``values 0, 1, 2`` or ``256 values 0..255`` for messages and the fingerprint."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return "no values"
+    if values.size <= limit:
+        return f"value{'s' if values.size > 1 else ''} {', '.join(str(int(v)) for v in values)}"
+    return f"{values.size} values {int(values[0])}..{int(values[-1])}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,11 +325,9 @@ def read_bytes(path: Path, *, what: str) -> bytes:
 
 
 def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
-    """Decode image bytes to uint8: 2D for grayscale, [H, W, 3] BGR for colour (alpha dropped).
-
-    16-bit files are reduced to 8 bits like OpenCV's own loaders do (high byte), except masks whose values all
-    fit in 8 bits (label maps saved as 16-bit), which are kept as they are.
-    """
+    """Decode image bytes to uint8 or uint16 (as stored): 2D for grayscale, [H, W, 3] BGR for colour (alpha
+    dropped). 16-bit files keep every level; the ReadPlan decides how they are scaled (images) or binarised
+    (masks)."""
     array: np.ndarray | None
     try:
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -163,13 +338,7 @@ def decode_raw(data: bytes, path: Path, *, what: str) -> np.ndarray:
             f"{what} {path}: cannot be decoded (corrupt, truncated or not an image); "
             f"expected a readable {'/'.join(IMAGE_EXTENSIONS)} file"
         )
-    if array.dtype == np.uint16:
-        array = (
-            array.astype(np.uint8)
-            if what == "mask" and int(array.max()) <= 255
-            else np.right_shift(array, 8).astype(np.uint8)
-        )
-    elif array.dtype != np.uint8:
+    if array.dtype not in (np.uint8, np.uint16):
         raise DatasetError(
             f"{what} {path}: pixel type {array.dtype} is not supported; expected 8- or 16-bit pixels"
         )
@@ -196,7 +365,7 @@ def check_sizes(pair: Pair, image: np.ndarray, mask: np.ndarray) -> None:
 
 
 def to_channels(raw: np.ndarray, channels: int) -> np.ndarray:
-    """Grayscale or BGR → uint8 [H, W, channels] (grayscale repeated, colour converted to RGB or gray)."""
+    """Grayscale or BGR → [H, W, channels] of the same dtype (grayscale repeated, colour converted to RGB or gray)."""
     if channels == 1:
         gray = raw if raw.ndim == 2 else cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
         return gray[:, :, None]
@@ -206,13 +375,8 @@ def to_channels(raw: np.ndarray, channels: int) -> np.ndarray:
 
 
 def to_gray(raw: np.ndarray) -> np.ndarray:
-    """Grayscale or BGR → uint8 [H, W]."""
+    """Grayscale or BGR → [H, W] of the same dtype."""
     return raw if raw.ndim == 2 else cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
-
-
-def binarise(gray: np.ndarray, threshold: int) -> np.ndarray:
-    """uint8 [H, W] → {0, 1} at ``>= threshold``."""
-    return (gray >= threshold).astype(np.uint8)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -220,16 +384,30 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return np.ascontiguousarray(image)
-    interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
-    out = cv2.resize(image, (size, size), interpolation=interpolation)
+    out = cv2.resize(image, (size, size), interpolation=_interpolation(h, w, size))
     return out[:, :, None] if out.ndim == 2 else out
 
 
+MASK_COVER = 0.5 - 1e-4  # a resized mask pixel is foreground when at least half of it was (float rounding aside)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a {0, 1} mask [H, W] to [size, size] with nearest neighbour (never creates new values)."""
+    """Resize a {0, 1} mask [H, W] to [size, size] with the image's geometry, staying in {0, 1}.
+
+    The mask is resampled as float with the image's interpolation (area when shrinking, bilinear when
+    enlarging), then thresholded at one half. Nearest neighbour samples ``floor(x · scale)`` instead of the pixel
+    centres the image uses, which moved masks by up to half an output pixel against their image (0.38 px at
+    512 → 128).
+    """
     if mask.shape == (size, size):
         return np.ascontiguousarray(mask)
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    h, w = mask.shape
+    cover = cv2.resize(mask.astype(np.float32), (size, size), interpolation=_interpolation(h, w, size))
+    return (cover >= MASK_COVER).astype(np.uint8)
+
+
+def _interpolation(h: int, w: int, size: int) -> int:
+    return cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
 
 
 def list_names(names: Sequence[str], limit: int = MAX_LISTED) -> str:

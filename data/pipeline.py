@@ -32,6 +32,8 @@ __all__ = ["eval_dataset", "train_dataset"]
 
 logger = logging.getLogger(__name__)
 
+IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))  # float32: 16-bit datasets, on 0..255 (data/cache.py)
+
 
 def train_dataset(
     images: np.ndarray,
@@ -45,10 +47,11 @@ def train_dataset(
     epoch: int | None = None,
     steps: int | None = None,
 ) -> tf.data.Dataset:
-    """Training batches: (images uint8 [B, H, W, C], masks float32 [B, H, W, 1]), one epoch per iteration.
+    """Training batches: (images [B, H, W, C] of the arrays' dtype, masks float32 [B, H, W, 1]), one epoch per
+    iteration.
 
     Args:
-        images: uint8 [N, H, W, C] (may be a ``np.memmap``).
+        images: uint8 [N, H, W, C], or float32 on 0..255 (16-bit datasets); may be a ``np.memmap``.
         masks: uint8 [N, H, W] with values in {0, 1}.
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         augment: strengths of the paired augmentations; None or all-zero trains on the images as they are.
@@ -135,7 +138,7 @@ def train_dataset(
     if steps is not None:
         ds = ds.take(int(steps) * batch_size)
     ds = ds.map(
-        _numpy_map(load, shapes=((height, width, channels), (height, width))),
+        _numpy_map(load, shapes=((height, width, channels), (height, width)), image_dtype=images.dtype),
         num_parallel_calls=_parallel_calls() if num_parallel_calls is None else num_parallel_calls,
         deterministic=True,
     )
@@ -149,7 +152,8 @@ def _augmenter(spec: AugmentSpec, size: int) -> Augmenter:
 
 
 def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
-    """Evaluation batches in index order, never augmented: (uint8 [B, H, W, C], float32 [B, H, W, 1])."""
+    """Evaluation batches in index order, never augmented: (images [B, H, W, C] of the arrays' dtype, masks float32
+    [B, H, W, 1])."""
     import tensorflow as tf
 
     n, height, width, channels = _check_arrays(images, masks)
@@ -158,13 +162,13 @@ def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> t
     def load(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         begin = int(start)
         stop = min(begin + batch_size, n)
-        image = np.array(images[begin:stop], dtype=np.uint8)
+        image = np.array(images[begin:stop])
         mask = np.array(masks[begin:stop], dtype=np.uint8)
         _check_mask_values(mask, where=f"masks[{begin}:{stop}]")
         return image, mask
 
     ds = tf.data.Dataset.range(0, n, batch_size).map(
-        _numpy_map(load, shapes=((None, height, width, channels), (None, height, width))),
+        _numpy_map(load, shapes=((None, height, width, channels), (None, height, width)), image_dtype=images.dtype),
         num_parallel_calls=_parallel_calls(),
         deterministic=True,
     )
@@ -172,13 +176,18 @@ def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> t
 
 
 def _numpy_map(
-    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *, shapes: tuple[tuple[int | None, ...], ...]
+    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    *,
+    shapes: tuple[tuple[int | None, ...], ...],
+    image_dtype: np.dtype,
 ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Wrap a numpy (image, mask) function as a tf.data map function with static shapes."""
     import tensorflow as tf
 
+    image_type = tf.as_dtype(image_dtype)
+
     def mapped(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, mask = tf.numpy_function(fn, [x], (tf.uint8, tf.uint8), stateful=False)
+        image, mask = tf.numpy_function(fn, [x], (image_type, tf.uint8), stateful=False)
         image.set_shape(shapes[0])
         mask.set_shape(shapes[1])
         return image, mask
@@ -218,7 +227,7 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 def _read(images: np.ndarray, masks: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Copy sample ``index`` out of the (possibly memory-mapped) arrays."""
-    image = np.array(images[index], dtype=np.uint8)
+    image = np.array(images[index])
     mask = np.array(masks[index], dtype=np.uint8)
     _check_mask_values(mask, where=f"masks[{index}]")
     return image, mask
@@ -231,9 +240,9 @@ def _check_mask_values(mask: np.ndarray, *, where: str) -> None:
 
 def _check_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[int, int, int, int]:
     """Validate the arrays; return (N, H, W, C)."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+    if not isinstance(images, np.ndarray) or images.dtype not in IMAGE_DTYPES or images.ndim != 4:
         raise ValueError(
-            "images: expected a uint8 array [N, H, W, C]. "
+            "images: expected a uint8 or float32 array [N, H, W, C]. "
             f"Received: {type(images).__name__} dtype={getattr(images, 'dtype', None)}, "
             f"shape={getattr(images, 'shape', None)}"
         )

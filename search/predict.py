@@ -1,7 +1,9 @@
 """``predict``: a study's final model (or one trial's weights) on a folder of images of any size and format.
 
-Each image is resized to the model's input size, predicted, and its probability map resized back to the
-image's *original* size (bilinear) before thresholding, so masks line up with the input pixel for pixel.
+Each image is converted as the study's training data were (16-bit images scaled by the study's recorded bit
+depth, data_fingerprint.json), resized to the model's input size, predicted, and its probability map resized back
+to the image's *original* size (bilinear, pixel-centre aligned like the resize down) before thresholding, so masks
+line up with the input pixel for pixel.
 Masks are lossless 0/255 PNGs named like the images; ``--overlay`` adds ``<stem>_overlay.png``.
 Every image is decoded (checked) before anything is written, so a corrupt file stops the command with
 nothing written; each output file is written atomically.
@@ -18,10 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, read_bytes, resize_image, to_channels
+from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, prepare_image, read_bytes, value_bits
 from search.errors import ConfigError
 from search.overlays import overlay_image, write_png
-from search.results import StudyDir
+from search.results import StudyDir, read_json
 from search.vocabulary import TrialState
 
 __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
@@ -37,6 +39,7 @@ class LoadedModel:
     image_size: int
     channels: int
     source: str
+    image_bits: int | None = None  # the study's image bit depth (data_fingerprint.json); None: unknown
 
 
 @dataclass
@@ -80,7 +83,17 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
 
         cfg = read_study_config(study)
         size, channels = size or cfg.data.image_size, channels or cfg.data.channels
-    return LoadedModel(model=model, image_size=int(size), channels=int(channels), source=source)
+    return LoadedModel(model=model, image_size=int(size), channels=int(channels), source=source,
+                       image_bits=_study_image_bits(study))
+
+
+def _study_image_bits(study: StudyDir) -> int | None:
+    """The bit depth the study's images were read with (16-bit data are scaled by it), if recorded."""
+    try:
+        bits = read_json(study.fingerprint_json).get("image_bits")
+    except (OSError, ValueError):
+        return None
+    return int(bits) if isinstance(bits, int) else None
 
 
 def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
@@ -145,10 +158,8 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def predict_probability(loaded: LoadedModel, raws: list[np.ndarray]) -> list[np.ndarray]:
-    """Probability maps at each raw image's own size (uint8 grey [H, W] or BGR [H, W, 3] in)."""
-    batch = np.stack([
-        resize_image(_to_model_channels(raw, loaded.channels), loaded.image_size) for raw in raws
-    ])
+    """Probability maps at each raw image's own size (uint8/uint16 grey [H, W] or BGR [H, W, 3] in)."""
+    batch = np.stack([model_input(raw, loaded) for raw in raws])
     prob = np.asarray(loaded.model(batch, training=False), dtype=np.float32)[..., 0]
     out = []
     for raw, p in zip(raws, prob, strict=True):
@@ -157,11 +168,33 @@ def predict_probability(loaded: LoadedModel, raws: list[np.ndarray]) -> list[np.
     return out
 
 
-def _to_model_channels(raw: np.ndarray, channels: int) -> np.ndarray:
-    if channels in (1, 3):
-        return to_channels(raw, channels)
-    gray = to_channels(raw, 1)
-    return np.repeat(gray, channels, axis=2)
+def model_input(raw: np.ndarray, loaded: LoadedModel) -> np.ndarray:
+    """One decoded image as the model's training data were read (data.prepare_image): 8-bit values as they are,
+    16-bit ones scaled onto 0..255 by the study's bit depth (as full 16-bit when the study's images were 8-bit)."""
+    bits = image_bits(raw, loaded)
+    channels = loaded.channels if loaded.channels in (1, 3) else 1
+    image = prepare_image(raw, channels=channels, size=loaded.image_size, image_bits=bits)
+    return image if channels == loaded.channels else np.repeat(image, loaded.channels, axis=2)
+
+
+def image_bits(raw: np.ndarray, loaded: LoadedModel) -> int:
+    """The bit depth a 16-bit ``raw`` is scaled by: the study's, for every image of a 16-bit study (as in
+    training, a dark slice too), at least the image's own significant bits so no value lands above 255; for an
+    8-bit study (or an unknown one), 8 when the values fit in 8 bits, else 16."""
+    if raw.dtype == np.uint8:
+        return 8
+    own = value_bits(raw)
+    if loaded.image_bits is not None and loaded.image_bits > 8:
+        return max(loaded.image_bits, own)
+    return 8 if own <= 8 else 16
+
+
+def _display(raw: np.ndarray, loaded: LoadedModel) -> np.ndarray:
+    """An 8-bit view of a decoded image for the overlay (16-bit ones scaled like the model input)."""
+    bits = image_bits(raw, loaded)
+    if bits <= 8:
+        return raw.astype(np.uint8)
+    return np.clip(np.rint(raw.astype(np.float32) * (255.0 / (2**bits - 1))), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- command
@@ -202,7 +235,9 @@ def predict_folder(
             mask = (prob > threshold).astype(np.uint8) * 255  # as the hard metrics (models/metrics.py)
             masks.append(_write_png(out / f"{p.stem}.png", mask))
             if overlay:
-                overlays.append(_write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png", overlay_image(raw, mask)))
+                overlays.append(
+                    _write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png", overlay_image(_display(raw, loaded), mask))
+                )
     logger.info("predicted %d images of %s with %s into %s", len(masks), images, loaded.source, out)
     return PredictResult(masks=masks, overlays=overlays, source=loaded.source)
 

@@ -109,7 +109,8 @@ def reference_ini_sections(
             ("mask_datapath", reference_data_dir(root, "test", "masks")),
         ],
         "infer": [("images_dir", reference_data_dir(root, "test", "images")), ("output_dir", "./test_output")],
-        "mask": [("blur", False), ("binarize", True), ("threshold", d.mask_threshold)],
+        # data.mask_threshold null (our per-dataset mask rule, data_fingerprint.json) has no INI form: the reference's 128
+        "mask": [("blur", False), ("binarize", True), ("threshold", 128 if d.mask_threshold is None else d.mask_threshold)],
         "generator": [("debug", False), ("augmentation", any(x > 0 for x in s.values()))],
         "augmentor": [
             ("vflip", s["vflip"] > 0),

@@ -25,7 +25,7 @@ from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, wat
 from search.progress import Progress
 from search.results import StudyDir, atomic_write_json, atomic_write_text
 from search.runtime import temporary_environ, trial_runtime
-from search.study_data import PreparedData, fold_plan, prepare_data
+from search.study_data import PreparedData, fold_plan, prepare_data, resolved_config
 from search.study_folder import (
     StudyLock,
     check_same_dataset,
@@ -175,6 +175,7 @@ def run_study(
             plan = plan_run(cfg, role=role, owner=owner, existed=existed, kt_env_role=kt_distributed_role(),
                             worker_index=worker_index, holder=lock.holder())
             data = prepare_data(cfg, results_root)
+            cfg = resolved_config(cfg, data)  # data.channels: auto -> the dataset's channels (study.yaml records it)
             if existed:
                 check_same_dataset(study, data.fingerprint, allow_changes=allow_changes)
             folds = fold_plan(cfg, data, study.root)

@@ -59,6 +59,8 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         TrialFailed: (infeasible=True) when the values cannot make a valid model for this data.
     """
     d, t = cfg.data, cfg.train
+    if not isinstance(d.channels, int):  # the runner resolves "auto" from the data first (study_data.resolved_config)
+        raise ValueError(f"data.channels {d.channels!r} is not resolved yet; expected 1 or 3 from the prepared data")
     model = UNetSpec(
         image_size=d.image_size,
         channels=d.channels,

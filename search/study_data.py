@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from search.config import Config
 
 if TYPE_CHECKING:
     from search.evaluation import FoldPlan
 
-__all__ = ["FOLDS_FILE", "PreparedData", "fold_plan", "prepare_data"]
+__all__ = ["FOLDS_FILE", "PreparedData", "fold_plan", "prepare_data", "resolved_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,16 @@ class PreparedData:
     cache_path: str
     fingerprint: dict[str, Any]
     stems: dict[str, tuple[str, ...]] = field(default_factory=dict)  # image names per split
+    channels: int = 3  # the image channels in the cache (data.channels: auto resolved)
 
 
 def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
-    """Discover, validate and cache the dataset (raises DatasetError, exit 3 at the CLI)."""
-    from data import DatasetError, LoadSettings, discover, load_cached
+    """Discover, validate and cache the dataset (raises DatasetError, exit 3 at the CLI).
+
+    Refuses, like `data check`, a train or valid split without any foreground after reading: a model that
+    predicts nothing would score about 1.0 on it.
+    """
+    from data import DatasetError, LoadSettings, discover, foreground_errors, load_cached
 
     root = Path(cfg.data.root)
     if not root.exists():
@@ -43,8 +48,28 @@ def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
     for split in ("train", "valid", "test"):
         if len(cached.split(split).images) == 0:
             raise DatasetError(f"dataset {root}: split {split!r} is empty")
+    problems = foreground_errors(cached.fingerprint)
+    if problems:
+        raise DatasetError(problems[0])
+    same = cached.fingerprint.get("identical_across_splits") or []
+    if same:
+        logger.warning("dataset %s: %d images are byte-identical files in two splits (%s); `data check` lists them",
+                       root, len(same), same[0])
+    logger.info("dataset %s: %s; %d channel(s)", root, cached.plan.mask.rule, cached.channels)
     stems = {split: tuple(cached.split(split).stems) for split in ("train", "valid", "test")}
-    return PreparedData(cache_path=str(cached.path), fingerprint=cached.fingerprint, stems=stems)
+    return PreparedData(cache_path=str(cached.path), fingerprint=cached.fingerprint, stems=stems,
+                        channels=cached.channels)
+
+
+def resolved_config(cfg: Config, data: PreparedData) -> Config:
+    """``cfg`` with ``data.channels: auto`` replaced by the channels of the prepared data (what study.yaml records,
+    what the model is built with, what the reference INI exports)."""
+    if cfg.data.channels != "auto":
+        return cfg
+    from dataclasses import replace
+
+    channels: Literal[1, 3] = 1 if data.channels == 1 else 3
+    return cfg.replace(data=replace(cfg.data, channels=channels))
 
 
 def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | None:

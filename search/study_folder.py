@@ -96,6 +96,8 @@ def blocking_differences(old: Config, new: Config) -> list[str]:
     out = []
     for d in config_differences(old, new):
         key = d.split(":")[0]
+        if key == "data.channels" and "auto" in (old.data.channels, new.data.channels):
+            continue  # study.yaml records auto resolved; the data fingerprint check catches changed images
         if key == "study.storage" and (old.study.storage is None) != (new.study.storage is None):
             out.append("study.storage: between the local journal and a database (the engine state "
                        "does not move; use another --study name)")

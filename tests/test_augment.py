@@ -415,7 +415,7 @@ def test_lens_maps_are_precomputed_once(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(
     ("image", "mask", "fragment"),
     [
-        (np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), np.uint8), "image uint8"),
+        (np.zeros((32, 32, 3), np.float64), np.zeros((32, 32), np.uint8), "image uint8"),
         (np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8), "image uint8"),
         (np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8), "image uint8"),
         (np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 1), np.uint8), "mask uint8"),

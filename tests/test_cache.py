@@ -78,7 +78,7 @@ def test_cache_is_built_once_then_reused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(data.fingerprint, "decode_raw", decoder)
     index = discover(root)
     first = load_cached(index, SETTINGS, cache_dir=cache_dir)
-    assert decoder.calls == 2 * 7
+    assert decoder.calls == 3 * 7  # every mask twice (the dataset's mask rule first), every image once
     assert first.path == cache_dir / first.key and first.key == cache_key(index, SETTINGS)
     assert first.settings == SETTINGS
     assert first.fingerprint == fingerprint(index, SETTINGS)
@@ -106,7 +106,7 @@ def test_cache_rebuilt_when_a_file_or_setting_changes(
     decoder = _CountingDecoder()
     monkeypatch.setattr(data.fingerprint, "decode_raw", decoder)
     second = load_cached(discover(root), SETTINGS, cache_dir=cache_dir)
-    assert decoder.calls == 2 * 7 and second.key != first.key
+    assert decoder.calls == 3 * 7 and second.key != first.key
     assert second.split("valid").masks[0].all()
     assert first.split("valid").masks[0].mean() < 1  # the old cache is untouched
     gray = LoadSettings(image_size=16, channels=1)
@@ -190,7 +190,7 @@ def test_two_processes_building_at_once_leave_one_complete_cache(tmp_path: Path)
         assert worker.exitcode == 0
     keys, calls, checksums, listings = zip(*outcomes, strict=True)
     assert len(set(keys)) == 1 and len(set(checksums)) == 1 and len(set(map(tuple, listings))) == 1
-    assert calls == (14, 14)  # both really built, the slower copy was discarded
+    assert calls == (21, 21)  # both really built, the slower copy was discarded
     assert [p.name for p in cache_dir.iterdir()] == [keys[0]]  # no temporary folders left
     cached = load_cached(discover(root), SETTINGS, cache_dir=cache_dir)
     _assert_matches_read_pair(cached, root, SETTINGS)
@@ -211,3 +211,43 @@ def test_open_cache_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         open_cache(built.path)
     with pytest.raises(DatasetError, match=r"cache .*nowhere"):
         open_cache(tmp_path / "nowhere")
+
+
+def _grey_dataset(root: Path, *, as_rgb: bool) -> Path:
+    """Grey images stored as one channel, or as three equal channels (a common export)."""
+    for k, split in enumerate(SPLITS):
+        grey = np.random.default_rng(k).integers(0, 256, (20, 20), dtype=np.uint8)
+        mask = np.zeros((20, 20), np.uint8)
+        mask[3:9, 4:12] = 255
+        for kind, array in (("images", np.dstack([grey] * 3) if as_rgb else grey), ("masks", mask)):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(root / split / kind / f"g{k}.png"), array)
+    return root
+
+
+@pytest.mark.parametrize("as_rgb", [False, True])
+def test_channels_auto_caches_grey_images_as_one_channel(tmp_path: Path, as_rgb: bool) -> None:
+    root = _grey_dataset(tmp_path / "ds", as_rgb=as_rgb)
+    auto = load_cached(discover(root), LoadSettings(image_size=16), cache_dir=tmp_path / "cache")
+    assert auto.channels == 1 and auto.fingerprint["channels"] == 1
+    assert auto.split("train").images.shape == (1, 16, 16, 1)
+    explicit = load_cached(discover(root), LoadSettings(image_size=16, channels=3), cache_dir=tmp_path / "cache")
+    assert explicit.channels == 3 and explicit.split("train").images.shape == (1, 16, 16, 3)  # still honoured
+    assert np.array_equal(explicit.split("train").images[..., 1], auto.split("train").images[..., 0])
+
+
+def test_channels_auto_keeps_colour_images_in_colour(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "ds")  # random colour images
+    cached = load_cached(discover(root), LoadSettings(image_size=16), cache_dir=tmp_path / "cache")
+    assert cached.channels == 3 and cached.split("valid").images.shape[-1] == 3
+    _assert_matches_read_pair(cached, root, SETTINGS)
+
+
+def test_a_resolved_channel_count_reuses_the_auto_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study records channels: 1 once resolved; reading it back must not decode the dataset again."""
+    root = _grey_dataset(tmp_path / "ds", as_rgb=False)
+    auto = load_cached(discover(root), LoadSettings(image_size=16), cache_dir=tmp_path / "cache")
+    decoder = _CountingDecoder()
+    monkeypatch.setattr(data.fingerprint, "decode_raw", decoder)
+    resolved = load_cached(discover(root), LoadSettings(image_size=16, channels=1), cache_dir=tmp_path / "cache")
+    assert decoder.calls == 0 and resolved.path == auto.path

@@ -52,6 +52,8 @@ def test_set_reaches_dotted_hyperparameter_names() -> None:
         ({"study": {"max_trials": "many"}}, "study.max_trials: expected an integer"),
         ({"study": {"strategy": "grid"}}, "study.strategy: expected one of"),
         ({"data": {"channels": 2}}, "data.channels"),
+        ({"data": {"channels": True}}, "data.channels"),
+        ({"data": {"channels": "grey"}}, "data.channels"),
         ({"search_space": {"learning_rate": {"type": "float", "min": 1e-2, "max": 1e-4}}}, "min (0.01) is greater than max"),
         ({"search_space": {"learning_rate": {"type": "float", "min": 0, "max": 1e-3, "log": True}}}, "log sampling needs min > 0"),
         ({"search_space": {"base_filters": {"type": "choice", "values": []}}}, "search_space.base_filters.values: expected a non-empty list"),
@@ -341,3 +343,12 @@ def test_an_image_too_small_for_the_reference_depth_warns_what_and_why(
     assert len(warnings) == 1, caplog.text
     assert "data.image_size 100" in warnings[0] and "3" in warnings[0]
     assert "halves the image evenly" in warnings[0] and "96 px fits 5" in warnings[0]
+
+
+def test_channels_and_mask_threshold_default_to_the_data() -> None:
+    """channels: auto (1 for a greyscale dataset, else 3) and mask_threshold: null (the dataset's mask rule)."""
+    cfg = load_config(None)
+    assert cfg.data.channels == "auto" and cfg.data.mask_threshold is None
+    explicit = load_config(None, overrides=["data.channels=1", "data.mask_threshold=200"])
+    assert (explicit.data.channels, explicit.data.mask_threshold) == (1, 200)
+    assert load_config(None, overrides=["data.channels=auto"]).data.channels == "auto"

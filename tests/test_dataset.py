@@ -59,8 +59,8 @@ def test_discover_pairs_sorted_by_stem_across_extensions(tmp_path: Path) -> None
     for split in SPLITS:
         for stem in ("b", "a", "c10", "c2"):
             image, mask = _pair_arrays(len(stem))
-            _png(root / split / "images" / f"{stem}.jpg", image)
-            _png(root / split / "masks" / f"{stem}.PNG", mask)
+            _png(root / split / "images" / f"{split}_{stem}.jpg", image)
+            _png(root / split / "masks" / f"{split}_{stem}.PNG", mask)
         (root / split / "images" / ".hidden.png").write_bytes(b"junk")
         (root / split / "masks" / "._a.png").write_bytes(b"junk")
         (root / split / "images" / "notes.txt").write_text("ignored")
@@ -69,9 +69,11 @@ def test_discover_pairs_sorted_by_stem_across_extensions(tmp_path: Path) -> None
     assert tuple(index.splits) == SPLITS
     for split in SPLITS:
         stems = [pair.stem for pair in index.splits[split]]
-        assert stems == ["a", "b", "c10", "c2"]
+        assert stems == [f"{split}_{s}" for s in ("a", "b", "c10", "c2")]
         first = index.splits[split][0]
-        assert first == Pair("a", root / split / "images" / "a.jpg", root / split / "masks" / "a.PNG")
+        assert first == Pair(
+            f"{split}_a", root / split / "images" / f"{split}_a.jpg", root / split / "masks" / f"{split}_a.PNG"
+        )
     assert discover(root) == index  # deterministic
 
 
@@ -211,14 +213,17 @@ def test_read_pair_resize_interpolations(tmp_path: Path) -> None:
     image = rng.integers(0, 256, size=(40, 40), dtype=np.uint8)
     mask = (rng.random((40, 40)) > 0.5).astype(np.uint8) * 255
     pair = Pair("a", _png(tmp_path / "a.png", image), _png(tmp_path / "m.png", mask))
+    binary = (mask >= 128).astype(np.float32)
     small, small_mask = read_pair(pair, LoadSettings(image_size=16, channels=1))
     assert np.array_equal(small[..., 0], cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA))
-    assert np.array_equal(
-        small_mask, cv2.resize((mask >= 128).astype(np.uint8), (16, 16), interpolation=cv2.INTER_NEAREST)
-    )
+    # masks: the image's interpolation on the float mask, then at least half covered = foreground
+    area = cv2.resize(binary, (16, 16), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(small_mask[np.abs(area - 0.5) > 1e-3], (area >= 0.5)[np.abs(area - 0.5) > 1e-3])
     big, big_mask = read_pair(pair, LoadSettings(image_size=64, channels=1))
     assert np.array_equal(big[..., 0], cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR))
+    linear = cv2.resize(binary, (64, 64), interpolation=cv2.INTER_LINEAR)
     assert set(np.unique(big_mask)) <= {0, 1}
+    assert np.array_equal(big_mask[np.abs(linear - 0.5) > 1e-3], (linear >= 0.5)[np.abs(linear - 0.5) > 1e-3])
 
 
 def test_read_pair_colour_to_rgb_and_gray(tmp_path: Path) -> None:
@@ -296,7 +301,8 @@ def test_fingerprint_contents_stable_and_content_sensitive(tmp_path: Path) -> No
     assert json.loads(json.dumps(first)) == first
     assert first == fingerprint(discover(root), settings)
     assert first["content_hash"] == content_hash(index)
-    assert first["settings"] == {"image_size": 16, "channels": 1, "mask_threshold": 128}
+    assert first["settings"] == {"image_size": 16, "channels": 1, "mask_threshold": None}
+    assert first["mask_rule"]["threshold"] == 255 and first["channels"] == 1 and first["image_bits"] == 8
     assert {s: first["splits"][s]["count"] for s in SPLITS} == {"train": 3, "valid": 2, "test": 2}
     assert first["total"]["sizes"] == {"24x24": 7}
     masks = [cv2.imread(str(p.mask), cv2.IMREAD_GRAYSCALE) for p in index.splits["train"]]
@@ -354,19 +360,17 @@ def test_check_warnings(tmp_path: Path) -> None:
     (root / "train" / "masks" / "s01.png").unlink()
     ramp = np.tile(np.linspace(0, 255, 24).astype(np.uint8), (24, 1))
     _png(root / "train" / "masks" / "s01.jpg", ramp)
-    # valid: masks stored as 0/1, so every mask binarises to background at 128
-    for pair in discover(root).splits["valid"]:
-        mask = cv2.imread(str(pair.mask), cv2.IMREAD_GRAYSCALE)
-        _png(pair.mask, (mask > 0).astype(np.uint8))
+    # test: every mask empty (a warning; in train or valid it is an error, see the tests above)
+    for pair in discover(root).splits["test"]:
+        _png(pair.mask, np.zeros((24, 24), np.uint8))
     report = check_dataset(root, LoadSettings(image_size=16))
     assert report.ok and report.fingerprint is not None
     warnings = "\n".join(report.warnings)
-    assert "1 of 3 masks are empty after binarising at 128 (s00.png)" in warnings
+    assert "1 of 3 masks are empty after reading (s00.png)" in warnings
     assert "masks are JPEG (s01.jpg)" in warnings
-    assert "s01.jpg has" in warnings and "distinct values (0..255); binarised at 128" in warnings
-    assert "all 2 masks are empty after binarising at 128 (highest mask value 1)" in warnings
-    assert "mask_threshold<=1" in warnings
-    assert report.fingerprint["splits"]["valid"]["foreground"]["empty"] == 2
+    assert "s01.jpg has" in warnings and "values 0..255; foreground >= 128" in warnings
+    assert "all 2 masks are empty after reading" in warnings
+    assert report.fingerprint["splits"]["test"]["foreground"]["empty"] == 2
 
 
 @pytest.mark.parametrize("name", sorted(REAL_COUNTS))
@@ -381,3 +385,184 @@ def test_real_dataset_discovered_and_checked(name: str) -> None:
     assert report.fingerprint is not None
     assert report.fingerprint["total"]["sizes"] == {"512x512": sum(REAL_COUNTS[name])}
     assert report.fingerprint["total"]["foreground"]["empty"] == 0
+
+
+# --------------------------------------------------------------------------------------------- masks as meant
+
+
+def _rect(size: int = 24) -> np.ndarray:
+    """The foreground every encoding below stores: a 8x8 rectangle (64 of 576 pixels)."""
+    mask = np.zeros((size, size), bool)
+    mask[4:12, 6:14] = True
+    return mask
+
+
+def _anti_aliased(rect: np.ndarray) -> np.ndarray:
+    """0/255 with a soft edge: 90 just outside the rectangle (background), 200 on its border (foreground)."""
+    out = rect.astype(np.uint8) * 255
+    grown = cv2.dilate(rect.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    shrunk = cv2.erode(rect.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    out[grown & ~rect] = 90
+    out[rect & ~shrunk] = 200
+    return out
+
+
+MASK_ENCODINGS = {
+    "0-1 8-bit": lambda m: m.astype(np.uint8),
+    "0-1 16-bit": lambda m: m.astype(np.uint16),
+    "0-255": lambda m: m.astype(np.uint8) * 255,
+    "0-38": lambda m: m.astype(np.uint8) * 38,
+    "0-65535 16-bit": lambda m: m.astype(np.uint16) * 65535,
+    "0-1000 16-bit": lambda m: m.astype(np.uint16) * 1000,
+    "anti-aliased 8-bit": _anti_aliased,
+    "anti-aliased 16-bit": lambda m: _anti_aliased(m).astype(np.uint16) * 257,
+}
+
+
+def _masked_dataset(root: Path, encode, *, size: int = 24) -> Path:
+    """train: an all-background mask and two rectangles; valid and test: one rectangle each."""
+    rect, k = _rect(size), 0
+    for split, n in (("train", 3), ("valid", 1), ("test", 1)):
+        for _ in range(n):
+            image, _ = _pair_arrays(k, size)
+            _png(root / split / "images" / f"s{k:02d}.png", image)
+            _png(root / split / "masks" / f"s{k:02d}.png", encode(rect if k else np.zeros_like(rect)))
+            k += 1
+    return root
+
+
+@pytest.mark.parametrize("encoding", sorted(MASK_ENCODINGS))
+def test_masks_are_read_as_meant_whatever_their_encoding(tmp_path: Path, encoding: str) -> None:
+    from data.cache import load_cached
+
+    root = _masked_dataset(tmp_path / "ds", MASK_ENCODINGS[encoding])
+    settings = LoadSettings(image_size=24, channels=1)
+    report = check_dataset(root, settings)
+    assert report.errors == [] and report.fingerprint is not None
+    train = report.fingerprint["splits"]["train"]["foreground"]
+    assert train["empty"] == 1 and train["max"] == pytest.approx(64 / 576)
+    assert report.fingerprint["splits"]["valid"]["foreground"]["min"] == pytest.approx(64 / 576)
+    cached = load_cached(discover(root), settings, cache_dir=tmp_path / "cache")
+    masks = cached.split("train").masks
+    assert not masks[0].any()  # the all-background mask stays empty (decided per dataset, not per image)
+    assert np.array_equal(masks[1], _rect().astype(np.uint8)) and np.array_equal(masks[2], masks[1])
+    assert cached.fingerprint["mask_rule"]["threshold"] >= 1
+
+
+def test_an_explicit_mask_threshold_wins(tmp_path: Path) -> None:
+    root = _masked_dataset(tmp_path / "ds", _anti_aliased)
+    ring = _anti_aliased(_rect()) >= 50
+    fp = check_dataset(root, LoadSettings(image_size=24, channels=1, mask_threshold=50)).fingerprint
+    assert fp is not None and fp["splits"]["valid"]["foreground"]["max"] == pytest.approx(ring.mean())
+    assert fp["mask_rule"]["threshold"] == 50 and "mask_threshold" in fp["mask_rule"]["rule"]
+    # 0/38 masks with an explicit 128: the user's threshold is kept, and the empty splits are an error
+    report = check_dataset(_masked_dataset(tmp_path / "b", MASK_ENCODINGS["0-38"]),
+                           LoadSettings(image_size=24, mask_threshold=128))
+    assert any("split 'train'" in e and "0, 38" in e for e in report.errors)
+
+
+@pytest.mark.parametrize("empty_split", ["train", "valid"])
+def test_a_split_without_foreground_is_an_error_naming_split_and_values(tmp_path: Path, empty_split: str) -> None:
+    # label maps of three classes {0, 1, 2}: more than two values, so foreground is >= 128, which none reaches
+    def labels(m: np.ndarray) -> np.ndarray:
+        out = m.astype(np.uint8)
+        out[m.nonzero()[0][:4], m.nonzero()[1][:4]] = 2
+        return out
+
+    root = _masked_dataset(tmp_path / "ds", labels)
+    other = "valid" if empty_split == "train" else "train"
+    for pair in discover(root).splits[other]:  # the other split has real foreground
+        _png(pair.mask, _rect().astype(np.uint8) * 255)
+    report = check_dataset(root, LoadSettings(image_size=24))
+    errors = [e for e in report.errors if f"split {empty_split!r}" in e]
+    assert len(errors) == 1 and report.fingerprint is None
+    assert "0, 1, 2" in errors[0] and "mask_threshold" in errors[0] and "\n" not in errors[0]
+
+
+# --------------------------------------------------------------------------------------------- resize geometry
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    ys, xs = np.indices(weights.shape)
+    total = weights.sum()
+    return np.array([(xs * weights).sum() / total, (ys * weights).sum() / total])
+
+
+@pytest.mark.parametrize(("source", "target"), [(512, 128), (500, 128), (96, 128)])
+def test_masks_are_resized_with_the_images_geometry(source: int, target: int) -> None:
+    from data.dataset import resize_image, resize_mask
+
+    rng = np.random.default_rng(5)
+    ys, xs = np.indices((source, source))
+    shifts = []
+    for _ in range(24):
+        cx, cy = rng.uniform(0.3 * source, 0.7 * source, 2)
+        radius = rng.uniform(0.03, 0.06) * source
+        disk = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2
+        image = resize_image(disk.astype(np.uint8)[:, :, None] * 255, target)[:, :, 0].astype(float)
+        mask = resize_mask(disk.astype(np.uint8), target)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        shifts.append(_centroid(mask.astype(float)) - _centroid(image))
+    mean_shift = np.abs(np.mean(shifts, axis=0))
+    assert mean_shift.max() <= 0.05, f"mask-minus-image centroid shift {mean_shift} px"
+
+
+# --------------------------------------------------------------------------------------------- one split per image
+
+
+def test_the_same_stem_in_two_splits_is_an_error(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "ds")
+    image, mask = _pair_arrays(9)
+    _png(root / "valid" / "images" / "s00.png", image)  # s00 is a training image too
+    _png(root / "valid" / "masks" / "s00.png", mask)
+    with pytest.raises(DatasetError) as info:
+        discover(root)
+    assert "s00" in str(info.value) and "train" in str(info.value) and "valid" in str(info.value)
+    report = check_dataset(root, LoadSettings(image_size=16))
+    assert any("s00" in e and "train" in e and "valid" in e for e in report.errors)
+
+
+def test_identical_image_files_in_two_splits_are_warned(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "ds")
+    index = discover(root)
+    copy = root / "test" / "images" / "zz.png"
+    copy.write_bytes(index.splits["train"][0].image.read_bytes())
+    _png(root / "test" / "masks" / "zz.png", _pair_arrays(0)[1])
+    report = check_dataset(root, LoadSettings(image_size=16))
+    assert report.ok
+    assert any("train/images/s00.png" in w and "test/images/zz.png" in w for w in report.warnings)
+
+
+# --------------------------------------------------------------------------------------------- 16-bit images
+
+
+def _ct_slice(seed: int, size: int = 64) -> np.ndarray:
+    """A 12-bit CT-like slice stored in 16 bits: every value 0..4095 occurs."""
+    values = np.random.default_rng(seed).permutation(4096)
+    return np.resize(values, (size, size)).astype(np.uint16)
+
+
+def test_16_bit_images_keep_their_grey_levels(tmp_path: Path) -> None:
+    from data.cache import load_cached
+
+    root = _dataset(tmp_path / "ds", size=64)
+    for _, pair in discover(root).pairs():
+        _png(pair.image, _ct_slice(len(pair.stem) + int(pair.stem[1:])))
+    settings = LoadSettings(image_size=64, channels=1)
+    report = check_dataset(root, settings)
+    assert report.ok and any("16-bit" in w and "12" in w for w in report.warnings)
+    cached = load_cached(discover(root), settings, cache_dir=tmp_path / "cache")
+    images = np.asarray(cached.split("train").images)
+    assert images.dtype == np.float32 and cached.fingerprint["image_bits"] == 12
+    assert len(np.unique(images[0])) >= 1000
+    assert images.min() == 0.0 and images.max() == pytest.approx(255.0)  # 4095 -> 255: the model's scale
+    image, _ = read_pair(discover(root).splits["train"][0], settings)
+    assert np.allclose(image, images[0], atol=1e-3)
+
+
+def test_8_and_16_bit_images_in_one_dataset_are_an_error(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "ds", size=64)
+    wide = discover(root).splits["valid"][0].image
+    _png(wide, _ct_slice(0))
+    report = check_dataset(root, LoadSettings(image_size=32))
+    assert any("16-bit" in e and "8-bit" in e and wide.name in e for e in report.errors)

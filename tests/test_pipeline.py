@@ -132,8 +132,8 @@ def test_memmap_inputs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"images": np.zeros((2, SIZE, SIZE, 3), np.float32)}, "images: expected a uint8"),
-        ({"images": np.zeros((2, SIZE, SIZE), np.uint8)}, "images: expected a uint8"),
+        ({"images": np.zeros((2, SIZE, SIZE, 3), np.float64)}, "images: expected a uint8 or float32"),
+        ({"images": np.zeros((2, SIZE, SIZE), np.uint8)}, "images: expected a uint8 or float32"),
         ({"masks": np.zeros((3, SIZE, SIZE), np.uint8)}, "masks: expected"),
         ({"masks": np.zeros((2, SIZE, SIZE, 1), np.uint8)}, "masks: expected"),
         ({"batch_size": 0}, "batch_size=0"),
@@ -202,3 +202,16 @@ def test_steps_must_be_a_positive_int(steps: Any) -> None:
     images, masks = make_arrays(n=4)
     with pytest.raises(ValueError, match="steps"):
         train_dataset(images, masks, batch_size=2, augment=None, seed=0, steps=steps)
+
+
+def test_float_images_of_16_bit_datasets_pass_through_augmentation_and_evaluation() -> None:
+    """16-bit datasets are cached as float32 on the 0..255 scale; both pipelines keep that dtype and its levels."""
+    images, masks = make_arrays(n=4, channels=1)
+    fine = images.astype(np.float32) + np.float32(0.25)  # levels between the 8-bit ones
+    ds = train_dataset(fine, masks, batch_size=2, augment=AugmentSpec(hflip=1.0, rotation=1.0, elastic=1.0), seed=3)
+    out_images, out_masks = epoch(ds)
+    assert out_images.dtype == np.float32 and out_images.shape == fine.shape
+    assert 0.0 <= out_images.min() and out_images.max() <= 255.25
+    assert np.any(out_images % 1 != 0) and set(np.unique(out_masks).tolist()) <= {0.0, 1.0}
+    evaluated, _ = epoch(eval_dataset(fine, masks, batch_size=3))
+    assert evaluated.dtype == np.float32 and np.array_equal(evaluated, fine)

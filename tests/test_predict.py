@@ -78,8 +78,6 @@ def test_predict_writes_masks_at_the_original_size(study_root: Path, images: Pat
         overlay = cv2.imread(str(out / f"{stem}_overlay.png"), cv2.IMREAD_UNCHANGED)
         assert overlay.shape == (h, w, 3)
         raw = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED)
-        if raw.dtype == np.uint16:
-            raw = (raw >> 8).astype(np.uint8)
         if raw.ndim == 3 and raw.shape[2] == 4:
             raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2BGR)
         prob = predict_probability(loaded, [raw])[0]
@@ -179,3 +177,50 @@ def test_predict_on_shared_ct_images(study_root: Path, tmp_path: Path) -> None:
         mask = cv2.imread(str(out / f"{src.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
         assert (out / f"{src.stem}_overlay.png").is_file()
+
+
+class _Perfect:
+    """A model that predicts exactly the label training taught it: the mask resized to the model's size."""
+
+    def __init__(self, label: np.ndarray) -> None:
+        self.label = label.astype(np.float32)
+
+    def __call__(self, batch: np.ndarray, training: bool = False) -> np.ndarray:
+        return np.repeat(self.label[None, :, :, None], len(batch), axis=0)
+
+
+def test_a_predicted_blob_lands_where_it_is_at_the_original_size() -> None:
+    """Training label (resize_mask at model size) → predict's resize back: no shift at the original size."""
+    from data.dataset import resize_mask
+    from search.predict import LoadedModel, predict_probability
+
+    rng = np.random.default_rng(2)
+    size, model_size = 128, 32
+    ys, xs = np.indices((size, size))
+    shifts = []
+    for _ in range(12):
+        cx, cy = rng.uniform(40, 88, 2)
+        blob = ((xs - cx) ** 2 + (ys - cy) ** 2 <= rng.uniform(8, 14) ** 2).astype(np.uint8)
+        loaded = LoadedModel(model=_Perfect(resize_mask(blob, model_size)), image_size=model_size, channels=1,
+                             source="perfect")
+        predicted = predict_probability(loaded, [blob * np.uint8(255)])[0] > 0.5
+        found = np.array([xs[predicted].mean(), ys[predicted].mean()])
+        shifts.append(found - np.array([xs[blob > 0].mean(), ys[blob > 0].mean()]))
+    mean_shift = np.abs(np.mean(shifts, axis=0))
+    assert mean_shift.max() <= 0.25, f"predicted minus true centroid {mean_shift} px at the original size"
+
+
+def test_16_bit_images_are_scaled_like_the_studys_training_data() -> None:
+    """A 12-bit study (image_bits 12) sees a 12-bit image on the 0..255 scale it was trained on."""
+    from search.predict import LoadedModel, predict_probability
+
+    seen: list[np.ndarray] = []
+
+    def model(batch: np.ndarray, training: bool = False) -> np.ndarray:
+        seen.append(np.asarray(batch))
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+    raw = np.resize(np.arange(4096, dtype=np.uint16), (64, 64))
+    predict_probability(LoadedModel(model=model, image_size=64, channels=1, source="x", image_bits=12), [raw])
+    assert seen[0].dtype == np.float32 and seen[0].max() == pytest.approx(255.0)
+    assert len(np.unique(seen[0])) == 4096

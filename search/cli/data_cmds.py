@@ -26,8 +26,11 @@ def register(sub: Any) -> None:
     c = dsub.add_parser("check", help="validate a dataset folder and print its fingerprint and every problem")
     c.add_argument("root", help="dataset root with train/valid/test folders")
     c.add_argument("--size", type=int, default=512, help="resize target for the fingerprint (default 512)")
-    c.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    c.add_argument("--threshold", type=int, default=128, help="mask binarisation threshold (default 128)")
+    c.add_argument("--channels", default="auto", choices=("1", "3", "auto"),
+                   help="image channels (default auto: 1 when every image is greyscale, else 3)")
+    c.add_argument("--threshold", type=int, default=None,
+                   help="mask pixels >= this (0..255 scale) are foreground (default: the dataset's mask rule, "
+                        "see README 'Your own data')")
     c.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
     c.set_defaults(func=cmd_check)
 
@@ -61,8 +64,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from data import LoadSettings, check_dataset
 
+    channels = args.channels if args.channels == "auto" else int(args.channels)
     try:
-        settings = LoadSettings(image_size=args.size, channels=args.channels, mask_threshold=args.threshold)
+        settings = LoadSettings(image_size=args.size, channels=channels, mask_threshold=args.threshold)
     except ValueError as e:
         raise ConfigError(f"data check: {e}") from None
     report = check_dataset(Path(args.root), settings)
@@ -72,6 +76,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         fp = report.fingerprint
         for split, info in fp.get("splits", {}).items():
             print(f"{split}: {json.dumps(info)}")
+        bits = fp["image_bits"]
+        print(f"masks: {fp['mask_rule']['rule']}")
+        print(f"images: {fp['channels']} channel(s), "
+              + ("8-bit" if bits <= 8 else f"16-bit with {bits} significant bits, scaled to 0..255 as float32"))
         print(f"content hash: {fp.get('content_hash')}")
     for w in report.warnings:
         print(f"warning: {w}")

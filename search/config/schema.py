@@ -81,9 +81,9 @@ class StudyConfig:
 class DataConfig:
     root: str = "dataset/ALCAPA"
     image_size: int = 512
-    channels: int = 3
+    channels: Literal[1, 3, "auto"] = "auto"  # auto: 1 when every image is greyscale, else 3 (study.yaml: resolved)
     batch_size: int = 2
-    mask_threshold: int = 128
+    mask_threshold: int | None = None  # None: the dataset's mask rule (data/dataset.py mask_rule); else >= it on 0..255
     cache_dir: str | None = None
     num_val_predictions: int = 4
 

@@ -128,7 +128,6 @@ def validate_config(cfg: Config, source: str) -> None:
         ("study.prune_warmup_epochs", s.prune_warmup_epochs if s.prune_warmup_epochs is not None else 1, 1),
         ("data.image_size", d.image_size, 8),
         ("data.batch_size", d.batch_size, 1),
-        ("data.channels", d.channels, 1),
         ("train.max_epochs", t.max_epochs, 1),
         ("train.patience", t.patience, 1),
         ("train.min_epochs", t.min_epochs, 1),
@@ -143,9 +142,9 @@ def validate_config(cfg: Config, source: str) -> None:
     ):
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
-    if d.channels not in (1, 3):
-        raise ConfigError(f"{w}: data.channels: expected 1 or 3, got {d.channels}")
-    if not 1 <= d.mask_threshold <= 255:  # mask pixels >= threshold are foreground: 0 would make all of them so
+    if d.channels != "auto" and (type(d.channels) is not int or d.channels not in (1, 3)):
+        raise ConfigError(f"{w}: data.channels: expected 1, 3 or auto, got {d.channels!r}")
+    if d.mask_threshold is not None and not 1 <= d.mask_threshold <= 255:  # 0 would make every pixel foreground
         raise ConfigError(f"{w}: data.mask_threshold: expected 1..255 (mask pixels >= it are foreground), "
                           f"got {d.mask_threshold}")
     if not 0 < t.reducer.factor < 1:
