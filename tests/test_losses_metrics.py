@@ -110,6 +110,83 @@ def test_loss_gradient_is_finite() -> None:
         assert np.any(grad != 0)
 
 
+# The losses with a BCE term, and that term's weight in each.
+BCE_WEIGHT = {"bce_dice": 0.5, "bce_dice_image": 0.5, "bce": 1.0, "bce_iou": 0.5}
+
+
+def _sigmoid_graph(loss: object, logits: np.ndarray, y_true: np.ndarray) -> tuple[float, np.ndarray]:
+    """(loss, d loss / d logits) with the probabilities from Keras's sigmoid inside a tf.function, as in ``fit``."""
+    import tensorflow as tf
+
+    z = tf.Variable(logits)
+
+    @tf.function
+    def step() -> tuple[object, object]:
+        with tf.GradientTape() as tape:
+            value = loss(y_true, keras.activations.sigmoid(z))
+        return value, tape.gradient(value, z)
+
+    value, grad = step()
+    return float(value), grad.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(BCE_WEIGHT))
+def test_saturated_wrong_pixels_keep_the_bce_gradient(name: str) -> None:
+    """Logits ±20 on the wrong labels: the BCE term's gradient wrt the logits is (p − y)·w / N, as with
+    Keras's binary_crossentropy; clipped probabilities gave it 0 (review §7)."""
+    logits = np.asarray([20.0, -20.0], np.float32).reshape(1, 1, 2, 1)
+    y_true = np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 2, 1)
+    value, grad = _sigmoid_graph(LOSSES[name], logits, y_true)
+    w = BCE_WEIGHT[name]
+    np.testing.assert_allclose(grad.ravel(), [w / 2, -w / 2], atol=1e-3)  # the dice/IoU term adds ~σ'(20) ≈ 2e-9
+    assert value >= w * 20.0 - 1e-3  # the unclipped BCE (clipped: -log(1e-7) = 16.1)
+
+
+@pytest.mark.parametrize("name", sorted(BCE_WEIGHT))
+def test_bce_from_logits_equals_the_clipped_formula_inside_the_clip(name: str) -> None:
+    """Inside the clip the logits path (fit) and the probability path (NumPy, evaluation) agree in value."""
+    rng = np.random.default_rng(0)
+    logits = rng.uniform(-8, 8, (2, 4, 4, 1)).astype(np.float32)
+    y_true = (rng.random((2, 4, 4, 1)) > 0.5).astype(np.float32)
+    value, _ = _sigmoid_graph(LOSSES[name], logits, y_true)
+    prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    bce = -np.mean(y_true * np.log(prob) + (1 - y_true) * np.log(1 - prob))
+    assert value == pytest.approx(_f(LOSSES[name](y_true, prob.astype(np.float32))), rel=1e-5)
+    if name == "bce_dice":  # the reference: (binary_crossentropy + 1 − dice_coef) / 2
+        dice = (2 * np.sum(y_true * prob) + 1) / (y_true.sum() + prob.sum() + 1)
+        assert value == pytest.approx(0.5 * bce + 0.5 * (1 - dice), rel=1e-5)
+
+
+def test_fit_moves_a_saturated_head_towards_the_labels() -> None:
+    """Through the model's sigmoid head and Keras's training step: a head stuck at p ≈ 1 on background
+    labels gets a gradient (one SGD step lowers its bias); with clipped BCE it did not move."""
+    model = build_model(UNetSpec.tiny())
+    head = model.get_layer("head")
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+    head.bias.assign(np.full(head.bias.shape, 30.0, np.float32))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss=get_loss("bce_dice"))
+    images = np.zeros((2, 32, 32, 1), np.uint8)
+    model.train_on_batch(images, np.zeros((2, 32, 32, 1), np.float32))
+    # d(0.5 · mean BCE)/d bias = 0.5 · mean(p − y) = 0.5: the bias drops by the learning rate × 0.5
+    assert float(head.bias.numpy()[0]) == pytest.approx(29.5, abs=1e-3)
+
+
+def test_iou_smoothing_keeps_a_gradient_on_batches_without_foreground() -> None:
+    """Why iou_coef is smoothed (the reference's jacard_similarity is not): on an empty batch the
+    unsmoothed IoU is 0 whatever the prediction (no gradient) or NaN (all zero); smoothed, it pushes p down."""
+    import tensorflow as tf
+
+    empty = np.zeros((2, 4, 4, 1), np.float32)
+    p = tf.Variable(np.full((2, 4, 4, 1), 0.2, np.float32))
+    for smooth, expect_grad in ((0.0, False), (1.0, True)):
+        with tf.GradientTape() as tape:
+            iou = iou_coef(empty, p, smooth=smooth)
+        grad = tape.gradient(iou, p).numpy()
+        assert bool(np.any(grad != 0)) is expect_grad
+    assert math.isnan(_f(iou_coef(empty, np.zeros_like(empty), smooth=0.0)))
+    assert _f(iou_coef(empty, np.zeros_like(empty))) == pytest.approx(1.0)
+
+
 def test_loss_registry() -> None:
     assert LOSSES == {"bce_dice": bce_dice_loss, "bce_dice_image": bce_dice_image_loss, "dice": dice_loss,
                       "bce": bce_loss, "bce_iou": bce_iou_loss}
