@@ -11,6 +11,7 @@ import pytest
 
 from models import (
     LOSSES,
+    ForegroundHardDice,
     HardDice,
     HardIoU,
     PredictedForeground,
@@ -302,6 +303,31 @@ def test_hard_dice_metric_sample_weight() -> None:
     metric = HardDice()
     metric.update_state(HARD_TRUE[..., None], HARD_PROB[..., None], sample_weight=np.asarray([1, 0, 0, 1]))
     assert _f(metric.result()) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_foreground_dice_leaves_out_the_images_with_an_empty_mask() -> None:
+    """The mean hard dice over the images whose truth has foreground: a model that predicts nothing
+    scores 0 on a split with empty masks, where the per-image mean gives it the share of empty images."""
+    metric = ForegroundHardDice()
+    assert metric.name == "fg_dice"
+    batches = _batches()
+    for y_true, y_prob in batches:
+        metric.update_state(y_true, y_prob)
+    y_true_all = np.concatenate([b[0] for b in batches])
+    y_prob_all = np.concatenate([b[1] for b in batches])
+    has_fg = y_true_all.reshape(len(y_true_all), -1).any(axis=1)
+    assert 0 < has_fg.sum() < len(has_fg)
+    expected = hard_dice_per_image(y_true_all, y_prob_all)[has_fg].mean()
+    assert _f(metric.result()) == pytest.approx(float(expected), rel=1e-6)
+
+    nothing = np.zeros_like(HARD_PROB[..., None])  # images 1, 2 of HARD_TRUE are empty
+    metric.reset_state()
+    metric.update_state(HARD_TRUE[..., None], nothing)
+    assert _f(metric.result()) == 0.0
+    hard = HardDice()
+    hard.update_state(HARD_TRUE[..., None], nothing)
+    assert _f(hard.result()) == pytest.approx(0.5)
+    assert ForegroundHardDice.from_config(ForegroundHardDice(threshold=0.3).get_config()).threshold == 0.3
 
 
 def test_hard_metric_config_round_trip() -> None:
