@@ -21,6 +21,7 @@ from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_writ
 from search.runtime import trial_runtime
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, fold_plan, prepare_data
+from search.training import lr_schedule_from_history
 from search.trial import ModelSource, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
@@ -129,6 +130,8 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
         kind="final",
         outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
         fixed_epochs=fixed,
+        # the chosen trial's learning rates, reductions included (the retrain has no reducer to fire)
+        lr_schedule=lr_schedule_from_history(study.read_history(best.number), epochs=fixed) if fixed else None,
         model=chosen if fixed is None else None,
         baseline=baseline,
         candidates=tuple(candidates),

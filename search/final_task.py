@@ -49,6 +49,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
             valid_masks=valid.masks,
             on_epoch=hook,
             fixed_epochs=task.fixed_epochs,
+            lr_schedule=task.lr_schedule,
             verbose=task.verbose,
         )
         model, best_epoch, epochs_run, train_s = result.model, result.best_epoch, result.epochs_run, result.train_s

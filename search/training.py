@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from search.specs import TrainSpec, TrialSpecs
 from search.vocabulary import OBJECTIVE
 
 __all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "compile_model", "evaluate_model",
-           "predict_probabilities", "train_model"]
+           "lr_schedule_from_history", "predict_probabilities", "train_model"]
 
 
 logger = logging.getLogger(__name__)
@@ -263,6 +263,7 @@ def train_model(
     fixed_epochs: int | None = None,
     verbose: int = 0,
     callbacks: list[Any] | None = None,
+    lr_schedule: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train one configuration with early stopping on the validation objective.
 
@@ -272,18 +273,24 @@ def train_model(
         checkpoint: if given, the loop resumes from it and saves it after every epoch.
         fixed_epochs: train exactly this many epochs without early stopping (final retrain on
             train+valid); the "best" is then the last epoch.
+        lr_schedule: with ``fixed_epochs``, the learning rate of each epoch (the chosen trial's, from
+            :func:`lr_schedule_from_history`), in place of the reducer, which has no validation
+            split to watch; epochs past its end keep its last rate.
 
     Returns:
         The model with the best epoch's weights restored, and the per-epoch history.
 
     Raises:
         TrialFailed: when the loss becomes NaN/inf.
+        ValueError: ``lr_schedule`` without ``fixed_epochs``, or empty.
     """
     import keras
 
     from data import eval_dataset, train_dataset
 
     t = specs.train
+    if lr_schedule is not None and (fixed_epochs is None or len(lr_schedule) == 0):
+        raise ValueError("train_model: lr_schedule needs fixed_epochs and at least one learning rate")
     model = compile_model(specs)
     state = LoopState(lr=t.learning_rate)
     best_weights: list[np.ndarray] | None = None
@@ -306,6 +313,9 @@ def train_model(
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
         t0 = time.perf_counter()
+        if lr_schedule is not None:  # before the row records state.lr
+            state.lr = float(lr_schedule[min(epoch, len(lr_schedule) - 1)])
+            model.optimizer.learning_rate.assign(state.lr)
         # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
         train_ds = train_dataset(
             train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch,
@@ -373,6 +383,39 @@ def train_model(
         stop_reason=stop_reason,
         train_s=state.train_s,
     )
+
+
+def lr_schedule_from_history(rows: Sequence[dict[str, Any]], *, epochs: int) -> tuple[float, ...] | None:
+    """The learning rate of each of a trial's first ``epochs`` epochs, from its ``history.csv`` rows.
+
+    A retrain for a fixed number of epochs has no validation split for the reducer to watch, so it
+    replays the rates the chosen trial trained with. A k-fold trial's rows hold one run per fold
+    (``fold``): the schedule is that of the first fold whose best epoch is the trial's (the median
+    fold's, so ``epochs - 1``), else fold 0's. Epochs missing at the end repeat the last rate; None
+    when the rows hold no learning rate.
+    """
+    runs: dict[int, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        if _finite(row.get("lr")) and _finite(row.get("epoch")):
+            fold = int(float(row["fold"])) if _finite(row.get("fold")) else 0
+            runs.setdefault(fold, {})[int(float(row["epoch"]))] = row
+    if not runs or epochs < 1:
+        return None
+
+    def best_epoch(run: dict[int, dict[str, Any]]) -> int:
+        scores = {e: float(r.get(OBJECTIVE, math.nan)) for e, r in run.items() if _finite(r.get(OBJECTIVE))}
+        return max(sorted(scores), key=lambda e: scores[e]) if scores else -1  # the first best, as training
+
+    run = next((runs[f] for f in sorted(runs) if best_epoch(runs[f]) == epochs - 1), runs[min(runs)])
+    lrs = [float(run[e]["lr"]) for e in sorted(run) if e < epochs]
+    return tuple(lrs + lrs[-1:] * (epochs - len(lrs))) if lrs else None
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:

@@ -69,6 +69,7 @@ class TrialTask:
     fold_reference: dict[str, float] | None = None
     fold_prune_p: float = 0.0
     fixed_epochs: int | None = None
+    lr_schedule: tuple[float, ...] | None = None  # with fixed_epochs: each epoch's learning rate (replayed)
     model: ModelSource | None = None
     baseline: ModelSource | None = None
     candidates: tuple[ModelSource, ...] = ()  # final stage: tested too, for the record (not for the pick)

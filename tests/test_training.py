@@ -14,7 +14,7 @@ from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.errors import TrialCollapsed, TrialFailed
 from search.specs import TrainSpec, TrialSpecs
-from search.training import Checkpoint, LoopState, evaluate_model, train_model
+from search.training import Checkpoint, LoopState, evaluate_model, lr_schedule_from_history, train_model
 
 
 def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +133,34 @@ def test_a_ten_image_dataset_trains_exactly_steps_per_epoch_steps() -> None:
                          valid_images=vi, valid_masks=vm, callbacks=[Count()])
     assert counts == [5, 5]  # 5 steps x batch 8 = 40 samples from 10 images, each epoch
     assert result.epochs_run == 2
+
+
+def test_a_fixed_epoch_retrain_replays_the_learning_rate_schedule() -> None:
+    """train_on_valid: the retrain has no validation split, so the reducer cannot fire; the chosen trial's
+    per-epoch rates are replayed (review §10a). A rate of 0 in epochs 1-2 leaves the epoch-0 weights."""
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    common = {"train_images": ti, "train_masks": tm, "valid_images": vi, "valid_masks": vm}
+    replay = train_model(_specs(epochs=9, seed=2), fixed_epochs=3, lr_schedule=(3e-3, 0.0), **common)
+    assert [h["lr"] for h in replay.history] == [3e-3, 0.0, 0.0]  # past its end: the last rate
+    one = train_model(_specs(epochs=9, seed=2), fixed_epochs=1, **common)
+    for a, b in zip(replay.model.get_weights(), one.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lr_schedule needs fixed_epochs"):
+        train_model(_specs(), lr_schedule=(1e-3,), **common)
+
+
+def test_the_schedule_is_read_from_the_trial_history() -> None:
+    rows = [{"epoch": e, "lr": lr, "val_hard_dice": d}
+            for e, (lr, d) in enumerate([(1e-3, 0.1), (1e-3, 0.2), (3e-4, 0.25), (9e-5, 0.3), (9e-5, 0.3)])]
+    assert lr_schedule_from_history(rows, epochs=4) == (1e-3, 1e-3, 3e-4, 9e-5)
+    assert lr_schedule_from_history(rows, epochs=7) == (1e-3, 1e-3, 3e-4, 9e-5, 9e-5, 9e-5, 9e-5)
+    assert lr_schedule_from_history([{"epoch": 0, "loss": 0.5}], epochs=3) is None  # no lr recorded
+    # k-fold: the fold whose best epoch is the trial's (the median fold) gives the schedule
+    folds = [{**r, "fold": 0.0, "val_hard_dice": 0.5 if r["epoch"] == 0 else 0.1} for r in rows]
+    folds += [{**r, "fold": 1.0, "lr": r["lr"] / 10} for r in rows]
+    assert lr_schedule_from_history(folds, epochs=4) == tuple(r["lr"] / 10 for r in rows[:4])
+    assert lr_schedule_from_history(folds, epochs=1) == (1e-3,)
 
 
 def test_progress_while_the_score_is_zero_counts_loss_and_soft_dice() -> None:
