@@ -197,7 +197,20 @@ def iou_per_image(y_true: Any, y_prob: Any, *, threshold: float = 0.5) -> np.nda
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def soft_dice(y_true: Any, y_prob: Any, smooth: float = 1.0) -> float:
-    """Reference soft dice pooled over all images: ``(2·Σ t·p + s) / (Σ t + Σ p + s)``."""
+def soft_dice(y_true: Any, y_prob: Any, smooth: float = 1.0, *, batch_size: int | None = None) -> float:
+    """Reference soft dice ``(2·Σ t·p + s) / (Σ t + Σ p + s)``, pooled over all images.
+
+    With ``batch_size``: pooled over each run of ``batch_size`` consecutive images, then averaged
+    over those batches, which is what :class:`SoftDice` (``dice_coef``) logs during training.
+    """
     truth, prob = _flatten_pair(y_true, y_prob)
+    if batch_size is None:
+        return _pooled_soft_dice(truth, prob, smooth)
+    if batch_size < 1:
+        raise ValueError(f"Expected `batch_size` >= 1 or None. Received: batch_size={batch_size!r}")
+    return float(np.mean([_pooled_soft_dice(truth[i : i + batch_size], prob[i : i + batch_size], smooth)
+                          for i in range(0, len(truth), batch_size)]))
+
+
+def _pooled_soft_dice(truth: np.ndarray, prob: np.ndarray, smooth: float) -> float:
     return float((2.0 * np.sum(truth * prob) + smooth) / (truth.sum() + prob.sum() + smooth))

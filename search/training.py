@@ -444,7 +444,11 @@ def predict_probabilities(model: Any, images: np.ndarray, *, batch_size: int) ->
 
 
 def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_size: int, loss: str) -> dict[str, Any]:
-    """Per-image hard dice/IoU at 0.5, reference soft batch dice and loss (means and per image)."""
+    """Per-image hard dice/IoU at 0.5, reference soft batch dice and loss (means and per image).
+
+    ``soft_dice`` and ``loss`` are taken per batch of ``batch_size`` images, as training logs
+    ``val_dice_coef`` (the mean over batches) and ``val_loss`` (weighted by batch size).
+    """
     from models import get_loss, hard_dice_per_image, iou_per_image, soft_dice
 
     prob = predict_probabilities(model, images, batch_size=batch_size)
@@ -452,11 +456,16 @@ def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_s
     dice = hard_dice_per_image(truth, prob, threshold=0.5)
     iou = iou_per_image(truth, prob, threshold=0.5)
     loss_fn = get_loss(loss)
-    loss_value = float(np.mean(np.asarray(loss_fn(truth[..., None], prob[..., None].astype(np.float32)))))
+    starts = range(0, len(truth), max(1, batch_size))
+    batch_losses = [float(np.mean(np.asarray(loss_fn(truth[i : i + batch_size, ..., None],
+                                                     prob[i : i + batch_size, ..., None].astype(np.float32)))))
+                    for i in starts]
+    sizes = [len(truth[i : i + batch_size]) for i in starts]
+    loss_value = float(np.average(batch_losses, weights=sizes)) if sizes else float("nan")
     return {
         "hard_dice": float(np.mean(dice)) if len(dice) else float("nan"),
         "hard_iou": float(np.mean(iou)) if len(iou) else float("nan"),
-        "soft_dice": float(soft_dice(truth, prob)),
+        "soft_dice": soft_dice(truth, prob, batch_size=max(1, batch_size)) if len(truth) else float("nan"),
         "loss": loss_value,
         "n_images": int(len(images)),
         "per_image": {"hard_dice": [float(x) for x in dice], "hard_iou": [float(x) for x in iou]},

@@ -348,6 +348,20 @@ def test_soft_dice_metric_is_mean_of_batch_dice() -> None:
     assert SoftDice.from_config(SoftDice(smooth=2.0).get_config()).smooth == 2.0
 
 
+def test_soft_dice_per_batch_is_what_the_metric_logs() -> None:
+    rng = np.random.default_rng(5)
+    y_true = (rng.random((5, 8, 8, 1)) > 0.8).astype(np.float32)
+    y_true[:2] = 0.0
+    y_prob = rng.random((5, 8, 8, 1)).astype(np.float32)
+    metric = SoftDice()
+    for i in range(0, 5, 2):
+        metric.update_state(y_true[i : i + 2], y_prob[i : i + 2])
+    assert soft_dice(y_true, y_prob, batch_size=2) == pytest.approx(_f(metric.result()), rel=1e-5)
+    assert soft_dice(y_true, y_prob, batch_size=5) == pytest.approx(soft_dice(y_true, y_prob))
+    with pytest.raises(ValueError, match="batch_size"):
+        soft_dice(y_true, y_prob, batch_size=0)
+
+
 def test_compile_fit_save_load(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(4, 32, 32, 1), dtype=np.uint8)

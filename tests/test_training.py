@@ -58,6 +58,24 @@ def test_same_seed_same_history() -> None:
     assert [h["loss"] for h in other.history] != [x[0] for x in a]
 
 
+def test_evaluate_model_reports_soft_dice_and_loss_as_training_logs_them() -> None:
+    """Test metrics and the val_* columns of history.csv are one definition: per batch of batch_size images
+    (soft dice: the mean over batches; loss: weighted by batch size), not pooled over the split (review §14)."""
+    from data import eval_dataset
+    from models import soft_dice
+    from search.training import compile_model, predict_probabilities
+
+    vi, vm = _data(8, 32, seed=4)
+    vm = _with_empty_masks(vm, 2)  # batches with and without foreground: pooled and per-batch dice differ
+    model = compile_model(_specs())
+    logged = model.evaluate(eval_dataset(vi, vm, batch_size=3), verbose=0, return_dict=True)
+    tested = evaluate_model(model, vi, vm, batch_size=3, loss="bce_dice")
+    assert tested["soft_dice"] == pytest.approx(logged["dice_coef"], rel=1e-5)
+    assert tested["loss"] == pytest.approx(logged["loss"], rel=1e-5)
+    pooled = soft_dice(vm.astype(np.float32), predict_probabilities(model, vi, batch_size=3))
+    assert abs(pooled - tested["soft_dice"]) > 1e-3  # the old definition, visibly different here
+
+
 def test_nan_loss_is_a_trial_failure() -> None:
     """A weight turning NaN mid-epoch (what a diverging run does) ends the run as TrialFailed."""
     import keras
