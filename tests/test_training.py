@@ -71,7 +71,7 @@ def test_evaluate_model_reports_soft_dice_and_loss_as_training_logs_them() -> No
     logged = model.evaluate(eval_dataset(vi, vm, batch_size=3), verbose=0, return_dict=True)
     tested = evaluate_model(model, vi, vm, batch_size=3, loss="bce_dice")
     assert tested["soft_dice"] == pytest.approx(logged["dice_coef"], rel=1e-5)
-    assert tested["loss"] == pytest.approx(logged["loss"], rel=1e-5)
+    assert tested["loss"] == pytest.approx(logged["loss"], rel=3e-6)  # an unweighted mean is 3e-5 off
     pooled = soft_dice(vm.astype(np.float32), predict_probabilities(model, vi, batch_size=3))
     assert abs(pooled - tested["soft_dice"]) > 1e-3  # the old definition, visibly different here
 
@@ -275,7 +275,12 @@ def test_no_early_stop_while_the_score_is_zero_but_the_loss_still_falls() -> Non
 
 
 def test_no_early_stop_during_the_warm_up() -> None:
-    """A learning rate of 0 (nothing moves): patience 1 stops at epoch 2, or at the warm-up's end."""
+    """A learning rate of 0 (nothing moves): patience 1 stops at epoch 2, or at the warm-up's end.
+
+    The rule (README, "Budgets, warm-up …"): epochs without progress are counted during the warm-up
+    too, and early stopping is checked from its end on; so with a warm-up longer than the patience, a
+    trial without progress stops at the first epoch after the warm-up (4), not `patience` epochs later (5).
+    """
     ti, tm = _data(16, 32, seed=3)
     vi, vm = _data(8, 32, seed=4)
     quick = train_model(_specs(epochs=6, patience=1, lr=0.0), train_images=ti, train_masks=tm,
