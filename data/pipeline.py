@@ -3,10 +3,11 @@
 Both read samples out of numpy arrays (a ``np.memmap`` works) by index inside ``tf.numpy_function``, so the
 arrays never become graph constants. Training: every iteration draws an epoch key from
 ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` (a different key each epoch, the same
-sequence of keys for the same seed), one permutation from ``np.random.default_rng((seed, key))``, and augments
-each sample on its own with ``np.random.default_rng((seed, key, index))`` in a parallel map (OpenCV is kept to
-one thread per call, parallelism comes from tf.data), so epoch k's batches are the same for the same seed
-however many threads run. One iteration of a dataset is one epoch. By default an epoch is one pass over the
+sequence of keys for the same seed), one permutation per pass from the stream (seed, "order", key, pass),
+and augments each sample on its own from the stream (seed, "augment", key, pass, index) in a parallel map
+(OpenCV is kept to one thread per call, parallelism comes from tf.data), so epoch k's batches are the same
+for the same seed however many threads run. Streams are hashed from their whole key (:func:`_stream`), so
+no two of them coincide (a pass's order is not some sample's augmentation). One iteration of a dataset is one epoch. By default an epoch is one pass over the
 samples; with ``steps=N`` it is exactly N full batches, drawn from as many passes as that needs, each pass
 freshly shuffled and augmented from (seed, epoch, pass), so a 10-image dataset can train 400 steps per
 epoch without seeing one augmented sample twice. TensorFlow is imported when a pipeline is built, not when this module is imported.
@@ -100,11 +101,10 @@ def train_dataset(
     passes = 1 if steps is None else -(-int(steps) * batch_size // n)
 
     def pass_order(key: np.ndarray) -> np.ndarray:
-        # One call per pass over the samples: rows (sample index, epoch key, pass). Pass 0 keeps the
-        # (seed, key) stream of a one-pass epoch, so steps=None and the first pass agree.
+        # One call per pass over the samples: rows (sample index, epoch key, pass). A one-pass epoch is
+        # pass 0, so steps=None and the first pass of steps=N agree.
         epoch_key, pass_index = int(key[0]), int(key[1])
-        stream = (seed, epoch_key) if pass_index == 0 else (seed, epoch_key, pass_index)
-        order = np.random.default_rng(stream).permutation(n) if shuffle else np.arange(n)
+        order = _stream(seed, _ORDER, epoch_key, pass_index).permutation(n) if shuffle else np.arange(n)
         return np.stack([order, np.full(n, epoch_key), np.full(n, pass_index)], axis=1).astype(np.int64)
 
     def load(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +112,7 @@ def train_dataset(
         image, mask = _read(images, masks, index)
         if augmenter is not None:
             cv2.setNumThreads(1)
-            stream = (seed, key, index) if pass_index == 0 else (seed, key, index, pass_index)
-            image, mask = augmenter(image, mask, np.random.default_rng(stream))
+            image, mask = augmenter(image, mask, _stream(seed, _AUGMENT, key, pass_index, index))
         return image, mask
 
     def samples(key: tf.Tensor) -> tf.data.Dataset:
@@ -143,6 +142,20 @@ def train_dataset(
         deterministic=True,
     )
     return _finish(ds.batch(batch_size))
+
+
+# The purposes of the random streams (the second word of a stream's key).
+_ORDER, _AUGMENT = 1, 2
+
+
+def _stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+    """The generator of one stream: ``SeedSequence`` hashes (seed, purpose, *keys), each as two 32-bit words.
+
+    Fixed-width words keep the key unambiguous (``SeedSequence`` reads ``[a, b]`` like ``[a, b, 0]``
+    and a large int as several words), and the purpose word keeps streams of different uses apart.
+    """
+    words = np.asarray([int(v) % 2**64 for v in (seed, purpose, *keys)], dtype=np.uint64).view(np.uint32)
+    return np.random.default_rng(np.random.SeedSequence(words))
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         iou_coef,
     )
     from models.metrics import (
+        ForegroundHardDice,
         HardDice,
         HardIoU,
         PredictedForeground,
@@ -41,6 +42,7 @@ __all__ = [
     "LOSSES",
     "LOSS_NAMES",
     "VARIANTS",
+    "ForegroundHardDice",
     "HardDice",
     "HardIoU",
     "ModelCost",
@@ -67,7 +69,7 @@ __all__ = [
 _LAZY = {
     **dict.fromkeys(("LOSSES", "bce_dice_image_loss", "bce_dice_loss", "bce_iou_loss", "bce_loss", "dice_coef",
                      "dice_loss", "get_loss", "iou_coef"), "models.losses"),
-    **dict.fromkeys(("HardDice", "HardIoU", "PredictedForeground", "SoftDice", "hard_dice_per_image",
+    **dict.fromkeys(("ForegroundHardDice", "HardDice", "HardIoU", "PredictedForeground", "SoftDice", "hard_dice_per_image",
                      "iou_per_image", "soft_dice"), "models.metrics"),
     "VARIANTS": "models.registry",
     "build_model": "models.registry",

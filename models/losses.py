@@ -53,7 +53,12 @@ def dice_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
-    """Soft IoU (Jaccard) pooled over the whole batch: ``(Σ t·p + s) / (Σ t + Σ p − Σ t·p + s)``."""
+    """Soft IoU (Jaccard) pooled over the whole batch: ``(Σ t·p + s) / (Σ t + Σ p − Σ t·p + s)``.
+
+    Smoothed like ``dice_coef`` (s = 1), unlike the reference tool's ``jacard_similarity`` (s = 0):
+    unsmoothed, a batch without foreground (common with empty slices at batch 2) scores ``0 / Σ p``,
+    a constant with no gradient, and ``0 / 0`` (NaN) once every prediction underflows to 0.
+    """
     y_true, y_pred = as_float_pair(y_true, y_pred)
     intersection = ops.sum(y_true * y_pred)
     union = ops.sum(y_true) + ops.sum(y_pred) - intersection
@@ -62,11 +67,16 @@ def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def bce_loss(y_true: Any, y_pred: Any) -> Any:
-    """Mean pixel binary cross-entropy; predictions are clipped to ``[ε, 1 − ε]`` (``keras.config.epsilon()``)."""
-    y_true, y_pred = as_float_pair(y_true, y_pred)
-    eps = keras.config.epsilon()
-    y_pred = ops.clip(y_pred, eps, 1.0 - eps)
-    return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+    """Mean pixel binary cross-entropy, computed as the reference's Keras ``binary_crossentropy`` is.
+
+    ``ops.binary_crossentropy`` recovers the logits of a sigmoid output (on TensorFlow, inside
+    ``fit``: the model's ``head``) and computes the loss from them, so a confidently wrong pixel keeps
+    its gradient ``p − y``; clipping the probabilities instead gives it none. Probabilities without
+    their logits (NumPy arrays, an ensemble's mean, eager tensors) are clipped to ``[ε, 1 − ε]``
+    (``keras.config.epsilon()``). Both agree in value wherever p lies inside the clip.
+    """
+    y_true, y_pred = as_float_pair(y_true, y_pred)  # a float32 tensor passes as the same object
+    return ops.mean(ops.binary_crossentropy(y_true, y_pred))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -16,6 +16,7 @@ from keras import ops
 from models.losses import as_float_pair, dice_coef
 
 __all__ = [
+    "ForegroundHardDice",
     "HardDice",
     "HardIoU",
     "PredictedForeground",
@@ -29,7 +30,12 @@ _PACKAGE = "unet_search"
 
 
 class _PerImageHardScore(keras.metrics.Metric):
-    """Mean over images of a per-image score of thresholded masks; state is a (weighted) sum and count."""
+    """Mean over images of a per-image score of thresholded masks; state is a (weighted) sum and count.
+
+    ``foreground_only``: images whose truth is empty are left out of the mean (not scored 1.0).
+    """
+
+    foreground_only = False
 
     def __init__(self, threshold: float = 0.5, name: str = "hard_score", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -58,6 +64,8 @@ class _PerImageHardScore(keras.metrics.Metric):
             if len(weights.shape) > 1:
                 weights = ops.mean(weights, axis=tuple(range(1, len(weights.shape))))
             weights = ops.broadcast_to(weights, ops.shape(scores))
+        if self.foreground_only:
+            weights = weights * ops.cast(ops.sum(truth, axis=axes) > 0, "float32")
         self.total.assign_add(ops.sum(scores * weights))
         self.count.assign_add(ops.sum(weights))
 
@@ -78,6 +86,21 @@ class HardDice(_PerImageHardScore):
     def _score(self, intersection: Any, sum_true: Any, sum_pred: Any) -> Any:
         denom = sum_true + sum_pred
         return ops.where(denom > 0, 2.0 * intersection / ops.maximum(denom, 1.0), 1.0)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ForegroundHardDice(HardDice):
+    """Per-image hard dice averaged over the images whose truth has foreground (0.0 before one is seen).
+
+    The per-image mean gives an image with an empty mask 1.0 when nothing is predicted, so a model
+    that predicts nothing scores the share of empty images; this one scores 0 then. The training
+    rules ask it whether the model has found any foreground yet (search/training.py).
+    """
+
+    foreground_only = True
+
+    def __init__(self, threshold: float = 0.5, name: str = "fg_dice", dtype: Any = None) -> None:
+        super().__init__(threshold=threshold, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -174,7 +197,20 @@ def iou_per_image(y_true: Any, y_prob: Any, *, threshold: float = 0.5) -> np.nda
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def soft_dice(y_true: Any, y_prob: Any, smooth: float = 1.0) -> float:
-    """Reference soft dice pooled over all images: ``(2·Σ t·p + s) / (Σ t + Σ p + s)``."""
+def soft_dice(y_true: Any, y_prob: Any, smooth: float = 1.0, *, batch_size: int | None = None) -> float:
+    """Reference soft dice ``(2·Σ t·p + s) / (Σ t + Σ p + s)``, pooled over all images.
+
+    With ``batch_size``: pooled over each run of ``batch_size`` consecutive images, then averaged
+    over those batches, which is what :class:`SoftDice` (``dice_coef``) logs during training.
+    """
     truth, prob = _flatten_pair(y_true, y_prob)
+    if batch_size is None:
+        return _pooled_soft_dice(truth, prob, smooth)
+    if batch_size < 1:
+        raise ValueError(f"Expected `batch_size` >= 1 or None. Received: batch_size={batch_size!r}")
+    return float(np.mean([_pooled_soft_dice(truth[i : i + batch_size], prob[i : i + batch_size], smooth)
+                          for i in range(0, len(truth), batch_size)]))
+
+
+def _pooled_soft_dice(truth: np.ndarray, prob: np.ndarray, smooth: float) -> float:
     return float((2.0 * np.sum(truth * prob) + smooth) / (truth.sum() + prob.sum() + smooth))

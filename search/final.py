@@ -23,6 +23,7 @@ from search.runtime import trial_runtime
 from search.space import baseline_deviations
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, fold_plan, prepare_data
+from search.training import lr_schedule_from_history
 from search.trial import ModelSource, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
@@ -150,9 +151,13 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
         kind="final",
         outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
         fixed_epochs=fixed,
+        # the chosen trial's learning rates, reductions included (the retrain has no reducer to fire)
+        lr_schedule=lr_schedule_from_history(study.read_history(best.number), epochs=fixed) if fixed else None,
         model=chosen if fixed is None else None,
         baseline=baseline,
         baseline_fixed_epochs=baseline_epochs,
+        baseline_lr_schedule=(lr_schedule_from_history(study.read_history(baseline_rec.number), epochs=baseline_epochs)
+                              if baseline_epochs and baseline_rec is not None else None),
         candidates=tuple(candidates),
         verbose=verbose,
     )

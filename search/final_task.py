@@ -48,7 +48,8 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch
         if len(task.model.weights) == 1:  # a k-fold ensemble has seen the valid split
             extra["valid_score"] = evaluate_model(model, valid.images, valid.masks, batch_size=batch, loss=loss)["hard_dice"]
     else:
-        result = _retrain(task.specs, task.fixed_epochs, data, hook=hook, verbose=task.verbose)
+        result = _retrain(task.specs, task.fixed_epochs, data, lr_schedule=task.lr_schedule, hook=hook,
+                          verbose=task.verbose)
         model, best_epoch, epochs_run, train_s = result.model, result.best_epoch, result.epochs_run, result.train_s
         # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
         extra["train_score_augmented"] = result.best_score
@@ -83,8 +84,10 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch
     )
 
 
-def _retrain(specs: Any, epochs: int, data: Any, *, hook: Any, verbose: int) -> Any:
-    """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on)."""
+def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ...] | None, hook: Any,
+             verbose: int) -> Any:
+    """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on),
+    replaying ``lr_schedule``, the per-epoch learning rates of the trial it retrains."""
     from search.training import train_model
 
     train, valid = data.split("train"), data.split("valid")
@@ -96,6 +99,7 @@ def _retrain(specs: Any, epochs: int, data: Any, *, hook: Any, verbose: int) -> 
         valid_masks=valid.masks,
         on_epoch=hook,
         fixed_epochs=epochs,
+        lr_schedule=lr_schedule,
         verbose=verbose,
     )
 
@@ -120,7 +124,8 @@ def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any) -> dict
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
-        model = _retrain(source.specs, task.baseline_fixed_epochs, data, hook=hook, verbose=task.verbose).model
+        model = _retrain(source.specs, task.baseline_fixed_epochs, data, lr_schedule=task.baseline_lr_schedule,
+                         hook=hook, verbose=task.verbose).model
         model_from = "retrained_train_valid"
     test = data.split("test")
     scored = evaluate_model(model, test.images, test.masks, batch_size=source.specs.train.batch_size,

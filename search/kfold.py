@@ -19,6 +19,7 @@ import numpy as np
 
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
+from search.specs import derived_seed
 from search.trial import SCORES_FILE, TrialOutcome, TrialTask, fit_and_score
 from search.vocabulary import TrialState
 
@@ -77,7 +78,8 @@ def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, in
     held = set(val_idx)
     train_idx = [i for i in range(len(images)) if i not in held]
     # A fold's own seed: the folds of one trial are independent runs of one configuration.
-    specs = dataclasses.replace(task.specs, train=dataclasses.replace(task.specs.train, seed=task.specs.train.seed + f))
+    seed = derived_seed(task.specs.train.seed, "fold", f)
+    specs = dataclasses.replace(task.specs, train=dataclasses.replace(task.specs.train, seed=seed))
     fold_task = dataclasses.replace(task, specs=specs)
     start = len(history)
 

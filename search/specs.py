@@ -6,15 +6,18 @@ or ``data`` knows a tuner exists.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from data import AugmentSpec
 from models import UNetSpec, estimate_training_memory_bytes
 from search.config import AUGMENTATIONS, Config
 from search.errors import TrialFailed
 
-__all__ = ["TrainSpec", "TrialSpecs", "check_memory", "specs_from_values", "trial_seed"]
+__all__ = ["TrainSpec", "TrialSpecs", "check_memory", "derived_seed", "specs_from_values", "trial_seed"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,14 @@ def check_memory(specs: TrialSpecs, *, budget_bytes: int | None) -> None:
 def trial_seed(study_seed: int, number: int) -> int:
     """Seeds are set once per study and derived per trial."""
     return (int(study_seed) * 1_000_003 + int(number)) % (2**31 - 1)
+
+
+def derived_seed(seed: int, purpose: str, *keys: int) -> int:
+    """A seed for one use of ``seed`` (e.g. ``"fold", f``), hashed from all of them by ``SeedSequence``.
+
+    Not ``seed + k``: :func:`trial_seed` gives consecutive trials consecutive seeds, so trial n's
+    ``seed + 1`` would be trial n+1's seed and the two runs would share their random streams.
+    """
+    words = [int(v) % 2**64 for v in (seed, zlib.crc32(purpose.encode()), *keys)]
+    state = np.random.SeedSequence(np.asarray(words, dtype=np.uint64).view(np.uint32)).generate_state(1)
+    return int(state[0]) % (2**31 - 1)

@@ -9,14 +9,24 @@ When a trial may be judged (README, "Budgets, warm-up and when a trial is judged
 
 - An epoch is ``TrainSpec.steps_per_epoch`` optimizer steps, whatever the dataset size.
 - Nothing stops a trial during its warm-up (``TrainSpec.warmup_samples``), except a collapse.
-- Progress: a new best validation hard dice. While the best hard dice is still 0, a new best
-  validation loss or soft dice is progress too, so a model that is learning but not yet over the
-  0.5 threshold anywhere is not stopped for "no improvement".
-- Early stopping: ``patience`` epochs without progress, after the warm-up.
-- A collapse: for ``collapse_epochs`` epochs in a row the model predicts no foreground pixel on the
-  validation split while the validation loss stays flat (relative range < ``COLLAPSE_LOSS_RTOL``).
-  Such a trial ends as :class:`TrialCollapsed` (recorded ``pruned``, reason "collapsed: …").
-- The pruner sees the running best score and is asked only when :attr:`LoopState.judgeable`.
+- "No score yet": the model has not found foreground on the validation split, i.e. its best hard
+  dice over the validation images whose mask is not empty (``val_fg_dice``) is still 0. Not the
+  objective: that scores an empty mask with an empty prediction 1, so a model that predicts nothing
+  scores the share of empty images (with no empty mask in the split, the two agree).
+- Progress: a new best validation hard dice. While there is no score yet, a new best validation
+  loss, soft dice or foreground dice is progress too, so a model that is learning but not yet over
+  the 0.5 threshold on the structure is not stopped for "no improvement".
+- Early stopping: ``patience`` epochs without progress, checked from the end of the warm-up on;
+  the epochs without progress are counted during the warm-up too, so a trial that has made none
+  in its last ``patience`` epochs stops at the first epoch after the warm-up.
+- The learning-rate reducer counts epochs without progress by the same rule.
+- A collapse: for ``collapse_epochs`` epochs in a row the model with no score yet predicts no
+  foreground pixel on the validation split while the validation loss stays flat (relative range
+  < ``COLLAPSE_LOSS_RTOL``). Such a trial ends as :class:`TrialCollapsed` (recorded ``pruned``,
+  reason "collapsed: …").
+- The pruner sees the running best score and is asked only when the epoch is judgeable
+  (:meth:`LoopState.end_epoch`): after the warm-up, not while a trial with no score yet is still
+  progressing, never for a collapsed one.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,20 +44,31 @@ import numpy as np
 
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
-from search.specs import TrialSpecs
+from search.specs import TrainSpec, TrialSpecs
 from search.vocabulary import OBJECTIVE
 
-__all__ = ["Checkpoint", "EpochHook", "LoopState", "TrainResult", "compile_model", "evaluate_model",
-           "predict_probabilities", "train_model"]
+__all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "compile_model", "evaluate_model",
+           "lr_schedule_from_history", "predict_probabilities", "train_model"]
 
 
 logger = logging.getLogger(__name__)
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
-# "No score yet" below this hard dice: progress in loss or soft dice still counts (module docstring).
+# "No score yet" below this foreground dice: progress in loss or soft dice still counts (module docstring).
 ZERO_SCORE = 1e-6
 COLLAPSE_LOSS_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class EpochJudgement:
+    """What the rules (module docstring) make of one epoch."""
+
+    improved: bool  # a new best score: keep these weights
+    progressed: bool  # progress: early stopping and the reducer start counting again
+    lr_reduced: bool = False
+    judgeable: bool = False  # the pruner may be asked
+    collapse: str | None = None  # the reason, once the trial has collapsed
 
 
 @dataclass
@@ -62,19 +83,58 @@ class LoopState:
     lr: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     train_s: float = 0.0
-    best_loss: float = math.inf  # validation loss and soft dice: progress while the hard dice is 0
+    best_loss: float = math.inf  # validation loss and soft dice: progress while there is no score yet
     best_soft: float = -math.inf
     collapsed_for: int = 0  # consecutive epochs with no predicted foreground and a flat loss
+    best_fg: float = -math.inf  # best hard dice over the validation images with foreground
 
-    def progress(self, *, score: float, loss: float, soft: float) -> tuple[bool, bool]:
+    @property
+    def has_score(self) -> bool:
+        """Whether the model has found foreground on the validation split (module docstring)."""
+        return self.best_fg > ZERO_SCORE
+
+    def progress(self, *, score: float, loss: float, soft: float, fg: float) -> tuple[bool, bool]:
         """Update the bests with one epoch; return (new best score, progress by the rule above)."""
         improved = score > self.best_score
         progressed = improved
-        if self.best_score <= ZERO_SCORE and not improved:
-            progressed = loss < self.best_loss * (1 - COLLAPSE_LOSS_RTOL) or soft > self.best_soft + 1e-4
+        if not self.has_score and not improved:
+            progressed = (fg > ZERO_SCORE or loss < self.best_loss * (1 - COLLAPSE_LOSS_RTOL)
+                          or soft > self.best_soft + 1e-4)
         self.best_loss = min(self.best_loss, loss) if math.isfinite(loss) else self.best_loss
         self.best_soft = max(self.best_soft, soft) if math.isfinite(soft) else self.best_soft
+        self.best_fg = max(self.best_fg, fg) if math.isfinite(fg) else self.best_fg
         return improved, progressed
+
+    def end_epoch(self, logs: dict[str, float], *, score: float, fg: float, spec: TrainSpec, judge_from: int,
+                  check_collapse: bool) -> EpochJudgement:
+        """Judge epoch ``self.epoch`` (its row already in ``history``) and advance the state to the next.
+
+        ``fg``: the epoch's hard dice over the validation images with foreground; ``spec``: patience,
+        reducer and collapse settings; ``judge_from``: the first epoch count after the warm-up.
+        The caller applies ``self.lr`` to the optimizer when ``lr_reduced``.
+        """
+        improved, progressed = self.progress(
+            score=score, loss=logs.get("val_loss", logs.get("loss", math.nan)),
+            soft=logs.get("val_dice_coef", math.nan), fg=fg,
+        )
+        if improved:
+            self.best_score, self.best_epoch = score, self.epoch
+        lr_reduced = False
+        if progressed:
+            self.wait, self.reducer_wait = 0, 0
+        else:
+            self.wait += 1
+            self.reducer_wait += 1
+            if self.reducer_wait >= spec.reducer_patience and self.lr > spec.min_lr:
+                self.lr = max(self.lr * spec.reducer_factor, spec.min_lr)
+                self.reducer_wait = 0
+                lr_reduced = True
+        reason = _collapse_check(self, logs) if check_collapse and spec.collapse_epochs else None
+        collapse = reason if reason is not None and self.collapsed_for >= spec.collapse_epochs else None
+        self.epoch += 1
+        judgeable = self.epoch >= judge_from and (self.has_score or not progressed) and collapse is None
+        return EpochJudgement(improved=improved, progressed=progressed, lr_reduced=lr_reduced,
+                              judgeable=judgeable, collapse=collapse)
 
 
 @dataclass
@@ -166,7 +226,15 @@ def compile_model(specs: TrialSpecs) -> Any:
     """Build and compile the model of ``specs`` (seeded)."""
     import keras
 
-    from models import HardDice, HardIoU, PredictedForeground, SoftDice, build_model, get_loss
+    from models import (
+        ForegroundHardDice,
+        HardDice,
+        HardIoU,
+        PredictedForeground,
+        SoftDice,
+        build_model,
+        get_loss,
+    )
 
     keras.utils.set_random_seed(specs.train.seed)
     model = build_model(specs.model)
@@ -176,7 +244,7 @@ def compile_model(specs: TrialSpecs) -> Any:
         loss=get_loss(specs.train.loss),
         metrics=[
             HardDice(name="hard_dice"), HardIoU(name="hard_iou"), SoftDice(name="dice_coef"),
-            PredictedForeground(name="pred_fg"),
+            PredictedForeground(name="pred_fg"), ForegroundHardDice(name="fg_dice"),
         ],
         jit_compile=specs.train.jit_compile,
     )
@@ -195,6 +263,7 @@ def train_model(
     fixed_epochs: int | None = None,
     verbose: int = 0,
     callbacks: list[Any] | None = None,
+    lr_schedule: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train one configuration with early stopping on the validation objective.
 
@@ -204,18 +273,24 @@ def train_model(
         checkpoint: if given, the loop resumes from it and saves it after every epoch.
         fixed_epochs: train exactly this many epochs without early stopping (final retrain on
             train+valid); the "best" is then the last epoch.
+        lr_schedule: with ``fixed_epochs``, the learning rate of each epoch (the chosen trial's, from
+            :func:`lr_schedule_from_history`), in place of the reducer, which has no validation
+            split to watch; epochs past its end keep its last rate.
 
     Returns:
         The model with the best epoch's weights restored, and the per-epoch history.
 
     Raises:
         TrialFailed: when the loss becomes NaN/inf.
+        ValueError: ``lr_schedule`` without ``fixed_epochs``, or empty.
     """
     import keras
 
     from data import eval_dataset, train_dataset
 
     t = specs.train
+    if lr_schedule is not None and (fixed_epochs is None or len(lr_schedule) == 0):
+        raise ValueError("train_model: lr_schedule needs fixed_epochs and at least one learning rate")
     model = compile_model(specs)
     state = LoopState(lr=t.learning_rate)
     best_weights: list[np.ndarray] | None = None
@@ -230,12 +305,17 @@ def train_model(
     stop_reason = "max_epochs"
     cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or [])]
     judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
+    # "No score yet" asks the images with foreground; a split without any falls back to the objective.
+    valid_has_fg = has_valid and bool(np.any(np.asarray(valid_masks)))
 
     if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= judge_from):
         stop_reason = "resumed_finished"
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
         t0 = time.perf_counter()
+        if lr_schedule is not None:  # before the row records state.lr
+            state.lr = float(lr_schedule[min(epoch, len(lr_schedule) - 1)])
+            model.optimizer.learning_rate.assign(state.lr)
         # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
         train_ds = train_dataset(
             train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch,
@@ -262,37 +342,27 @@ def train_model(
         state.history.append(row)
         state.train_s += elapsed
         if fixed_epochs is not None:
-            improved = progressed = True
-        else:
-            improved, progressed = state.progress(
-                score=score, loss=logs.get("val_loss", loss), soft=logs.get("val_dice_coef", float("nan"))
-            )
-        if improved:
             state.best_score, state.best_epoch = score, epoch
-            best_weights = [w.copy() for w in model.get_weights()]
-        if progressed:
-            state.wait, state.reducer_wait = 0, 0
+            state.epoch = epoch + 1
+            judged = EpochJudgement(improved=True, progressed=True,
+                                    judgeable=state.epoch >= judge_from and score > ZERO_SCORE)
         else:
-            state.wait += 1
-            state.reducer_wait += 1
-            if state.reducer_wait >= t.reducer_patience and state.lr > t.min_lr:
-                state.lr = max(state.lr * t.reducer_factor, t.min_lr)
+            fg = logs.get("val_fg_dice", score) if valid_has_fg else score
+            judged = state.end_epoch(logs, score=score, fg=fg, spec=t, judge_from=judge_from, check_collapse=has_valid)
+            if judged.lr_reduced:
                 model.optimizer.learning_rate.assign(state.lr)
-                state.reducer_wait = 0
                 logger.debug("epoch %d: learning rate reduced to %.3g", epoch, state.lr)
-        collapse = _collapse_check(state, logs) if has_valid and t.collapse_epochs else None
+        if judged.improved:
+            best_weights = [w.copy() for w in model.get_weights()]
         epoch += 1
-        state.epoch = epoch
         if checkpoint is not None:
-            checkpoint.save(model, state, best_improved=improved)
-        collapsed = collapse is not None and state.collapsed_for >= t.collapse_epochs
+            checkpoint.save(model, state, best_improved=judged.improved)
         try:
             if on_epoch is not None:
-                judgeable = epoch >= judge_from and (state.best_score > ZERO_SCORE or not progressed) and not collapsed
                 on_epoch(epoch - 1, {**row, "score": score, "best_score": float(state.best_score),
-                                     "judgeable": float(judgeable)})
-            if collapsed:
-                raise TrialCollapsed(str(collapse), epochs_run=epoch, best_score=max(state.best_score, 0.0))
+                                     "judgeable": float(judged.judgeable)})
+            if judged.collapse is not None:
+                raise TrialCollapsed(judged.collapse, epochs_run=epoch, best_score=max(state.best_score, 0.0))
         except TrialPruned as e:  # hand the caller the best epoch's model (saved for the verdict)
             if best_weights is not None:
                 model.set_weights(best_weights)
@@ -315,13 +385,46 @@ def train_model(
     )
 
 
+def lr_schedule_from_history(rows: Sequence[dict[str, Any]], *, epochs: int) -> tuple[float, ...] | None:
+    """The learning rate of each of a trial's first ``epochs`` epochs, from its ``history.csv`` rows.
+
+    A retrain for a fixed number of epochs has no validation split for the reducer to watch, so it
+    replays the rates the chosen trial trained with. A k-fold trial's rows hold one run per fold
+    (``fold``): the schedule is that of the first fold whose best epoch is the trial's (the median
+    fold's, so ``epochs - 1``), else fold 0's. Epochs missing at the end repeat the last rate; None
+    when the rows hold no learning rate.
+    """
+    runs: dict[int, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        if _finite(row.get("lr")) and _finite(row.get("epoch")):
+            fold = int(float(row["fold"])) if _finite(row.get("fold")) else 0
+            runs.setdefault(fold, {})[int(float(row["epoch"]))] = row
+    if not runs or epochs < 1:
+        return None
+
+    def best_epoch(run: dict[int, dict[str, Any]]) -> int:
+        scores = {e: float(r.get(OBJECTIVE, math.nan)) for e, r in run.items() if _finite(r.get(OBJECTIVE))}
+        return max(sorted(scores), key=lambda e: scores[e]) if scores else -1  # the first best, as training
+
+    run = next((runs[f] for f in sorted(runs) if best_epoch(runs[f]) == epochs - 1), runs[min(runs)])
+    lrs = [float(run[e]["lr"]) for e in sorted(run) if e < epochs]
+    return tuple(lrs + lrs[-1:] * (epochs - len(lrs))) if lrs else None
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:
     """Count epochs of no predicted foreground with a flat validation loss; the reason once counting."""
     losses = [h.get("val_loss", math.nan) for h in state.history[-state.collapsed_for - 1:]]
     flat = all(math.isfinite(v) for v in losses) and (
         max(losses) - min(losses) <= COLLAPSE_LOSS_RTOL * max(abs(min(losses)), 1e-12)
     )
-    if logs.get("val_pred_fg", 1.0) > 0.0 or state.best_score > ZERO_SCORE or not flat:
+    if logs.get("val_pred_fg", 1.0) > 0.0 or state.has_score or not flat:
         state.collapsed_for = 0
         return None
     state.collapsed_for += 1
@@ -341,7 +444,11 @@ def predict_probabilities(model: Any, images: np.ndarray, *, batch_size: int) ->
 
 
 def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_size: int, loss: str) -> dict[str, Any]:
-    """Per-image hard dice/IoU at 0.5, reference soft batch dice and loss (means and per image)."""
+    """Per-image hard dice/IoU at 0.5, reference soft batch dice and loss (means and per image).
+
+    ``soft_dice`` and ``loss`` are taken per batch of ``batch_size`` images, as training logs
+    ``val_dice_coef`` (the mean over batches) and ``val_loss`` (weighted by batch size).
+    """
     from models import get_loss, hard_dice_per_image, iou_per_image, soft_dice
 
     prob = predict_probabilities(model, images, batch_size=batch_size)
@@ -349,11 +456,16 @@ def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_s
     dice = hard_dice_per_image(truth, prob, threshold=0.5)
     iou = iou_per_image(truth, prob, threshold=0.5)
     loss_fn = get_loss(loss)
-    loss_value = float(np.mean(np.asarray(loss_fn(truth[..., None], prob[..., None].astype(np.float32)))))
+    starts = range(0, len(truth), max(1, batch_size))
+    batch_losses = [float(np.mean(np.asarray(loss_fn(truth[i : i + batch_size, ..., None],
+                                                     prob[i : i + batch_size, ..., None].astype(np.float32)))))
+                    for i in starts]
+    sizes = [len(truth[i : i + batch_size]) for i in starts]
+    loss_value = float(np.average(batch_losses, weights=sizes)) if sizes else float("nan")
     return {
         "hard_dice": float(np.mean(dice)) if len(dice) else float("nan"),
         "hard_iou": float(np.mean(iou)) if len(iou) else float("nan"),
-        "soft_dice": float(soft_dice(truth, prob)),
+        "soft_dice": soft_dice(truth, prob, batch_size=max(1, batch_size)) if len(truth) else float("nan"),
         "loss": loss_value,
         "n_images": int(len(images)),
         # Share of all pixels predicted / truly foreground: a model that paints 17x the true area shows here.

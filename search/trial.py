@@ -76,9 +76,11 @@ class TrialTask:
     fold_prune_p: float = 0.0
     units: Units | None = None
     fixed_epochs: int | None = None
+    lr_schedule: tuple[float, ...] | None = None  # with fixed_epochs: each epoch's learning rate (replayed)
     model: ModelSource | None = None
     baseline: ModelSource | None = None
     baseline_fixed_epochs: int | None = None
+    baseline_lr_schedule: tuple[float, ...] | None = None  # with baseline_fixed_epochs: its trial's learning rates
     candidates: tuple[ModelSource, ...] = ()  # final stage: tested too, for the record (not for the pick)
     verbose: int = 0
 

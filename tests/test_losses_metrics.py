@@ -11,6 +11,7 @@ import pytest
 
 from models import (
     LOSSES,
+    ForegroundHardDice,
     HardDice,
     HardIoU,
     PredictedForeground,
@@ -108,6 +109,83 @@ def test_loss_gradient_is_finite() -> None:
         grad = tape.gradient(value, y_pred).numpy()
         assert np.all(np.isfinite(grad))
         assert np.any(grad != 0)
+
+
+# The losses with a BCE term, and that term's weight in each.
+BCE_WEIGHT = {"bce_dice": 0.5, "bce_dice_image": 0.5, "bce": 1.0, "bce_iou": 0.5}
+
+
+def _sigmoid_graph(loss: object, logits: np.ndarray, y_true: np.ndarray) -> tuple[float, np.ndarray]:
+    """(loss, d loss / d logits) with the probabilities from Keras's sigmoid inside a tf.function, as in ``fit``."""
+    import tensorflow as tf
+
+    z = tf.Variable(logits)
+
+    @tf.function
+    def step() -> tuple[object, object]:
+        with tf.GradientTape() as tape:
+            value = loss(y_true, keras.activations.sigmoid(z))
+        return value, tape.gradient(value, z)
+
+    value, grad = step()
+    return float(value), grad.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(BCE_WEIGHT))
+def test_saturated_wrong_pixels_keep_the_bce_gradient(name: str) -> None:
+    """Logits ±20 on the wrong labels: the BCE term's gradient wrt the logits is (p − y)·w / N, as with
+    Keras's binary_crossentropy; clipped probabilities gave it 0 (review §7)."""
+    logits = np.asarray([20.0, -20.0], np.float32).reshape(1, 1, 2, 1)
+    y_true = np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 2, 1)
+    value, grad = _sigmoid_graph(LOSSES[name], logits, y_true)
+    w = BCE_WEIGHT[name]
+    np.testing.assert_allclose(grad.ravel(), [w / 2, -w / 2], atol=1e-3)  # the dice/IoU term adds ~σ'(20) ≈ 2e-9
+    assert value >= w * 20.0 - 1e-3  # the unclipped BCE (clipped: -log(1e-7) = 16.1)
+
+
+@pytest.mark.parametrize("name", sorted(BCE_WEIGHT))
+def test_bce_from_logits_equals_the_clipped_formula_inside_the_clip(name: str) -> None:
+    """Inside the clip the logits path (fit) and the probability path (NumPy, evaluation) agree in value."""
+    rng = np.random.default_rng(0)
+    logits = rng.uniform(-8, 8, (2, 4, 4, 1)).astype(np.float32)
+    y_true = (rng.random((2, 4, 4, 1)) > 0.5).astype(np.float32)
+    value, _ = _sigmoid_graph(LOSSES[name], logits, y_true)
+    prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    bce = -np.mean(y_true * np.log(prob) + (1 - y_true) * np.log(1 - prob))
+    assert value == pytest.approx(_f(LOSSES[name](y_true, prob.astype(np.float32))), rel=1e-5)
+    if name == "bce_dice":  # the reference: (binary_crossentropy + 1 − dice_coef) / 2
+        dice = (2 * np.sum(y_true * prob) + 1) / (y_true.sum() + prob.sum() + 1)
+        assert value == pytest.approx(0.5 * bce + 0.5 * (1 - dice), rel=1e-5)
+
+
+def test_fit_moves_a_saturated_head_towards_the_labels() -> None:
+    """Through the model's sigmoid head and Keras's training step: a head stuck at p ≈ 1 on background
+    labels gets a gradient (one SGD step lowers its bias); with clipped BCE it did not move."""
+    model = build_model(UNetSpec.tiny())
+    head = model.get_layer("head")
+    head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+    head.bias.assign(np.full(head.bias.shape, 30.0, np.float32))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss=get_loss("bce_dice"))
+    images = np.zeros((2, 32, 32, 1), np.uint8)
+    model.train_on_batch(images, np.zeros((2, 32, 32, 1), np.float32))
+    # d(0.5 · mean BCE)/d bias = 0.5 · mean(p − y) = 0.5: the bias drops by the learning rate × 0.5
+    assert float(head.bias.numpy()[0]) == pytest.approx(29.5, abs=1e-3)
+
+
+def test_iou_smoothing_keeps_a_gradient_on_batches_without_foreground() -> None:
+    """Why iou_coef is smoothed (the reference's jacard_similarity is not): on an empty batch the
+    unsmoothed IoU is 0 whatever the prediction (no gradient) or NaN (all zero); smoothed, it pushes p down."""
+    import tensorflow as tf
+
+    empty = np.zeros((2, 4, 4, 1), np.float32)
+    p = tf.Variable(np.full((2, 4, 4, 1), 0.2, np.float32))
+    for smooth, expect_grad in ((0.0, False), (1.0, True)):
+        with tf.GradientTape() as tape:
+            iou = iou_coef(empty, p, smooth=smooth)
+        grad = tape.gradient(iou, p).numpy()
+        assert bool(np.any(grad != 0)) is expect_grad
+    assert math.isnan(_f(iou_coef(empty, np.zeros_like(empty), smooth=0.0)))
+    assert _f(iou_coef(empty, np.zeros_like(empty))) == pytest.approx(1.0)
 
 
 def test_loss_registry() -> None:
@@ -227,6 +305,31 @@ def test_hard_dice_metric_sample_weight() -> None:
     assert _f(metric.result()) == pytest.approx((0.5 + 1.0) / 2)
 
 
+def test_foreground_dice_leaves_out_the_images_with_an_empty_mask() -> None:
+    """The mean hard dice over the images whose truth has foreground: a model that predicts nothing
+    scores 0 on a split with empty masks, where the per-image mean gives it the share of empty images."""
+    metric = ForegroundHardDice()
+    assert metric.name == "fg_dice"
+    batches = _batches()
+    for y_true, y_prob in batches:
+        metric.update_state(y_true, y_prob)
+    y_true_all = np.concatenate([b[0] for b in batches])
+    y_prob_all = np.concatenate([b[1] for b in batches])
+    has_fg = y_true_all.reshape(len(y_true_all), -1).any(axis=1)
+    assert 0 < has_fg.sum() < len(has_fg)
+    expected = hard_dice_per_image(y_true_all, y_prob_all)[has_fg].mean()
+    assert _f(metric.result()) == pytest.approx(float(expected), rel=1e-6)
+
+    nothing = np.zeros_like(HARD_PROB[..., None])  # images 1, 2 of HARD_TRUE are empty
+    metric.reset_state()
+    metric.update_state(HARD_TRUE[..., None], nothing)
+    assert _f(metric.result()) == 0.0
+    hard = HardDice()
+    hard.update_state(HARD_TRUE[..., None], nothing)
+    assert _f(hard.result()) == pytest.approx(0.5)
+    assert ForegroundHardDice.from_config(ForegroundHardDice(threshold=0.3).get_config()).threshold == 0.3
+
+
 def test_hard_metric_config_round_trip() -> None:
     metric = HardDice(threshold=0.3, name="val_score")
     clone = HardDice.from_config(metric.get_config())
@@ -243,6 +346,20 @@ def test_soft_dice_metric_is_mean_of_batch_dice() -> None:
     expected = np.mean([soft_dice(y_true, y_prob) for y_true, y_prob in batches])
     assert _f(metric.result()) == pytest.approx(expected, rel=1e-5)
     assert SoftDice.from_config(SoftDice(smooth=2.0).get_config()).smooth == 2.0
+
+
+def test_soft_dice_per_batch_is_what_the_metric_logs() -> None:
+    rng = np.random.default_rng(5)
+    y_true = (rng.random((5, 8, 8, 1)) > 0.8).astype(np.float32)
+    y_true[:2] = 0.0
+    y_prob = rng.random((5, 8, 8, 1)).astype(np.float32)
+    metric = SoftDice()
+    for i in range(0, 5, 2):
+        metric.update_state(y_true[i : i + 2], y_prob[i : i + 2])
+    assert soft_dice(y_true, y_prob, batch_size=2) == pytest.approx(_f(metric.result()), rel=1e-5)
+    assert soft_dice(y_true, y_prob, batch_size=5) == pytest.approx(soft_dice(y_true, y_prob))
+    with pytest.raises(ValueError, match="batch_size"):
+        soft_dice(y_true, y_prob, batch_size=0)
 
 
 def test_compile_fit_save_load(tmp_path: Path) -> None:

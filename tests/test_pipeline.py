@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,25 @@ def test_float_images_of_16_bit_datasets_pass_through_augmentation_and_evaluatio
     assert np.any(out_images % 1 != 0) and set(np.unique(out_masks).tolist()) <= {0.0, 1.0}
     evaluated, _ = epoch(eval_dataset(fine, masks, batch_size=3))
     assert evaluated.dtype == np.float32 and np.array_equal(evaluated, fine)
+
+
+def test_every_random_stream_of_an_epoch_is_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass p's order once came from (seed, epoch, p), the stream of sample p's augmentation in pass 0
+    (and pass 0's (seed, epoch) equals (seed, epoch, 0) to SeedSequence): every stream now differs (review §14)."""
+    states: list[tuple[int, ...]] = []
+    real = np.random.default_rng
+
+    def recording(seed: Any = None) -> np.random.Generator:
+        if sys._getframe(1).f_globals.get("__name__") != "data.pipeline":  # e.g. SciPy's own generators
+            return real(seed)
+        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        states.append(tuple(int(v) for v in sequence.generate_state(4)))
+        return real(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", recording)
+    images, masks = make_arrays(n=4)
+    ds = train_dataset(images, masks, batch_size=2, augment=AugmentSpec(hflip=1.0), seed=3, epoch=0, steps=4,
+                       num_parallel_calls=1)
+    epoch(ds)  # 8 samples: 2 passes over 4 images
+    assert len(states) == 2 + 8  # one order per pass, one augmentation per sample
+    assert len(set(states)) == len(states)

@@ -14,7 +14,7 @@ from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.errors import TrialCollapsed, TrialFailed
 from search.specs import TrainSpec, TrialSpecs
-from search.training import Checkpoint, LoopState, evaluate_model, train_model
+from search.training import Checkpoint, LoopState, evaluate_model, lr_schedule_from_history, train_model
 
 
 def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +28,8 @@ def _specs(*, size: int = 32, levels: int = 3, filters: int = 8, lr: float = 3e-
         model=UNetSpec(image_size=size, channels=1, base_filters=filters, base_kernels=3, num_layers=levels,
                        dilation=1, dropout_rate=0.0),
         augment=AugmentSpec.none(),
-        train=TrainSpec(learning_rate=lr, batch_size=8, max_epochs=epochs, patience=patience, seed=seed,
-                        reducer_patience=4, **train),
+        train=TrainSpec(**{"learning_rate": lr, "batch_size": 8, "max_epochs": epochs, "patience": patience,
+                           "seed": seed, "reducer_patience": 4, **train}),
     )
 
 
@@ -71,6 +71,24 @@ def test_same_seed_same_history() -> None:
     assert a == b
     other = train_model(_specs(seed=6), train_images=ti, train_masks=tm, valid_images=vi, valid_masks=vm)
     assert [h["loss"] for h in other.history] != [x[0] for x in a]
+
+
+def test_evaluate_model_reports_soft_dice_and_loss_as_training_logs_them() -> None:
+    """Test metrics and the val_* columns of history.csv are one definition: per batch of batch_size images
+    (soft dice: the mean over batches; loss: weighted by batch size), not pooled over the split (review §14)."""
+    from data import eval_dataset
+    from models import soft_dice
+    from search.training import compile_model, predict_probabilities
+
+    vi, vm = _data(8, 32, seed=4)
+    vm = _with_empty_masks(vm, 2)  # batches with and without foreground: pooled and per-batch dice differ
+    model = compile_model(_specs())
+    logged = model.evaluate(eval_dataset(vi, vm, batch_size=3), verbose=0, return_dict=True)
+    tested = evaluate_model(model, vi, vm, batch_size=3, loss="bce_dice")
+    assert tested["soft_dice"] == pytest.approx(logged["dice_coef"], rel=1e-5)
+    assert tested["loss"] == pytest.approx(logged["loss"], rel=3e-6)  # an unweighted mean is 3e-5 off
+    pooled = soft_dice(vm.astype(np.float32), predict_probabilities(model, vi, batch_size=3))
+    assert abs(pooled - tested["soft_dice"]) > 1e-3  # the old definition, visibly different here
 
 
 def test_nan_loss_is_a_trial_failure() -> None:
@@ -150,16 +168,95 @@ def test_a_ten_image_dataset_trains_exactly_steps_per_epoch_steps() -> None:
     assert result.epochs_run == 2
 
 
+def test_a_fixed_epoch_retrain_replays_the_learning_rate_schedule() -> None:
+    """train_on_valid: the retrain has no validation split, so the reducer cannot fire; the chosen trial's
+    per-epoch rates are replayed (review §10a). A rate of 0 in epochs 1-2 leaves the epoch-0 weights."""
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    common = {"train_images": ti, "train_masks": tm, "valid_images": vi, "valid_masks": vm}
+    replay = train_model(_specs(epochs=9, seed=2), fixed_epochs=3, lr_schedule=(3e-3, 0.0), **common)
+    assert [h["lr"] for h in replay.history] == [3e-3, 0.0, 0.0]  # past its end: the last rate
+    one = train_model(_specs(epochs=9, seed=2), fixed_epochs=1, **common)
+    for a, b in zip(replay.model.get_weights(), one.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lr_schedule needs fixed_epochs"):
+        train_model(_specs(), lr_schedule=(1e-3,), **common)
+
+
+def test_the_schedule_is_read_from_the_trial_history() -> None:
+    rows = [{"epoch": e, "lr": lr, "val_hard_dice": d}
+            for e, (lr, d) in enumerate([(1e-3, 0.1), (1e-3, 0.2), (3e-4, 0.25), (9e-5, 0.3), (9e-5, 0.3)])]
+    assert lr_schedule_from_history(rows, epochs=4) == (1e-3, 1e-3, 3e-4, 9e-5)
+    assert lr_schedule_from_history(rows, epochs=7) == (1e-3, 1e-3, 3e-4, 9e-5, 9e-5, 9e-5, 9e-5)
+    assert lr_schedule_from_history([{"epoch": 0, "loss": 0.5}], epochs=3) is None  # no lr recorded
+    # k-fold: the fold whose best epoch is the trial's (the median fold) gives the schedule
+    folds = [{**r, "fold": 0.0, "val_hard_dice": 0.5 if r["epoch"] == 0 else 0.1} for r in rows]
+    folds += [{**r, "fold": 1.0, "lr": r["lr"] / 10} for r in rows]
+    assert lr_schedule_from_history(folds, epochs=4) == tuple(r["lr"] / 10 for r in rows[:4])
+    assert lr_schedule_from_history(folds, epochs=1) == (1e-3,)
+
+
 def test_progress_while_the_score_is_zero_counts_loss_and_soft_dice() -> None:
     state = LoopState()
-    assert state.progress(score=0.0, loss=0.8, soft=0.01) == (True, True)  # the first epoch
+    assert state.progress(score=0.0, loss=0.8, soft=0.01, fg=0.0) == (True, True)  # the first epoch
     state.best_score = 0.0
-    assert state.progress(score=0.0, loss=0.7, soft=0.01) == (False, True)  # loss fell: still learning
-    assert state.progress(score=0.0, loss=0.7, soft=0.02) == (False, True)  # soft dice rose
-    assert state.progress(score=0.0, loss=0.7, soft=0.02) == (False, False)  # nothing moved
-    state.best_score = 0.3  # once there is a score, only the score counts
-    assert state.progress(score=0.2, loss=0.1, soft=0.9) == (False, False)
-    assert state.progress(score=0.31, loss=0.5, soft=0.1) == (True, True)
+    assert state.progress(score=0.0, loss=0.7, soft=0.01, fg=0.0) == (False, True)  # loss fell: still learning
+    assert state.progress(score=0.0, loss=0.7, soft=0.02, fg=0.0) == (False, True)  # soft dice rose
+    assert state.progress(score=0.0, loss=0.7, soft=0.02, fg=0.0) == (False, False)  # nothing moved
+    assert state.progress(score=0.0, loss=0.7, soft=0.02, fg=0.1) == (False, True)  # found foreground
+    # once there is a score, only the score counts
+    assert state.progress(score=0.0, loss=0.1, soft=0.9, fg=0.1) == (False, False)
+    assert state.progress(score=0.31, loss=0.5, soft=0.1, fg=0.1) == (True, True)
+
+
+def _probe_logs(epoch: int, *, falling: bool) -> dict[str, float]:
+    """The review's progress_probe: 10 validation slices, 3 with an empty mask, nothing predicted. The
+    per-image dice is 0.3 every epoch (the empty slices score 1); loss falls and soft dice rises, or both stay."""
+    return {"loss": 0.7, "val_loss": 0.8 * 0.97 ** epoch if falling else 0.8,
+            "val_dice_coef": 0.01 + 0.01 * epoch if falling else 0.01,
+            "val_hard_dice": 0.3, "val_fg_dice": 0.0, "val_pred_fg": 0.0}
+
+
+def _judge(logs_of: Any, epochs: int, spec: TrainSpec, *, judge_from: int = 2) -> tuple[LoopState, list[Any]]:
+    state, judged = LoopState(lr=spec.learning_rate), []
+    for e in range(epochs):
+        logs = logs_of(e)
+        state.history.append({"epoch": e, **logs, "lr": state.lr})
+        judged.append(state.end_epoch(logs, score=logs["val_hard_dice"], fg=logs["val_fg_dice"], spec=spec,
+                                      judge_from=judge_from, check_collapse=True))
+    return state, judged
+
+
+def test_empty_validation_masks_do_not_switch_off_the_zero_score_rule() -> None:
+    """A model that predicts nothing but is still learning, on a split with empty masks: progress every
+    epoch, so no early stop, no learning-rate cut, no pruner question, no collapse (review §4)."""
+    spec = TrainSpec(learning_rate=1e-3, patience=2, reducer_patience=2, collapse_epochs=3)
+    state, judged = _judge(lambda e: _probe_logs(e, falling=True), 8, spec)
+    assert [j.progressed for j in judged] == [True] * 8
+    assert (state.wait, state.reducer_wait, state.lr) == (0, 0, 1e-3)
+    assert not any(j.lr_reduced or j.judgeable or j.collapse for j in judged)
+    assert (state.best_score, state.best_epoch, state.has_score) == (0.3, 0, False)
+
+
+def test_a_model_that_predicts_nothing_on_a_split_with_empty_masks_is_collapsed() -> None:
+    spec = TrainSpec(learning_rate=1e-3, patience=10, reducer_patience=10, collapse_epochs=3)
+    _, judged = _judge(lambda e: _probe_logs(e, falling=False), 4, spec)
+    assert [j.collapse is not None for j in judged] == [False, False, True, True]
+    assert "predicted no foreground on the validation split for 3 epochs" in str(judged[2].collapse)
+    assert not judged[2].judgeable
+
+
+def test_once_foreground_is_found_only_the_score_counts() -> None:
+    """The zero-score rule ends with the first foreground hit; then the reducer and patience count."""
+    spec = TrainSpec(learning_rate=1e-3, patience=3, reducer_patience=2, collapse_epochs=3)
+
+    def logs(e: int) -> dict[str, float]:
+        return {**_probe_logs(e, falling=True), "val_fg_dice": 0.2, "val_pred_fg": 0.01}
+
+    state, judged = _judge(logs, 4, spec)
+    assert [j.progressed for j in judged] == [True, False, False, False]
+    assert state.has_score and state.wait == 3 and state.lr == pytest.approx(3e-4)
+    assert [j.judgeable for j in judged] == [False, True, True, True]  # judge_from 2 completed epochs
 
 
 class _StartBelowThreshold:
@@ -193,7 +290,12 @@ def test_no_early_stop_while_the_score_is_zero_but_the_loss_still_falls() -> Non
 
 
 def test_no_early_stop_during_the_warm_up() -> None:
-    """A learning rate of 0 (nothing moves): patience 1 stops at epoch 2, or at the warm-up's end."""
+    """A learning rate of 0 (nothing moves): patience 1 stops at epoch 2, or at the warm-up's end.
+
+    The rule (README, "Budgets, warm-up …"): epochs without progress are counted during the warm-up
+    too, and early stopping is checked from its end on; so with a warm-up longer than the patience, a
+    trial without progress stops at the first epoch after the warm-up (4), not `patience` epochs later (5).
+    """
     ti, tm = _data(16, 32, seed=3)
     vi, vm = _data(8, 32, seed=4)
     quick = train_model(_specs(epochs=6, patience=1, lr=0.0), train_images=ti, train_masks=tm,
@@ -224,6 +326,39 @@ def test_a_model_that_predicts_only_background_with_a_flat_loss_is_collapsed() -
     assert info.value.epochs_run == 3 and info.value.best_score == 0.0
     assert [h["val_pred_fg"] for h in seen] == [0.0, 0.0, 0.0]
     assert not seen[-1]["judgeable"]  # the pruner is not asked about a collapsed epoch
+
+
+def _with_empty_masks(masks: np.ndarray, n_empty: int) -> np.ndarray:
+    out = masks.copy()
+    out[:n_empty] = 0
+    return out
+
+
+def test_with_empty_validation_masks_a_slow_start_is_not_stopped_and_a_collapse_is_caught() -> None:
+    """Keras level, 3 of 8 validation masks empty (the per-image dice of "nothing" is 0.375 from epoch 0):
+    a slow starter (head bias -8, loss falling) is not stopped by patience 1 nor its learning rate cut
+    (reducer patience 1); a head pinned to background is stopped as collapsed (review §4)."""
+    import keras
+
+    ti, tm = _data(16, 32, seed=3)
+    vi, vm = _data(8, 32, seed=4)
+    vm = _with_empty_masks(vm, 3)
+    slow = train_model(_specs(epochs=4, patience=1, lr=1e-3, reducer_patience=1), train_images=ti, train_masks=tm,
+                       valid_images=vi, valid_masks=vm, callbacks=[_StartBelowThreshold.make()])
+    assert [h["val_hard_dice"] for h in slow.history] == [3 / 8] * 4, slow.history
+    assert [h["val_fg_dice"] for h in slow.history] == [0.0] * 4
+    assert slow.epochs_run == 4 and [h["lr"] for h in slow.history] == [1e-3] * 4
+
+    class Pin(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            head = self.model.get_layer("head")
+            head.bias.assign(keras.ops.full_like(head.bias, -50.0))
+            head.kernel.assign(keras.ops.zeros_like(head.kernel))
+
+    with pytest.raises(TrialCollapsed, match=r"for 3 epochs") as info:
+        train_model(_specs(epochs=5, collapse_epochs=3, patience=100), train_images=ti, train_masks=tm,
+                    valid_images=vi, valid_masks=vm, callbacks=[Pin()])
+    assert info.value.epochs_run == 3 and info.value.best_score == pytest.approx(3 / 8)
 
 
 def test_learning_model_is_not_collapsed() -> None:
