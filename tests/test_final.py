@@ -13,7 +13,7 @@ from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
 from search.final import run_final
-from search.results import StudyDir, TrialRecord, atomic_write_text
+from search.results import StudyDir, TrialRecord, atomic_write_text, write_history_csv
 from search.space import baseline_deviations, baseline_values, complete_values
 from search.specs import trial_seed
 from search.study_data import PreparedData
@@ -138,7 +138,11 @@ def test_train_on_valid_retrains_the_baseline_like_the_chosen_model(tmp_path: Pa
     """Review §10b: the chosen model was retrained on train+valid but the baseline tested with its trial
     weights (train only), so "beats" partly measured the extra data."""
     cfg = _config(train_on_valid=True)
-    final, process = _final(_study(tmp_path, cfg, baseline_status=baseline_status), cfg)
+    study = _study(tmp_path, cfg, baseline_status=baseline_status)
+    baseline_lrs = [1e-3, 1e-3, 3e-4, 9e-5]  # its reducer fired twice in its 4 epochs
+    write_history_csv(study.trial_dir(0) / "history.csv",
+                      [{"epoch": e, "val_hard_dice": 0.1 * e, "lr": lr} for e, lr in enumerate(baseline_lrs)])
+    final, process = _final(study, cfg)
     task = process.tasks[0]
     assert task.fixed_epochs == 3  # the chosen trial's epochs up to its best (epoch 2)
     assert task.baseline is not None and task.baseline.weights == ()  # not its trial weights: retrained
@@ -147,6 +151,8 @@ def test_train_on_valid_retrains_the_baseline_like_the_chosen_model(tmp_path: Pa
     assert task.baseline.specs.model.batch_norm and task.baseline.specs.train.seed == trial_seed(cfg.study.seed, 0)
     assert final["baseline"]["retrain_epochs"] == task.baseline_fixed_epochs
     assert f"retrained on train+valid, for {task.baseline_fixed_epochs} epochs" in final["verdict"]["sentence"]
+    # and it replays its own trial's learning rates, as the chosen model replays its (review §10a)
+    assert task.baseline_lr_schedule == tuple(baseline_lrs[: task.baseline_fixed_epochs])
 
 
 def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path) -> None:
