@@ -17,7 +17,7 @@ import pandas as pd
 from search.progress import SHOWN, format_value
 from search.results import StudyDir, TrialRecord
 from search.study_folder import StudyLock
-from search.trial import _row_score
+from search.trial import row_score
 from search.vocabulary import TrialState
 
 __all__ = ["status_text", "trials_frame"]
@@ -121,13 +121,13 @@ def _final_lines(study: StudyDir) -> list[str]:
         lines.append(f"verdict: {f['verdict']['sentence']}")
     metrics_path = study.final_dir / "test_metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    caution = _poor_model_caution(test, metrics)
+    caution = poor_model_caution(test, metrics)
     if caution:
         lines.append(f"caution: {caution}")
     return lines
 
 
-def _poor_model_caution(test: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+def poor_model_caution(test: dict[str, Any], metrics: dict[str, Any]) -> str | None:
     """A plain sentence when the final model is poor on test (low dice, or far too much / too little foreground)."""
     problems = []
     dice = test.get("hard_dice")
@@ -164,7 +164,7 @@ def _status(rec: TrialRecord, driver_running: bool) -> str:
 def _so_far(study: StudyDir, rec: TrialRecord) -> dict[str, Any]:
     """A running trial's epochs, best score and seconds so far, from its history.csv (its record has none yet)."""
     history = study.read_history(rec.number)
-    scored = [(s, row) for row in history if (s := _row_score(row)) is not None]
+    scored = [(s, row) for row in history if (s := row_score(row)) is not None]
     out: dict[str, Any] = {"epochs": len(history)}
     if scored:
         score, row = max(scored, key=lambda sr: sr[0])

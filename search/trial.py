@@ -25,7 +25,7 @@ from search.vocabulary import OBJECTIVE, TrialState
 if TYPE_CHECKING:
     from search.evaluation import Units
 
-__all__ = ["SCORES_FILE", "ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "run_task"]
+__all__ = ["SCORES_FILE", "ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "row_score", "run_task"]
 
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
         # objective under its own name and no "score" (written before the hook ran).
         outcome = TrialOutcome(status=TrialState.PRUNED, reason=e.reason, epochs_run=len(history))
-        scores: list[float] = [v for v in (_row_score(h) for h in history) if v is not None]
+        scores: list[float] = [v for v in (row_score(h) for h in history) if v is not None]
         if isinstance(e, TrialCollapsed):
             outcome.epochs_run = e.epochs_run
             scores.append(e.best_score)
@@ -166,7 +166,7 @@ def _earlier_segments_s(history: list[dict[str, Any]]) -> float:
     return float(sum(float(h.get("epoch_s", 0.0)) for h in history if "score" not in h))
 
 
-def _row_score(row: dict[str, Any]) -> float | None:
+def row_score(row: dict[str, Any]) -> float | None:
     """A history row's objective: "score" from the epoch hook, else the logged validation metric."""
     for key in ("score", OBJECTIVE):
         value = row.get(key)

@@ -158,3 +158,22 @@ def test_report_shows_the_reevaluation_and_the_verdict_escaped_once(tmp_path: Pa
     assert html.escape(selection["sentence"]) in text
     assert "A &amp; B &lt; C" in text and "&amp;amp;" not in text  # escaped exactly once
     assert "Re-evaluation before the pick" in text and "<td>0.5 0.6</td>" in text  # the fresh runs of trial 5
+
+
+def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_final_model(tmp_path: Path) -> None:
+    """The report's summary said "search gain" before the test result, like `status` did (issue 19.16c)."""
+    from test_status import _final
+
+    from search.report import write_report
+
+    study = build_study(tmp_path)
+    sentence = "no detectable difference between the chosen configuration and the baseline"
+    _final(study, dice=0.09, pred_fg=0.17, true_fg=0.01, sentence=sentence)
+    text = write_report(study).read_text()
+    summary = text[: text.index("Best values")]
+    assert summary.index("final test") < summary.index(sentence) < summary.index("caution") < summary.index(">best<")
+    assert "predicts 17.0× the true foreground area" in summary
+    assert "search gain" not in text and "gain on validation" in summary
+
+    _final(study, dice=0.85, pred_fg=0.011, true_fg=0.01, sentence=sentence)  # a good model: no caution
+    assert "caution" not in write_report(study).read_text()

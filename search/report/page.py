@@ -49,6 +49,7 @@ table.kv td:first-child{color:#555;white-space:nowrap}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;color:#fff;background:#6b7280}
 .badge.complete{background:#1f77b4}.badge.pruned{background:#9e9e9e}.badge.failed{background:#d62728}
 .badge.running{background:#ff7f0e}
+.bad{color:#d62728}
 .muted{color:#6b7280;font-size:12px} .note{color:#6b7280;font-style:italic} .ok{color:#15803d}
 .gallery{display:flex;flex-wrap:wrap;gap:14px} figure{margin:0} .pair{display:flex;gap:6px}
 figure img{height:180px;width:auto;max-width:100%;display:block;image-rendering:pixelated;

@@ -13,6 +13,7 @@ from search.reevaluation import selection_sentence
 from search.report.context import ReportContext
 from search.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.results import TrialRecord
+from search.status import poor_model_caution
 from search.vocabulary import TrialState
 
 __all__ = ["failures", "final", "predictions", "summary", "trials_table"]
@@ -44,6 +45,17 @@ def summary(ctx: ReportContext, page: Page) -> str:
     else:
         rows.append(("configuration", html.escape(ctx.cfg_error or "study.yaml not found")))
     rows.append(("trials", badges))
+    if ctx.final and isinstance(ctx.final.get("test"), dict):
+        t = ctx.final["test"]
+        rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
+                                   f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
+        if isinstance(ctx.final.get("selection"), dict):
+            rows.append(("selection", html.escape(selection_sentence(ctx.final["selection"]))))
+        if isinstance(ctx.final.get("verdict"), dict):
+            rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
+        caution = poor_model_caution(t, ctx.test_metrics or {})
+        if caution:
+            rows.append(("caution", f'<b class="bad">{html.escape(caution)}</b>'))
     best, base = ctx.best, ctx.baseline
     if best is not None:
         rows.append(("best", f"<b>{best.score:.4f}</b> (trial {best.number}, epoch {best.best_epoch}"
@@ -57,18 +69,11 @@ def summary(ctx: ReportContext, page: Page) -> str:
             base_text = f"{base.score:.4f} (trial {base.number}{pruned})"
             if best is not None and best.number != base.number:
                 gain = float(best.score or 0) - float(base.score or 0)
-                base_text += f" → search gain <b>{gain:+.4f}</b>"
+                base_text += (f" → gain on validation {gain:+.4f} (the best of many trials: optimistic; the test "
+                              f"verdict is the fair comparison)")
         rows.append(("baseline", base_text))
     elif any(r.baseline for r in trials):
         rows.append(("baseline", "none: the baseline trial failed"))
-    if ctx.final and isinstance(ctx.final.get("test"), dict):
-        t = ctx.final["test"]
-        rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
-                                   f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
-        if isinstance(ctx.final.get("selection"), dict):
-            rows.append(("selection", html.escape(selection_sentence(ctx.final["selection"]))))
-        if isinstance(ctx.final.get("verdict"), dict):
-            rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
     durations = [r.duration_s for r in trials if r.status != TrialState.RUNNING]
     if durations:
         rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
