@@ -70,9 +70,11 @@ class Verdict:
 
     def sentence(self) -> str:
         """One sentence for `status` and the report."""
-        images = f"{self.n_images} images" + (f" from {self.n_units} patients, averaged per patient"
-                                              if self.unit == "patients" else "")
-        ci = f"95 % CI {self.ci_low:+.3f}…{self.ci_high:+.3f}, {images}"
+        images = _count(self.n_images, "image") + (f" from {_count(self.n_units, 'patient')}, averaged per patient"
+                                                   if self.unit == "patients" else "")
+        interval = (f"95 % CI {self.ci_low:+.3f}…{self.ci_high:+.3f}"
+                    if math.isfinite(self.ci_low) and math.isfinite(self.ci_high) else "no interval")
+        ci = f"{interval}, {images}"
         p = f", Wilcoxon p = {self.p_value:.3g}" if self.p_value is not None else ""
         outcome = self.outcome
         if outcome == "too_few":
@@ -93,7 +95,13 @@ class Verdict:
                 f"{self.difference:+.3f} dice ({ci}{p}); {power}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "outcome": self.outcome, "sentence": self.sentence()}
+        """JSON-ready: an interval one unit cannot give (±inf) is null, not the invalid JSON ``Infinity``."""
+        fields = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {**fields, "outcome": self.outcome, "sentence": self.sentence()}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def paired_verdict(

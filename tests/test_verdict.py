@@ -155,3 +155,13 @@ def test_the_final_stage_gives_the_verdict_the_test_images_patients() -> None:
     v = _verdict(metrics, best, baseline, 0, units=units)
     assert (v["outcome"], v["n_images"], v["n_units"], v["unit"]) == ("too_few", 6, 2, "patients")
     assert v["grouping"] == "patients from split.csv" and "6 images from 2 patients" in v["sentence"]
+
+
+def test_one_image_gives_no_interval_in_valid_json_and_counts_in_the_singular() -> None:
+    """One unit has no interval: final.json held the invalid JSON ``-Infinity`` and said "1 images"."""
+    import json
+
+    v = paired_verdict([0.5], [0.4], seed=0).to_dict()
+    text = json.dumps(v, allow_nan=False)  # raises on Infinity / NaN
+    assert json.loads(text)["ci_low"] is None and v["outcome"] == "too_few"
+    assert "no interval, 1 image)" in v["sentence"] and "1 images" not in v["sentence"]
