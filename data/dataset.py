@@ -116,13 +116,16 @@ class MaskRule:
         return {"threshold": self.threshold, "rule": self.rule}
 
 
-def mask_rule(values: np.ndarray, settings: LoadSettings) -> MaskRule:
+def mask_rule(values: np.ndarray, settings: LoadSettings, *, colour: bool = False) -> MaskRule:
     """The mask rule of a dataset whose masks hold the distinct ``values`` (all masks of all splits together).
 
     - ``settings.mask_threshold`` set: it wins (on the 0..255 scale; masks with values above 255, i.e. 16-bit
       masks, compare at threshold × 257).
     - Exactly two values (label maps 0/1, 0/255, 0/38, 16-bit too): the lower is background, the higher
       foreground.
+    - ``colour`` (some mask is a colour image, as colour-coded label maps are) with more values: every colour
+      but the darkest (black) is foreground, the union of the structures; a grey threshold would keep the
+      bright colours and silently drop the dark ones.
     - Otherwise (anti-aliased or JPEG masks, or one value only): foreground is ``>= 128`` (× 257 for 16-bit).
 
     Deciding once per dataset keeps an all-background mask empty, whatever values it holds.
@@ -137,6 +140,10 @@ def mask_rule(values: np.ndarray, settings: LoadSettings) -> MaskRule:
     if values.size == 2:
         low, high = int(values[0]), int(values[1])
         return MaskRule(high, f"two mask values: {low} is background, {high} foreground")
+    if colour and values.size > 2:
+        low, first = int(values[0]), int(values[1])
+        return MaskRule(first, f"colour masks with {values.size} grey levels: {low} (black) is background, every "
+                               f"colour is foreground (the union of the structures; one structure per model)")
     t = MASK_HALF * factor
     return MaskRule(t, f"{describe_values(values)} in the masks: foreground >= {t} (half of {scale})")
 
@@ -168,9 +175,11 @@ class ReadPlan:
     def for_pair(cls, pair: Pair, settings: LoadSettings) -> ReadPlan:
         """The plan of a dataset made of this one pair (what `read_pair` uses when given LoadSettings)."""
         raw_image = decode_raw(read_bytes(pair.image, what="image"), pair.image, what="image")
-        gray = to_gray(decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask"))
+        raw_mask = decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask")
+        gray = to_gray(raw_mask)
         channels = settings.channels if isinstance(settings.channels, int) else (1 if is_gray(raw_image) else 3)
-        return cls(image_size=settings.image_size, channels=channels, mask=mask_rule(np.unique(gray), settings),
+        return cls(image_size=settings.image_size, channels=channels,
+                   mask=mask_rule(np.unique(gray), settings, colour=not is_gray(raw_mask)),
                    image_bits=value_bits(raw_image))
 
 

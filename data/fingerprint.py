@@ -103,8 +103,8 @@ def check_dataset(root: Path | str, settings: LoadSettings, *, splits: Sequence[
     """
     index, errors = scan(root, splits=splits)
     warnings: list[str] = []
-    values, _ = mask_values(index, skip_unreadable=True)  # the examine pass below reports unreadable masks
-    rule = mask_rule(values, settings)
+    values, colour, _ = mask_values(index, skip_unreadable=True)  # the examine pass reports unreadable masks
+    rule = mask_rule(values, settings, colour=colour)
     builder = FingerprintBuilder(index, settings, rule)
     for split, pairs in index.splits.items():
         infos: list[PairInfo] = []
@@ -154,30 +154,33 @@ def foreground_errors(fp: dict[str, Any]) -> list[str]:
 # package-internal: the decode passes shared by fingerprint, check_dataset and the cache
 
 
-def mask_values(index: DatasetIndex, *, skip_unreadable: bool = False) -> tuple[np.ndarray, list[str]]:
-    """The distinct values of every mask of the dataset, and the masks that could not be read (when skipped).
+def mask_values(index: DatasetIndex, *, skip_unreadable: bool = False) -> tuple[np.ndarray, bool, list[str]]:
+    """The distinct (grey) values of every mask of the dataset, whether any mask is a colour image, and the
+    masks that could not be read (when skipped).
 
     Raises:
         DatasetError: an unreadable or corrupt mask, unless ``skip_unreadable``.
     """
     seen = np.zeros(65536, bool)
+    colour = False
     problems: list[str] = []
     for _, pair in index.pairs():
         try:
-            gray = to_gray(decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask"))
+            raw = decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask")
         except DatasetError as exc:
             if not skip_unreadable:
                 raise
             problems.append(str(exc))
             continue
-        seen[_distinct(gray)] = True
-    return np.flatnonzero(seen), problems
+        colour = colour or not is_gray(raw)
+        seen[_distinct(to_gray(raw))] = True
+    return np.flatnonzero(seen), colour, problems
 
 
 def dataset_mask_rule(index: DatasetIndex, settings: LoadSettings) -> MaskRule:
     """The mask rule of a whole dataset (one decode pass over its masks)."""
-    values, _ = mask_values(index)
-    rule = mask_rule(values, settings)
+    values, colour, _ = mask_values(index)
+    rule = mask_rule(values, settings, colour=colour)
     logger.info("dataset %s: %s", index.root, rule.rule)
     return rule
 

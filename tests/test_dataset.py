@@ -449,6 +449,32 @@ def test_masks_are_read_as_meant_whatever_their_encoding(tmp_path: Path, encodin
     assert cached.fingerprint["mask_rule"]["threshold"] >= 1
 
 
+def _colour_coded(rect: np.ndarray) -> np.ndarray:
+    """A colour-coded label map (BGR): three structures, a dark blue (grey 29), a green (grey 150) and a red
+    (grey 76) one, in one rectangle, as the chd-ct-multiclass masks hold them."""
+    out = np.zeros((*rect.shape, 3), np.uint8)
+    ys, xs = np.nonzero(rect)
+    third = len(ys) // 3
+    for part, colour in zip(range(3), [(255, 0, 0), (0, 255, 0), (0, 0, 255)], strict=True):
+        sl = slice(part * third, None if part == 2 else (part + 1) * third)
+        out[ys[sl], xs[sl]] = colour
+    return out
+
+
+def test_colour_coded_masks_are_read_as_the_union_of_their_structures(tmp_path: Path) -> None:
+    """Grey >= 128 kept the green structure and silently dropped the blue and red ones of colour label maps."""
+    from data.cache import load_cached
+
+    root = _masked_dataset(tmp_path / "ds", _colour_coded)
+    settings = LoadSettings(image_size=24, channels=1)
+    report = check_dataset(root, settings)
+    assert report.errors == [] and report.fingerprint is not None
+    assert "colour" in report.fingerprint["mask_rule"]["rule"] and "union" in report.fingerprint["mask_rule"]["rule"]
+    assert report.fingerprint["splits"]["valid"]["foreground"]["max"] == pytest.approx(64 / 576)
+    masks = load_cached(discover(root), settings, cache_dir=tmp_path / "cache").split("train").masks
+    assert not masks[0].any() and np.array_equal(masks[1], _rect().astype(np.uint8))
+
+
 def test_an_explicit_mask_threshold_wins(tmp_path: Path) -> None:
     root = _masked_dataset(tmp_path / "ds", _anti_aliased)
     ring = _anti_aliased(_rect()) >= 50
