@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from search.budget import BudgetEnded, Deadline
 from search.config import Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.reevaluation import SELECTION_FILE, reevaluate
@@ -39,12 +40,17 @@ def run_final(
     trial_process: TrialProcess | None = None,
     verbose: int = 0,
     results_root: Path | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
 
     With ``final.reevaluate_top_k`` the top-k trials and the baseline are first trained again with
     fresh seeds (search/reevaluation.py) and the pick is made on those scores. The chosen model and
     the baseline's are tested on the same test images for the verdict.
+
+    ``deadline``: the run's end (search/budget.py). Training here (a retrain, fresh runs) stops at it;
+    a re-evaluation it cuts short is dropped (the search's best is tested), a retrain keeps its last
+    completed epoch.
     """
     if cfg is None:
         cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
@@ -60,18 +66,27 @@ def run_final(
     try:
         selection = None
         (final_dir / SELECTION_FILE).unlink(missing_ok=True)  # a pick of an earlier final stage
+        stop_at = deadline.ends_at if deadline is not None else None
         if cfg.final.reevaluate_top_k > 0:
-            selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root))
-            chosen_rec = study.read_trial(int(selection["chosen"]))
-            assert chosen_rec is not None
-            best = chosen_rec
+            try:
+                selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root), stop_at=stop_at)
+            except BudgetEnded as e:
+                logger.warning("final: %s; testing the search's best, trial %d, instead", e, best.number)
+            if selection is not None:
+                chosen_rec = study.read_trial(int(selection["chosen"]))
+                assert chosen_rec is not None
+                best = chosen_rec
         task = _final_task(study, cfg, data, best, selection, verbose)
+        task.stop_at = stop_at
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
                     else "testing the weights of", best.number, best.score or 0)
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     finally:
         if own:
             process.close()
+    if outcome.interrupted and outcome.stopped_by == "budget":
+        raise SearchAborted("the budget ended before the final retrain finished one epoch; run "
+                            f"`python -m search final {study.name}` to redo it")
     if outcome.interrupted:
         raise Interrupted("final retrain interrupted; run `python -m search final NAME` to redo it")
     if outcome.status != TrialState.COMPLETE:

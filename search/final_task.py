@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from search.budget import StopSignal
 from search.results import atomic_write_json
 from search.trial import ModelSource, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -26,7 +27,7 @@ __all__ = ["load_source", "run_final_task"]
 logger = logging.getLogger(__name__)
 
 
-def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOutcome:
+def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopSignal | None = None) -> TrialOutcome:
     from search.overlays import save_predictions
     from search.training import evaluate_model, predict_probabilities, train_model
 
@@ -50,11 +51,14 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path) -> TrialOut
             on_epoch=hook,
             fixed_epochs=task.fixed_epochs,
             verbose=task.verbose,
+            stop=stop,  # the run's deadline: a retrain cut short keeps its last completed epoch
         )
         model, best_epoch, epochs_run, train_s = result.model, result.best_epoch, result.epochs_run, result.train_s
         # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
         extra["train_score_augmented"] = result.best_score
         source = "retrained_train_valid"
+        if result.stop_reason == "budget":
+            extra["stopped_by_budget_after_epochs"] = result.epochs_run
     metrics = evaluate_model(model, test.images, test.masks, batch_size=batch, loss=loss)
     metrics["per_image"]["stems"] = list(test.stems)
     metrics.update(extra, model_from=source, best_epoch=best_epoch)

@@ -17,6 +17,10 @@ When a trial may be judged (README, "Budgets, warm-up and when a trial is judged
   validation split while the validation loss stays flat (relative range < ``COLLAPSE_LOSS_RTOL``).
   Such a trial ends as :class:`TrialCollapsed` (recorded ``pruned``, reason "collapsed: …").
 - The pruner sees the running best score and is asked only when :attr:`LoopState.judgeable`.
+- A :class:`~search.budget.StopSignal` (the run's deadline, Ctrl-C) is checked after every optimizer
+  step: the partial epoch is dropped and the trial keeps its last completed epoch (its checkpoint).
+  At the deadline a trial already judged ends there with its best epoch (``stop_reason`` "budget");
+  otherwise :class:`~search.budget.StepStop` goes on to the caller and the trial stays resumable.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from search.budget import StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrialSpecs
@@ -195,6 +200,7 @@ def train_model(
     fixed_epochs: int | None = None,
     verbose: int = 0,
     callbacks: list[Any] | None = None,
+    stop: StopSignal | None = None,
 ) -> TrainResult:
     """Train one configuration with early stopping on the validation objective.
 
@@ -204,12 +210,15 @@ def train_model(
         checkpoint: if given, the loop resumes from it and saves it after every epoch.
         fixed_epochs: train exactly this many epochs without early stopping (final retrain on
             train+valid); the "best" is then the last epoch.
+        stop: checked after every step (module docstring).
 
     Returns:
         The model with the best epoch's weights restored, and the per-epoch history.
 
     Raises:
         TrialFailed: when the loss becomes NaN/inf.
+        StepStop: stopped at a step boundary and not finished here (Ctrl-C, or the deadline before
+            the trial was judged); the checkpoint holds the last completed epoch.
     """
     import keras
 
@@ -228,7 +237,7 @@ def train_model(
     valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size) if has_valid else None
     max_epochs = fixed_epochs if fixed_epochs is not None else t.max_epochs
     stop_reason = "max_epochs"
-    cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or [])]
+    cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or []), *([_stop_callback(stop)] if stop else [])]
     judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
 
     if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= judge_from):
@@ -236,20 +245,30 @@ def train_model(
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
         t0 = time.perf_counter()
-        # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
-        train_ds = train_dataset(
-            train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch,
-            steps=t.steps_per_epoch,
-        )
-        fit = model.fit(
-            train_ds,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            validation_data=valid_ds,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
-            callbacks=cbs,
-        )
+        try:
+            if stop is not None:
+                stop.check()
+            # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
+            train_ds = train_dataset(
+                train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed,
+                epoch=epoch, steps=t.steps_per_epoch,
+            )
+            fit = model.fit(
+                train_ds,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=valid_ds,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                verbose=verbose,
+                callbacks=cbs,
+            )
+        except StepStop as e:  # the partial epoch is dropped: the last completed epoch stands
+            judged = state.best_epoch >= 0 and (fixed_epochs is not None or state.epoch >= judge_from)
+            if e.reason != "budget" or stop is None or not stop.finish_judged or not judged:
+                raise
+            stop_reason = "budget"
+            logger.info("deadline during epoch %d: stopped; best epoch %d kept", epoch, state.best_epoch)
+            break
         elapsed = time.perf_counter() - t0
         logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
         loss = logs.get("loss", float("nan"))
@@ -313,6 +332,17 @@ def train_model(
         stop_reason=stop_reason,
         train_s=state.train_s,
     )
+
+
+def _stop_callback(stop: StopSignal) -> Any:
+    """Checks ``stop`` after every optimizer step (raises StepStop)."""
+    import keras
+
+    class StopCallback(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            stop.check()
+
+    return StopCallback()
 
 
 def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from search.budget import Deadline
 from search.config import Config
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan
@@ -46,7 +47,7 @@ class TrialExecutor:
         process: TrialProcess,
         progress: Progress,
         *,
-        deadline: float | None,
+        deadline: Deadline | None,
         on_trial_end: Callable[[], None] | None = None,
         verbose: int = 0,
         folds: FoldPlan | None = None,
@@ -65,7 +66,8 @@ class TrialExecutor:
         self.memory_budget = device_memory_budget()
 
     def budget_left(self) -> bool:
-        return self.deadline is None or time.time() < self.deadline
+        """Whether the search's share of the time budget has time left (search/budget.py)."""
+        return self.deadline is None or self.deadline.search_left()
 
     @property
     def stop_requested(self) -> int:
@@ -192,7 +194,7 @@ class TrialExecutor:
             outcome = task
         else:
             outcome = self.process.run(task, decide)
-        if outcome.interrupted:
+        if outcome.interrupted and outcome.stopped_by != "budget":
             raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
         rec.status = outcome.status
         rec.score = outcome.score
@@ -203,7 +205,7 @@ class TrialExecutor:
         rec.duration_s = outcome.duration_s
         rec.train_s = outcome.train_s
         rec.metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float, str))}
-        rec.finished_at = time.time()
+        rec.finished_at = time.time() if rec.status != TrialState.RUNNING else None
         self.study.write_trial(rec)
         self.study.refresh_trials_csv()
         best = self.study.best_trial()
@@ -219,6 +221,8 @@ class TrialExecutor:
                 )
         elif rec.status != TrialState.FAILED:
             self.consecutive_failures = 0
+        if rec.status == TrialState.RUNNING:  # the deadline came before its first judgement: resumable
+            logger.info("trial %d: %s", number, rec.reason)
         return rec
 
     def _task(self, number: int, values: dict[str, Any], seed: int, max_epochs: int | None) -> TrialTask | TrialOutcome:
@@ -237,6 +241,7 @@ class TrialExecutor:
             outputs=TrialOutputs(predictions=cfg.data.num_val_predictions, checkpoint=cfg.train.checkpoint_every_epoch,
                                  tensorboard=cfg.train.tensorboard),
             verbose=self.verbose,
+            stop_at=self.deadline.search_ends_at if self.deadline is not None else None,
         )
         if self.folds is not None:
             task.folds = self.folds.folds

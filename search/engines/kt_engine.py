@@ -93,7 +93,7 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
         "max_consecutive_failed_trials": 10**9,  # the runner enforces its own limit
     }
     if cfg.study.strategy == "hyperband":
-        kwargs.update(max_epochs=cfg.train.max_epochs, factor=cfg.study.hyperband_factor)
+        kwargs.update(max_epochs=cfg.rule("max_epochs"), factor=cfg.study.hyperband_factor)
     else:
         kwargs.update(max_trials=max_trials)
     return StudyOracle(**kwargs)
@@ -125,6 +125,10 @@ class _ThroughKerasTuner(kt.errors.FatalError):
         self.original = original
 
 
+class _BudgetSpent(Exception):
+    """The deadline stopped a trial before its first judgement (it stays ongoing, resumable)."""
+
+
 class StudyTuner(base_tuner.BaseTuner):
     """Keras Tuner's loop; each trial runs through the shared executor."""
 
@@ -146,6 +150,10 @@ class StudyTuner(base_tuner.BaseTuner):
             )
         except (Interrupted, SearchAborted) as e:
             raise _ThroughKerasTuner(e) from e
+        if rec.status == TrialState.RUNNING:
+            # The deadline came before its first judgement: leave it ongoing, so that Keras Tuner
+            # retries it (from its checkpoint) when the study runs again; the search is over.
+            raise _ThroughKerasTuner(_BudgetSpent(rec.reason))
         # Our states → Keras Tuner's: a returned score completes the trial, FailedTrialError fails it
         # (Keras Tuner has no pruned trials). Back on a chief: KERAS_TUNER_STATES.
         if rec.status != TrialState.COMPLETE or rec.score is None:
@@ -200,6 +208,8 @@ def run_keras_tuner(
         with contextlib.redirect_stdout(io.StringIO()):
             tuner.search(verbose=0)
     except _ThroughKerasTuner as e:
+        if isinstance(e.original, _BudgetSpent):
+            return
         raise e.original from None
 
 
