@@ -597,9 +597,10 @@ class RunLedger:
         of = f" of {d.budget_s:.0f} s" if d.budget_s is not None else ""
         stopped = (f"; stopped by the budget: trial {', '.join(map(str, self.stopped_by_budget))}"
                    if self.stopped_by_budget else "")
-        return (f"run ended by {self.ended_by} after {wall:.0f} s{of}: preparing {d.elapsed() - self.search_s - self.final_s:.0f} s, "
-                f"search {self.search_s:.0f} s ({self.trials_started} trials started, {self.trials_judged} judged"
-                f"{stopped}), final stage {self.final_s:.0f} s")
+        before = max(0.0, wall - self.search_s - self.final_s)
+        return (f"run ended by {self.ended_by} after {wall:.0f} s{of}: data and plan {before:.0f} s, search "
+                f"{self.search_s:.0f} s ({self.trials_started} trials started, {self.trials_judged} judged{stopped}), "
+                f"final stage {self.final_s:.0f} s")
 
     def to_dict(self) -> dict[str, Any]:
         d = self.deadline

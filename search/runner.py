@@ -412,7 +412,8 @@ def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
 def _install_sigint(
     process: TrialProcess, extras: ExtraDrivers | None = None, *, extra_driver: bool = False
 ) -> Callable[[], None]:
-    """First Ctrl-C: finish the current epoch, checkpoint, stop. Second: stop at once.
+    """First Ctrl-C: stop the running trial at its next optimizer step (search/budget.py), keeping its last
+    completed epoch's checkpoint; then stop. Second: stop at once.
 
     Either way the study stays resumable (the trial continues from its last completed epoch).
     The main driver forwards each Ctrl-C to its extra drivers as SIGUSR1; an extra driver
@@ -430,7 +431,8 @@ def _install_sigint(
         if extras is not None:
             extras.interrupt()
         if process.stop_requested == 1:
-            logger.warning("Ctrl-C: finishing the current epoch, then stopping (resumable); Ctrl-C again stops now")
+            logger.warning("Ctrl-C: stopping at the next step (resumable from the last completed epoch); "
+                           "Ctrl-C again stops now")
         else:
             logger.warning("Ctrl-C again: stopping now")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from search.budget import StopSignal
+from search.budget import StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import TrialSpecs
@@ -108,7 +108,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
     """Run a trial or the final stage; trial-local failures become outcomes, not exceptions.
 
     ``stop`` (the deadline, Ctrl-C) may end training at a step boundary: a trial already judged ends
-    with its best epoch, otherwise :class:`~search.budget.StepStop` goes on to the caller (resumable).
+    with its best epoch, otherwise the outcome is ``running`` (resumable) with ``stopped_by`` set.
     """
     if task.kind == "probe":  # writes nothing (a dry run has no study folder)
         from search.throughput import run_probe
@@ -135,6 +135,11 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
             outcome = run_kfold_trial(task, data, hook, out, history, stop)
         else:
             outcome = _trial(task, data, hook, out, history, stop)
+    except StepStop as e:  # the deadline before the trial was judged, or Ctrl-C: resumable from its checkpoint
+        outcome = TrialOutcome(status=TrialState.RUNNING, stopped_by=e.reason, epochs_run=len(history), reason=(
+            "interrupted by the user (resumable)" if e.reason == "user" else
+            f"budget: the deadline came before its first judgement (after {len(history)} epochs); it resumes "
+            f"from there when the study runs again"))
     except TrialPruned as e:
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
         # objective under its own name and no "score" (written before the hook ran).

@@ -46,7 +46,7 @@ def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> N
 
     configure_runtime(**runtime)
     from data import open_cache
-    from search.budget import StepStop, StopSignal
+    from search.budget import StopSignal
     from search.errors import TrialPruned
     from search.trial import TrialOutcome, run_task
 
@@ -74,11 +74,6 @@ def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> N
         except _StopRequested:
             outcome = TrialOutcome(status=TrialState.RUNNING, reason="interrupted by the user (resumable)",
                                    stopped_by="user")
-        except StepStop as e:
-            outcome = TrialOutcome(status=TrialState.RUNNING, stopped_by=e.reason, reason=(
-                "interrupted by the user (resumable)" if e.reason == "user" else
-                "budget: the deadline came before its first judgement; it resumes from its last completed "
-                "epoch when the study runs again"))
         conn.send(("done", outcome))
         _release_memory()
 

@@ -37,9 +37,9 @@ CHD = DataSizes(train=25, valid=5, test=6, batch_size=2)
 
 
 def plan(budget_s: float | None, *, throughput: Throughput | None = CPU, sizes: DataSizes = CHD,
-         requested: dict | None = None, final: FinalStage = FinalStage(), spent_s: float = 10.0):
+         requested: dict | None = None, final: FinalStage | None = None, spent_s: float = 10.0):
     return plan_budget(budget_s=budget_s, spent_s=spent_s, throughput=throughput, sizes=sizes, image_size=128,
-                       requested=requested or AUTO_RULES, final=final)
+                       requested=requested or AUTO_RULES, final=final or FinalStage())
 
 
 @pytest.mark.parametrize("budget_s", [300.0, 600.0, 1800.0, 8 * 3600.0])

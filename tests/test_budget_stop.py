@@ -111,6 +111,28 @@ def test_a_judged_trial_stopped_by_the_budget_is_recorded_complete_with_its_weig
     assert np.mean(list(scores.values())) == pytest.approx(outcome.score, abs=1e-5)
 
 
+def test_a_trial_stopped_before_its_first_judgement_is_reported_running_and_keeps_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    from search.trial import run_task
+
+    out = tmp_path / "t"
+    task = _task(out, epochs=8)
+    task = dataclasses.replace(task, specs=dataclasses.replace(
+        task.specs, train=dataclasses.replace(task.specs.train, warmup_samples=5 * 16)))  # judged after 5 epochs
+    outcome = run_task(task, _data(), lambda e, logs: None, StopSignal(at=8.0, clock=itertools.count().__next__))
+    assert outcome.status == "running" and outcome.stopped_by == "budget" and outcome.epochs_run == 2
+    assert outcome.reason.startswith("budget: the deadline came before its first judgement (after 2 epochs)")
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    assert not (out / "best.weights.h5").exists()
+    # the next run continues it from there
+    epochs: list[int] = []
+    outcome = run_task(task, _data(), lambda e, logs: epochs.append(e))
+    assert outcome.status == "complete" and epochs == list(range(2, outcome.epochs_run))
+
+
 def test_the_executor_records_a_budget_stop_and_keeps_the_search_going_to_its_end(tmp_path: Path) -> None:
     from search.budget import Deadline
     from search.config import config_from_dict
@@ -158,12 +180,11 @@ def test_the_first_ctrl_c_stops_a_long_epoch_at_the_next_step(tmp_path: Path) ->
     import dataclasses
     import threading
 
-    from search.trial_process import TrialProcess
-    from search.vocabulary import EpochDecision
-
     from data import write_synthetic_dataset
     from search.config import config_from_dict
     from search.study_data import prepare_data
+    from search.trial_process import TrialProcess
+    from search.vocabulary import EpochDecision
 
     root = tmp_path / "ds"
     write_synthetic_dataset(root, n=20, size=32, seed=0)

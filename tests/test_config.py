@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repo_search_space_loads() -> None:
     cfg = load_config(REPO / "search_space.yaml")
     assert cfg.data.image_size == 512 and cfg.data.batch_size == 2
-    assert cfg.train.max_epochs == 100 and cfg.train.patience == 10
+    # the epoch, warm-up, patience and trial length come from the run's budget (tests/test_budget.py);
+    # without one they are the reference's
+    assert cfg.train.max_epochs == cfg.train.patience == cfg.train.samples_per_epoch == "auto"
+    assert cfg.rule("max_epochs") == 100 and cfg.rule("patience") == 10 and cfg.steps_per_epoch == 400
     assert cfg.train.reducer.factor == 0.3 and cfg.train.reducer.patience == 4
     assert set(cfg.sampled_params()) >= {"base_filters", "base_kernels", "num_layers", "learning_rate",
                                          "dropout_rate", "dilation", "augment.elastic", "augment.pincushion"}
