@@ -333,6 +333,7 @@ def plan_budget(
     requested: dict[str, Any],
     final: FinalStage = FinalStage(),
     min_epochs: int = 1,
+    folds: int = 1,
     study_rules: bool = False,
 ) -> BudgetPlan:
     """Split a run's budget and settle the training rules left at ``auto``. Pure.
@@ -343,6 +344,7 @@ def plan_budget(
         throughput: the reference model's speed here (None: unknown; rules fall back to the reference
             tool's scale and no time is estimated).
         requested: the four :data:`RULE_KEYS` as configured, ``"auto"`` where the plan decides.
+        folds: a k-fold trial trains this many models (``sizes`` are one fold's).
         study_rules: the requested rules are a resumed study's, fixed when it was created.
 
     Raises:
@@ -381,26 +383,39 @@ def plan_budget(
                           min_epochs=min_epochs)
     rung = _rung(rules, throughput, sizes, image_size, min_epochs, trial_max_s=None)
     assert rung.first_judgement_s is not None and rung.epoch_s is not None
-    final_s = _final_seconds(throughput, sizes, final, rules, rung) + wrap_s
     remaining = budget_s - spent_s
+    if rung.first_judgement_s + wrap_s > remaining:  # the target does not fit what is left: the smallest does
+        rules, rung = smallest, smallest_rung
+    first_s, epoch_s = rung.first_judgement_s, rung.epoch_s
+    assert first_s is not None and epoch_s is not None
+    final_s = _final_seconds(throughput, sizes, final, rules, rung) + wrap_s
     warnings_l: list[str] = []
+    if study_rules and rules.samples_per_epoch is not None:
+        fresh = _derive_rules(dict.fromkeys(RULE_KEYS, AUTO), throughput, sizes,
+                              target_s=FIRST_JUDGEMENT_SHARE * budget_s, min_epochs=min_epochs)
+        assert fresh.samples_per_epoch is not None
+        if not 1 / 4 <= rules.samples_per_epoch / fresh.samples_per_epoch <= 4:
+            warnings_l.append(
+                f"this study's epoch ({rules.samples_per_epoch} samples) was planned for another budget; with this "
+                f"one a new study would use {fresh.samples_per_epoch} (a new --study, or set train.* explicitly)")
     search_s = remaining - final_s
-    if search_s < rung.first_judgement_s:
-        short = rung.first_judgement_s - search_s
+    if search_s < first_s:
+        short = first_s - search_s
         warnings_l.append(
             f"the budget is too small for the final stage (≈ {final_s:.0f} s) after one judged trial "
-            f"(≈ {rung.first_judgement_s:.0f} s): the run may end ≈ {short:.0f} s late; use --timeout "
+            f"(≈ {first_s:.0f} s): the run may end ≈ {short:.0f} s late; use --timeout "
             f"{math.ceil(budget_s + short)} or more")
-        search_s = rung.first_judgement_s
+        search_s = first_s
         final_s = max(0.0, remaining - search_s)
-    if rung.first_judgement_s > FIRST_JUDGEMENT_SHARE * budget_s * 1.5:
+    if first_s > FIRST_JUDGEMENT_SHARE * budget_s * 1.5:
         warnings_l.append(
-            f"a trial's first judgement (≈ {rung.first_judgement_s:.0f} s) takes more than 1/20 of the budget: "
-            f"the search has time for ≈ {max(1, int(search_s // rung.first_judgement_s))} judged trial(s)")
-    if requested.get("max_epochs") == AUTO:
-        cap = max(rung.judge_epochs + 1, math.floor((TRIAL_SHARE * search_s - throughput.startup_s) / rung.epoch_s))
+            f"a trial's first judgement (≈ {first_s:.0f} s) takes more than 1/20 of the budget: "
+            f"the search has time for at most ≈ {max(1, int(search_s // first_s))} judged trial(s)")
+    if requested.get("max_epochs") == AUTO:  # a trial (all its folds) trains at most TRIAL_SHARE of the search
+        per_model_s = TRIAL_SHARE * search_s / max(1, folds)
+        cap = max(rung.judge_epochs + 1, math.floor((per_model_s - throughput.startup_s) / epoch_s))
         rules = dataclasses.replace(rules, max_epochs=min(MAX_EPOCHS, cap))
-    trial_max_s = throughput.startup_s + rules.max_epochs * rung.epoch_s
+    trial_max_s = max(1, folds) * (throughput.startup_s + rules.max_epochs * epoch_s)
     rung = dataclasses.replace(rung, trial_max_s=trial_max_s)
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=(rung,), throughput=throughput, minimum_s=minimum_s,

@@ -260,16 +260,16 @@ def plan_study_budget(cfg: Config, study: StudyDir, data: PreparedData, process:
     share is reserved on ``deadline``. Raises ConfigError for a budget below one judged trial."""
     from search.throughput import study_throughput
 
-    throughput, measured = study_throughput(study, cfg, data, process, probe=probe)
-    if measured and throughput is not None and persist:
-        write_throughput(study.root, throughput)
+    throughput, probed = study_throughput(study, cfg, data, process, probe=probe)
+    if probed is not None and persist:
+        write_throughput(study.root, probed)
     f = cfg.final
     fresh = (f.reevaluate_top_k + 1) * f.seeds * (cfg.study.folds if cfg.study.evaluation == "kfold" else 1)
     budget = plan_budget(
         budget_s=cfg.study.timeout_s, spent_s=deadline.elapsed(), throughput=throughput, sizes=_data_sizes(cfg, data),
         image_size=cfg.data.image_size, requested=requested_rules(cfg), min_epochs=cfg.train.min_epochs,
         final=FinalStage(test=f.retrain, retrain=f.train_on_valid, reevaluations=fresh if f.reevaluate_top_k else 0),
-        study_rules=stored_rules,
+        folds=cfg.study.folds if cfg.study.evaluation == "kfold" else 1, study_rules=stored_rules,
     )
     deadline.reserve(budget.final_s)
     return budget

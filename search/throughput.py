@@ -90,20 +90,18 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     return out
 
 
-def study_throughput(study: StudyDir, cfg: Config, data: Any, process: Any, *, probe: bool) -> tuple[Throughput | None, bool]:
-    """The study's measurement (budget.json), refined by its trials; else a probe if ``probe``.
+def study_throughput(study: StudyDir, cfg: Config, data: Any, process: Any, *,
+                     probe: bool) -> tuple[Throughput | None, Throughput | None]:
+    """The study's measurement (budget.json, else a probe now if ``probe``), refined by its trials.
 
-    Returns the throughput and whether it was measured now (to be kept in budget.json).
+    Returns the throughput and the probe's result when it ran now (to be kept in budget.json).
     """
     stored = Throughput.from_dict(read_budget_file(study.root).get("throughput") or {})
     if stored is not None and stored.image_size not in (0, cfg.data.image_size):
         stored = None  # measured at another size (a resumed study keeps its size; a dry run may not)
+    fresh = measure_throughput(cfg, data, process) if stored is None and probe else None
     speeds = trial_speeds(study, cfg) if study.exists() else []
-    if stored is not None or speeds:
-        return calibrate(stored, speeds), False
-    if not probe:
-        return None, False
-    return measure_throughput(cfg, data, process), True
+    return calibrate(stored or fresh, speeds), fresh
 
 
 # --------------------------------------------------------------------------- in the trial process

@@ -198,3 +198,35 @@ def test_a_study_keeps_the_rules_it_was_created_with() -> None:
     assert [d.split(":")[0] for d in blocking_differences(created, changed)] == ["train.patience"]
     # steps_per_epoch is an explicit epoch size
     assert requested_rules(load_config(overrides=["train.steps_per_epoch=7"]))["samples_per_epoch"] == 14
+
+
+def test_a_k_fold_trial_with_all_its_folds_trains_at_most_a_quarter_of_the_search() -> None:
+    one = plan_budget(budget_s=4 * 3600.0, throughput=CPU, sizes=CHD, image_size=128, requested=AUTO_RULES)
+    three = plan_budget(budget_s=4 * 3600.0, throughput=CPU, sizes=CHD, image_size=128, requested=AUTO_RULES,
+                        folds=3)
+    assert three.rules.max_epochs < one.rules.max_epochs
+    assert three.rung.trial_max_s <= TRIAL_SHARE * three.search_s
+    # never below a judged model per fold (the warm-up and one epoch), even when that takes more:
+    # five folds each judged after 1/20 of the budget are a quarter already
+    tight = plan_budget(budget_s=1800.0, throughput=CPU, sizes=CHD, image_size=128, requested=AUTO_RULES, folds=5)
+    assert tight.rules.max_epochs == tight.rung.judge_epochs + 1
+
+
+def test_a_budget_just_above_the_minimum_plans_the_smallest_warm_up_rather_than_none() -> None:
+    with pytest.raises(ConfigError) as e:
+        plan(10.0, spent_s=30.0)
+    minimum = int(str(e.value).rsplit("--timeout ", 1)[1].split()[0])
+    p = plan(float(minimum), spent_s=30.0)
+    assert p.rung.first_judgement_s <= p.search_s + 1e-9  # one trial can still be judged
+    assert p.rules.warmup_samples == 5 * p.rules.samples_per_epoch
+
+
+def test_a_resumed_study_s_rules_planned_for_another_budget_are_kept_with_a_warning() -> None:
+    small = plan(120.0).rules  # a first run with two minutes
+    stored = {"samples_per_epoch": small.samples_per_epoch, "warmup_samples": small.warmup_samples,
+              "patience": small.patience, "max_epochs": small.max_epochs}
+    p = plan_budget(budget_s=4 * 3600.0, spent_s=5.0, throughput=CPU, sizes=CHD, image_size=128,
+                    requested=stored, study_rules=True)
+    assert (p.rules.samples_per_epoch, p.rules.max_epochs) == (small.samples_per_epoch, small.max_epochs)
+    assert any("planned for another budget" in w for w in p.warnings)
+    assert "this study's rules" in p.describe()

@@ -261,3 +261,39 @@ def test_a_whole_run_with_its_final_stage_ends_by_its_deadline_and_a_larger_budg
             assert (again.status, again.score) == (rec.status, rec.score)
     assert len(second) > len(first)
     assert json.loads((study.root / "budget.json").read_text())["runs"][-1]["budget_s"] == 2 * budget
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", ""])
+def test_a_timeout_that_is_not_a_positive_number_exits_2_in_one_line(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from search.cli import main
+
+    code = main(["--results", str(tmp_path), "run", "--demo", "--timeout", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "--timeout" in err and "positive number of seconds" in err
+    assert not (tmp_path / "demo").exists()
+    if value:  # the same through the config (an empty value is null there: no budget)
+        code = main(["--results", str(tmp_path), "run", "--demo", "--set", f"study.timeout_s={value}"])
+        assert code == 2 and "study.timeout_s: expected a" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_budget_below_one_judged_trial_exits_2_naming_the_minimum_and_leaves_no_study(
+    tmp_path: Path, synthetic_root: Path
+) -> None:
+    config, results = _budget_config(tmp_path, synthetic_root, "small", "random-optuna"), tmp_path / "results"
+    code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config), "--timeout", "4"))
+    assert code == 2, out[-3000:]
+    line = next(ln for ln in out.splitlines() if ln.startswith("error:"))
+    assert "--timeout 4: too small" in line and "use --timeout" in line and "or more" in line
+    assert "Traceback" not in out
+    assert not (results / "small").exists()  # never a half-written study
+    # --dry-run prints the plan for a budget that fits, and creates no study either
+    minimum = int(line.rsplit("use --timeout ", 1)[1].split()[0])
+    code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config),
+                                            "--timeout", str(minimum + 60), "--dry-run"))
+    assert code == 0, out[-3000:]
+    assert f"{minimum + 60} s: search ≈" in out and "first judgement after ≈" in out
+    assert not (results / "small").exists()
