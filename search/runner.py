@@ -206,6 +206,8 @@ def run_study(
                 budget = plan_study_budget(cfg, study, data, process, deadline, stored_rules=existed,
                                            probe=cfg.study.timeout_s is not None, persist=True)
                 cfg = apply_rules(cfg, budget.rules)
+                if plan.kt_local_chief:
+                    process.close()  # the chief trains nothing: free the probe's memory (the final stage restarts it)
                 for line in budget.describe().splitlines():
                     if line.startswith("warning: "):
                         logger.warning("plan: %s", line.removeprefix("warning: "))
@@ -398,9 +400,9 @@ def _search(cfg: Config, plan: RunPlan, *, executor: TrialExecutor, study: Study
 
 
 def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
-    """Trials this run started (its extra drivers' too), judged, and stopped by the budget."""
+    """Trials this run started or continued (its extra drivers' too), judged, and stopped by the budget."""
     for rec in study.trials():
-        if rec.started_at < since:
+        if rec.started_at < since and (rec.finished_at or 0.0) < since:
             continue
         ledger.trials_started += 1
         if rec.status in (TrialState.COMPLETE, TrialState.PRUNED):
