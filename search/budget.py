@@ -291,8 +291,14 @@ class BudgetPlan:
     def rung(self) -> Rung:
         return self.rungs[-1]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def summary(self) -> dict[str, Any]:
+        """What budget.json records of the plan: the split, the rules, the estimates."""
+        rung = self.rung
+        return {"search_s": _round(self.search_s), "final_s": _round(self.final_s), "spent_s": _round(self.spent_s),
+                "rules": dataclasses.asdict(self.rules), "derived": list(self.derived),
+                "first_judgement_s": _round(rung.first_judgement_s), "epoch_s": _round(rung.epoch_s),
+                "trial_max_s": _round(rung.trial_max_s), "minimum_s": _round(self.minimum_s),
+                "warnings": list(self.warnings)}
 
     def describe(self) -> str:
         """The plan in a few lines, e.g. "600 s: search ≈ 540 s, final stage ≈ 45 s; epoch = 64 samples …"."""
@@ -308,7 +314,8 @@ class BudgetPlan:
         if self.study_rules:
             rules += " (this study's rules)"
         elif self.derived:
-            rules += f" ({', '.join(self.derived)} from the budget)"
+            source = "the budget" if self.budget_s is not None else "the reference's scale, without a budget"
+            rules += f" ({', '.join(self.derived)} from {source})"
         lines = [f"{head}; {rules}"]
         if rung.first_judgement_s is not None and self.throughput is not None:
             tp = self.throughput
@@ -420,6 +427,10 @@ def plan_budget(
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=(rung,), throughput=throughput, minimum_s=minimum_s,
                       warnings=tuple(warnings_l), study_rules=study_rules)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def _fixed_rules(requested: dict[str, Any]) -> Rules:
@@ -599,6 +610,7 @@ class RunLedger:
     """What one run did with its budget, for the end-of-run line and budget.json."""
 
     deadline: Deadline
+    plan: dict[str, Any] | None = None
     ended_by: str = "max_trials"
     search_s: float = 0.0
     final_s: float = 0.0
@@ -622,4 +634,5 @@ class RunLedger:
         return {"started_at": d.start, "budget_s": d.budget_s, "ended_by": self.ended_by,
                 "wall_s": round(d.elapsed(), 1), "search_s": round(self.search_s, 1),
                 "final_s": round(self.final_s, 1), "trials_started": self.trials_started,
-                "trials_judged": self.trials_judged, "stopped_by_budget": self.stopped_by_budget}
+                "trials_judged": self.trials_judged, "stopped_by_budget": self.stopped_by_budget,
+                "plan": self.plan}

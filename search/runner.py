@@ -187,6 +187,7 @@ def run_study(
             f"or use another --study name"
         )
     process: TrialProcess | None = None
+    budget: BudgetPlan | None = None
     try:
         try:
             plan = plan_run(cfg, role=role, owner=owner, existed=existed, kt_env_role=kt_distributed_role(),
@@ -232,7 +233,7 @@ def run_study(
         try:
             return _drive(cfg, plan, study=study, data=data, folds=folds, results_root=results_root,
                           verbose=verbose, show_progress=show_progress, process=process, slots=slots,
-                          parent_pid=parent_pid, deadline=deadline)
+                          parent_pid=parent_pid, deadline=deadline, budget=budget)
         finally:
             if trial_process is None:
                 process.close()
@@ -306,6 +307,7 @@ def _drive(
     slots: list[DriverSlot],
     parent_pid: int | None,
     deadline: Deadline,
+    budget: BudgetPlan | None = None,
 ) -> dict[str, Any]:
     """Run the strategy loop (and the extra drivers of the plan), then the final stage."""
     extra_slots = slots[1:]
@@ -329,7 +331,7 @@ def _drive(
     restore_sigint = _install_sigint(process, extras, extra_driver=parent_pid is not None)
     if parent_pid is not None:
         watch_parent(parent_pid, lambda: setattr(process, "stop_requested", max(1, process.stop_requested)))
-    ledger = RunLedger(deadline)
+    ledger = RunLedger(deadline, plan=budget.summary() if budget is not None else None)
     search_start = deadline.elapsed()
     try:
         try:

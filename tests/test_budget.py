@@ -125,7 +125,7 @@ def test_without_a_budget_auto_is_the_reference_scale() -> None:
         NO_BUDGET_RULES[k] for k in ("samples_per_epoch", "warmup_samples", "patience", "max_epochs"))
     assert p.search_s is None and p.minimum_s is None
     assert p.rung.first_judgement_s == pytest.approx(CPU.startup_s + 5 * (800 / 7 + 5 / 21 + 0.1))
-    assert "no time budget" in p.describe()
+    assert "no time budget" in p.describe() and "from the reference's scale, without a budget" in p.describe()
     # a budget without a measurement keeps the deadline (a tenth for the final stage) and says so
     p = plan(600.0, throughput=None)
     assert p.rules.samples_per_epoch == 800 and p.final_s == pytest.approx(59.0) and p.warnings
