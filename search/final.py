@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from search.budget import BudgetEnded, Deadline
 from search.config import AUGMENTATIONS, Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import Units, study_units
@@ -48,6 +49,7 @@ def run_final(
     verbose: int = 0,
     results_root: Path | None = None,
     show_candidate_test: bool = False,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
 
@@ -57,6 +59,10 @@ def run_final(
     tested: their test scores would invite re-running the pick with another ``final.select`` rule,
     which makes it test-informed. ``show_candidate_test`` tests them anyway, after the pick, into
     ``final/candidate_test.json`` (never into selection.json or final.json).
+
+    ``deadline``: the run's end (search/budget.py). Training here (a retrain, fresh runs) stops at it;
+    a re-evaluation it cuts short is dropped (the search's best is tested), a retrain keeps its last
+    completed epoch.
     """
     if cfg is None:
         cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
@@ -74,18 +80,27 @@ def run_final(
         selection = None
         for earlier in (SELECTION_FILE, CANDIDATE_TEST_FILE):  # of an earlier final stage
             (final_dir / earlier).unlink(missing_ok=True)
+        stop_at = deadline.ends_at if deadline is not None else None
         if cfg.final.reevaluate_top_k > 0:
-            selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root))
-            chosen_rec = study.read_trial(int(selection["chosen"]))
-            assert chosen_rec is not None
-            best = chosen_rec
+            try:
+                selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root), stop_at=stop_at)
+            except BudgetEnded as e:
+                logger.warning("final: %s; testing the search's best, trial %d, instead", e, best.number)
+            if selection is not None:
+                chosen_rec = study.read_trial(int(selection["chosen"]))
+                assert chosen_rec is not None
+                best = chosen_rec
         task = _final_task(study, cfg, data, best, selection if show_candidate_test else None, verbose)
+        task.stop_at = stop_at
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
                     else "testing the weights of", best.number, best.score or 0)
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     finally:
         if own:
             process.close()
+    if outcome.interrupted and outcome.stopped_by == "budget":
+        raise SearchAborted("the budget ended before the final retrain finished one epoch; run "
+                            f"`python -m search final {study.name}` to redo it")
     if outcome.interrupted:
         raise Interrupted("final retrain interrupted; run `python -m search final NAME` to redo it")
     if outcome.status != TrialState.COMPLETE:
@@ -205,7 +220,8 @@ def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
     tested) or trained under a smaller epoch budget than ``train.max_epochs``, and one sentence."""
     deviations = baseline_deviations(cfg, rec.values)
     pruned = rec.status == TrialState.PRUNED
-    shortened = rec.max_epochs is not None and rec.max_epochs < cfg.train.max_epochs
+    max_epochs = int(cfg.rule("max_epochs"))
+    shortened = rec.max_epochs is not None and rec.max_epochs < max_epochs
     groups: dict[str, list[str]] = {}
     for d in deviations:
         groups.setdefault(d["why"], []).append(f"{d['hyperparameter']}={d['value']!r}")
@@ -222,7 +238,7 @@ def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
         notes.append(f"it was pruned after {rec.epochs_run} epochs, so its best weights from those epochs are "
                      f"what it is tested with")
     if shortened:
-        notes.append(f"it trained under an epoch budget of {rec.max_epochs} (train.max_epochs {cfg.train.max_epochs})")
+        notes.append(f"it trained under an epoch budget of {rec.max_epochs} (train.max_epochs {max_epochs})")
     if cfg.final.train_on_valid:
         notes.append(f"like the chosen configuration it was retrained on train+valid, for {retrain_epochs(rec)} epochs")
     sentence = f"{baseline_label(rec)} is {what}" + "".join(f"; {n}" for n in notes)

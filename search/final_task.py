@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from search.budget import StopSignal
 from search.results import atomic_write_json
 from search.trial import ModelSource, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -28,11 +29,13 @@ __all__ = ["load_source", "run_final_task"]
 logger = logging.getLogger(__name__)
 
 
-def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch: Any = None) -> TrialOutcome:
+def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopSignal | None = None, *,
+                   on_epoch: Any = None) -> TrialOutcome:
     """Test the chosen model (or retrain it first) and the baseline on the test split.
 
     ``hook`` records the chosen model's retrain epochs (``history.csv``); a retrained baseline's go to
-    ``baseline_history.csv`` and to ``on_epoch`` (the driver: progress and Ctrl-C).
+    ``baseline_history.csv`` and to ``on_epoch`` (the driver: progress and Ctrl-C). ``stop`` is the
+    run's deadline: a retrain cut short keeps its last completed epoch (``stopped_by_budget_after_epochs``).
     """
     from search.overlays import save_predictions
     from search.training import evaluate_model, predict_probabilities
@@ -49,16 +52,18 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch
             extra["valid_score"] = evaluate_model(model, valid.images, valid.masks, batch_size=batch, loss=loss)["hard_dice"]
     else:
         result = _retrain(task.specs, task.fixed_epochs, data, lr_schedule=task.lr_schedule, hook=hook,
-                          verbose=task.verbose)
+                          verbose=task.verbose, stop=stop)
         model, best_epoch, epochs_run, train_s = result.model, result.best_epoch, result.epochs_run, result.train_s
         # No held-out split is left: the last epoch's dice on augmented training batches, labelled so.
         extra["train_score_augmented"] = result.best_score
         source = "retrained_train_valid"
+        if result.stop_reason == "budget":
+            extra["stopped_by_budget_after_epochs"] = result.epochs_run
     metrics = evaluate_model(model, test.images, test.masks, batch_size=batch, loss=loss)
     metrics["per_image"]["stems"] = list(test.stems)
     metrics.update(extra, model_from=source, best_epoch=best_epoch)
     if task.baseline is not None:
-        metrics["baseline"] = _test_baseline(task, data, out, on_epoch)
+        metrics["baseline"] = _test_baseline(task, data, out, on_epoch, stop)
     if task.candidates:  # after the pick: what each re-evaluated configuration scores on test, for the record
         metrics["candidates"] = []
         for cand in task.candidates:
@@ -85,7 +90,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, *, on_epoch
 
 
 def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ...] | None, hook: Any,
-             verbose: int) -> Any:
+             verbose: int, stop: StopSignal | None) -> Any:
     """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on),
     replaying ``lr_schedule``, the per-epoch learning rates of the trial it retrains."""
     from search.training import train_model
@@ -101,10 +106,11 @@ def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ..
         fixed_epochs=epochs,
         lr_schedule=lr_schedule,
         verbose=verbose,
+        stop=stop,
     )
 
 
-def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any) -> dict[str, Any]:
+def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any, stop: StopSignal | None) -> dict[str, Any]:
     """The baseline's per-image test dice: its trial's weights, or (``baseline_fixed_epochs``) a retrain
     on train+valid like the chosen model's, so that the verdict compares like with like."""
     from search.results import write_history_csv
@@ -112,6 +118,7 @@ def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any) -> dict
 
     assert task.baseline is not None
     source = task.baseline
+    stopped_after: int | None = None  # a retrain the deadline cut short: its epochs
     if task.baseline_fixed_epochs is None:
         model = load_source(source)
         model_from = "trial_weights" if len(source.weights) == 1 else f"ensemble_of_{len(source.weights)}_folds"
@@ -124,15 +131,18 @@ def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any) -> dict
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
-        model = _retrain(source.specs, task.baseline_fixed_epochs, data, lr_schedule=task.baseline_lr_schedule,
-                         hook=hook, verbose=task.verbose).model
+        retrained = _retrain(source.specs, task.baseline_fixed_epochs, data, lr_schedule=task.baseline_lr_schedule,
+                             hook=hook, verbose=task.verbose, stop=stop)
+        model = retrained.model
         model_from = "retrained_train_valid"
+        if retrained.stop_reason == "budget":
+            stopped_after = retrained.epochs_run
     test = data.split("test")
     scored = evaluate_model(model, test.images, test.masks, batch_size=source.specs.train.batch_size,
                             loss=source.specs.train.loss)
     return {"label": source.label, "hard_dice": scored["hard_dice"], "hard_iou": scored["hard_iou"],
             "per_image": scored["per_image"]["hard_dice"], "model_from": model_from,
-            "epochs": task.baseline_fixed_epochs}
+            "epochs": task.baseline_fixed_epochs, "stopped_by_budget_after_epochs": stopped_after}
 
 
 def load_source(source: ModelSource) -> Any:

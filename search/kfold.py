@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from search.budget import StopSignal
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.specs import derived_seed
@@ -34,8 +35,12 @@ def fold_dir(trial_dir: Path, fold: int) -> Path:
     return Path(trial_dir) / f"fold{fold}"
 
 
-def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]]) -> TrialOutcome:
+def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]],
+                    stop: StopSignal | None = None) -> TrialOutcome:
     assert task.folds is not None
+    # A fold cut short by the deadline would be scored with fewer epochs than the others: the trial
+    # stays resumable instead (it continues in that fold in the next run).
+    stop = dataclasses.replace(stop, finish_judged=False) if stop is not None else None
     train, valid = data.split("train"), data.split("valid")
     images = np.concatenate([np.asarray(train.images), np.asarray(valid.images)])
     masks = np.concatenate([np.asarray(train.masks), np.asarray(valid.masks)])
@@ -55,7 +60,7 @@ def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: l
             # Restored rows carry no "score": their seconds count as earlier segments (trial.py).
             history.extend({k_: v for k_, v in row.items() if k_ != "score"} for row in meta["history"])
         else:
-            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history)
+            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history, stop)
             atomic_write_json(done, meta)
         per_image.update(meta["per_image"])
         best_epochs.append(int(meta["best_epoch"]))
@@ -73,7 +78,8 @@ def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: l
 
 
 def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
-              val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]]) -> dict[str, Any]:
+              val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]],
+              stop: StopSignal | None) -> dict[str, Any]:
     val_idx = [index[s] for s in val_stems]
     held = set(val_idx)
     train_idx = [i for i in range(len(images)) if i not in held]
@@ -88,7 +94,7 @@ def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, in
 
     fdir.mkdir(parents=True, exist_ok=True)
     fit = fit_and_score(fold_task, fdir, fold_hook, history, train=(images[train_idx], masks[train_idx]),
-                        valid=(images[val_idx], masks[val_idx], list(val_stems)))
+                        valid=(images[val_idx], masks[val_idx], list(val_stems)), stop=stop)
     r = fit.result
     return {"fold": f, "score": r.best_score, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
             "train_s": r.train_s, "per_image": fit.per_image, "history": history[start:]}

@@ -96,7 +96,7 @@ class ExtraDrivers:
         return any(p.poll() is None for p in self.procs)
 
     def interrupt(self) -> None:
-        """Forward a Ctrl-C as SIGUSR1 (the first: finish the epoch; the second: stop now).
+        """Forward a Ctrl-C as SIGUSR1 (the first: stop at the next step, resumable; the second: stop now).
 
         Extra drivers ignore SIGINT: the terminal sends it to the whole process group, and each
         Ctrl-C must count once.
@@ -168,7 +168,7 @@ def watch_parent(parent_pid: int, on_gone: object) -> None:
                 pass
             if os.getppid() != parent_pid:
                 break
-        logger.warning("the main driver (pid %d) is gone; this worker stops after the current epoch", parent_pid)
+        logger.warning("the main driver (pid %d) is gone; this worker stops at its next step", parent_pid)
         on_gone()  # type: ignore[operator]
 
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()

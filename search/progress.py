@@ -1,14 +1,20 @@
-"""Study progress: one log line per finished trial and a study-level bar (trials, best, ETA)."""
+"""Study progress: one log line per finished trial and a study-level bar (trials, best, ETA).
+
+With a time budget the ETA counts down to the run's deadline when that comes before the trial budget
+is spent (search/budget.py)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.results import TrialRecord
-from search.vocabulary import TrialState
+
+if TYPE_CHECKING:
+    from search.budget import Deadline
 
 __all__ = ["SHOWN", "Progress", "format_value"]
 
@@ -22,8 +28,9 @@ SHOWN = ("base_filters", "base_kernels", "num_layers", "learning_rate", "dropout
 class Progress:
     """A tqdm bar on stderr when it is a terminal; log lines always."""
 
-    def __init__(self, *, total: int, enabled: bool = True, done: int = 0) -> None:
+    def __init__(self, *, total: int, enabled: bool = True, done: int = 0, deadline: Deadline | None = None) -> None:
         self.total = total
+        self.deadline = deadline
         self.done = done
         self.t0 = time.time()
         self.finished_this_run = 0
@@ -47,11 +54,16 @@ class Progress:
         score = "-" if rec.score is None else f"{rec.score:.4f}"
         best_s = "-" if best is None or best.score is None else f"{best.score:.4f} (#{best.number})"
         shown = " ".join(f"{k}={format_value(rec.values[k])}" for k in SHOWN if k in rec.values)
-        reason = f" reason: {rec.reason}" if rec.reason and rec.status != TrialState.COMPLETE else ""
+        reason = f" reason: {rec.reason}" if rec.reason else ""  # a complete trial's: the budget stopped it
         eta = ""
+        by_trials = math.inf
         if self.finished_this_run and self.done < self.total:
-            per = (time.time() - self.t0) / self.finished_this_run
-            eta = f" eta {_duration(per * (self.total - self.done))}"
+            by_trials = (time.time() - self.t0) / self.finished_this_run * (self.total - self.done)
+        by_budget = self.deadline.remaining() if self.deadline is not None else math.inf
+        if by_budget < by_trials:
+            eta = f" eta {_duration(max(0.0, by_budget))} (budget)"
+        elif math.isfinite(by_trials):
+            eta = f" eta {_duration(by_trials)}"
         line = (
             f"trial {rec.number:>3} {rec.status:<8} score {score} best {best_s} "
             f"{rec.duration_s:.0f}s {rec.epochs_run} ep [{self.done}/{self.total}{eta}]"

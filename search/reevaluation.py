@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from search.budget import BudgetEnded
 from search.config import Config
 from search.errors import Interrupted, TrialFailed
 from search.evaluation import FoldPlan, Units, mean_se, study_units
@@ -107,8 +109,14 @@ def pick(candidates: list[Candidate], rule: str) -> Candidate:
 
 def reevaluate(
     study: StudyDir, cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan | None,
+    *, stop_at: float | None = None,
 ) -> dict[str, Any]:
-    """Run the fresh seeds of the top-k and the baseline, pick, write ``final/selection.json``."""
+    """Run the fresh seeds of the top-k and the baseline, pick, write ``final/selection.json``.
+
+    Raises:
+        BudgetEnded: the run's deadline (``stop_at``) came before every fresh run was judged; the
+            finished runs are kept (``python -m search final NAME`` continues).
+    """
     f = cfg.final
     records = top_candidates(study, f.reevaluate_top_k)
     root = study.final_dir / REEVAL_DIR
@@ -124,8 +132,10 @@ def reevaluate(
             if (run_dir / RUN_FILE).is_file():
                 cand.runs.append(read_json(run_dir / RUN_FILE))
                 continue
+            if stop_at is not None and time.time() >= stop_at:
+                raise BudgetEnded(f"the budget ended after {done - 1} of {total} re-evaluation runs")
             logger.info("re-evaluation %d/%d: trial %d, fresh seed %d of %d", done, total, rec.number, j + 1, f.seeds)
-            run = _run(cfg, data, process, folds, rec, j, run_dir, units)
+            run = _run(cfg, data, process, folds, rec, j, run_dir, units, stop_at)
             atomic_write_json(run_dir / RUN_FILE, run)
             cand.runs.append(run)
             logger.info("re-evaluation: trial %d seed %d: %s %.4f (%d epochs, %.0f s)", rec.number, j + 1,
@@ -168,7 +178,7 @@ def selection_sentence(selection: dict[str, Any]) -> str:
 
 
 def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan | None, rec: TrialRecord,
-         j: int, run_dir: Path, units: Units) -> dict[str, Any]:
+         j: int, run_dir: Path, units: Units, stop_at: float | None = None) -> dict[str, Any]:
     seed = reeval_seed(cfg.study.seed, rec.number, j)
     base = {"trial": rec.number, "seed_index": j, "seed": seed}
     try:
@@ -179,9 +189,11 @@ def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan
     task = TrialTask(
         number=rec.number, specs=specs, out_dir=str(run_dir), cache_path=data.cache_path,
         outputs=TrialOutputs(predictions=0, checkpoint=cfg.train.checkpoint_every_epoch),
-        folds=folds.folds if folds is not None else None, fold_prune_p=0.0, units=units,
+        folds=folds.folds if folds is not None else None, fold_prune_p=0.0, units=units, stop_at=stop_at,
     )
     outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
+    if outcome.interrupted and outcome.stopped_by == "budget":
+        raise BudgetEnded(f"the budget ended during the re-evaluation of trial {rec.number}")
     if outcome.interrupted:
         raise Interrupted(f"stopped during the re-evaluation of trial {rec.number}; "
                           f"`python -m search final NAME` resumes it")

@@ -62,14 +62,14 @@ def reference_ini_sections(
     counts = counts or {}
     batch = d.batch_size
 
-    train: list[tuple[str, Any]] = [("epochs", t.max_epochs), ("batch_size", batch)]
+    train: list[tuple[str, Any]] = [("epochs", cfg.rule("max_epochs")), ("batch_size", batch)]
     steps = t.steps_per_epoch or (math.ceil(counts["train"] / batch) if counts.get("train") else None)
     if steps:
         train.append(("steps_per_epoch", int(steps)))
     if counts.get("valid"):
         train.append(("validation_steps", math.ceil(counts["valid"] / batch)))
     train += [
-        ("patience", t.patience),
+        ("patience", cfg.rule("patience")),
         ("learning_rate_reducer", True),
         ("reducer_factor", t.reducer.factor),
         ("reducer_patience", t.reducer.patience),

@@ -1,7 +1,9 @@
-"""Run a study: claim the study folder, prepare the data, drive the strategy, run the final stage.
+"""Run a study: claim the study folder, prepare the data, plan the budget, drive the strategy, run the final stage.
 
 What this driver does in the study is decided once, in :func:`plan_run`: whether it owns the study
 or joins one that is running, whether it starts extra drivers, its Keras Tuner chief/worker role.
+How it spends its time budget (``--timeout``) is planned before the search starts
+(:func:`search.budget.plan_budget`): the final stage's share, and the training rules left at ``auto``.
 """
 
 from __future__ import annotations
@@ -10,15 +12,28 @@ import contextlib
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from search.config import Config
+from search.budget import (
+    DEADLINE_ENV,
+    BudgetPlan,
+    DataSizes,
+    Deadline,
+    FinalStage,
+    RunLedger,
+    adopt_stored_rules,
+    apply_rules,
+    plan_budget,
+    record_run,
+    requested_rules,
+    write_throughput,
+)
+from search.config import Config, config_from_dict
 from search.environment import environment_info
-from search.errors import ConfigError
+from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import FoldPlan, study_units
 from search.final import run_final
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
@@ -37,7 +52,7 @@ from search.trial_executor import TrialExecutor
 from search.trial_process import TrialProcess
 from search.vocabulary import TrialState
 
-__all__ = ["RunPlan", "kt_distributed_role", "plan_run", "run_study"]
+__all__ = ["RunPlan", "dry_run", "kt_distributed_role", "plan_run", "run_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +158,7 @@ def run_study(
     threads: int | None = None,
     worker_index: int | None = None,
     parent_pid: int | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """Create or resume a study, run the search, then the final stage. Returns a summary.
 
@@ -153,8 +169,11 @@ def run_study(
             A ``main`` that finds the study running joins it like a worker (Optuna only).
         threads: CPU threads for this driver's trials (the main driver splits them itself).
         worker_index: an extra driver's index (varies its sampler seed).
-        parent_pid: an extra driver stops (after the current epoch) once this process is gone.
+        parent_pid: an extra driver stops (at the next step) once this process is gone.
+        deadline: the run's time budget, started when the command started (default: now, with
+            ``study.timeout_s``; an extra driver of ``run --workers N`` takes the main driver's).
     """
+    deadline = deadline or Deadline.from_env(cfg.study.timeout_s)
     if cfg.study.storage:
         check_stored_config(cfg, allow_changes=allow_changes)  # reads only; before anything is created
     study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
@@ -170,6 +189,8 @@ def run_study(
             f"preparing its data; run this again once `python -m search status {cfg.study.name}` shows it, "
             f"or use another --study name"
         )
+    process: TrialProcess | None = None
+    budget: BudgetPlan | None = None
     try:
         try:
             plan = plan_run(cfg, role=role, owner=owner, existed=existed, kt_env_role=kt_distributed_role(),
@@ -178,9 +199,29 @@ def run_study(
             cfg = resolved_config(cfg, data)  # data.channels: auto -> the dataset's channels (study.yaml records it)
             if existed:
                 check_same_dataset(study, data.fingerprint, allow_changes=allow_changes)
+                cfg = adopt_stored_rules(cfg, _stored_config(study))  # a study keeps the rules it began with
             folds = fold_plan(cfg, data, study.root)
             study_units(cfg, data)  # study.groups must fit every split's names (the statistics use it)
+            slots = plan_slots(plan.drivers) if plan.drivers > 1 else [DriverSlot(0, threads=threads)]
+            process = trial_process or TrialProcess(
+                recycle_after=cfg.study.recycle_after,
+                runtime={**trial_runtime(cfg), **({"threads": slots[0].threads} if slots[0].threads else {})},
+                env=slots[0].env,
+            )
+            if plan.owner:
+                budget = plan_study_budget(cfg, study, data, process, deadline, stored_rules=existed,
+                                           probe=cfg.study.timeout_s is not None, persist=True)
+                cfg = apply_rules(cfg, budget.rules)
+                if plan.kt_local_chief:
+                    process.close()  # the chief trains nothing: free the probe's memory (the final stage restarts it)
+                for line in budget.describe().splitlines():
+                    if line.startswith("warning: "):
+                        logger.warning("plan: %s", line.removeprefix("warning: "))
+                    else:
+                        logger.info("plan: %s", line)
         except BaseException:
+            if process is not None and trial_process is None:
+                process.close()
             if owner and not existed:  # nothing changed: drop the folder this call claimed, still holding it
                 shutil.rmtree(study.root, ignore_errors=True)
                 lock.release()
@@ -194,11 +235,67 @@ def run_study(
             atomic_write_text(study.study_yaml, cfg.to_yaml())
             atomic_write_json(study.fingerprint_json, data.fingerprint)
             atomic_write_json(study.environment_json, environment_info())
-        return _drive(cfg, plan, study=study, data=data, folds=folds, results_root=results_root, verbose=verbose,
-                      show_progress=show_progress, trial_process=trial_process, threads=threads,
-                      parent_pid=parent_pid)
+        try:
+            return _drive(cfg, plan, study=study, data=data, folds=folds, results_root=results_root,
+                          verbose=verbose, show_progress=show_progress, process=process, slots=slots,
+                          parent_pid=parent_pid, deadline=deadline, budget=budget)
+        finally:
+            if trial_process is None:
+                process.close()
     finally:
         lock.release()
+
+
+def _stored_config(study: StudyDir) -> Config:
+    import yaml
+
+    return config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
+
+
+def _data_sizes(cfg: Config, data: PreparedData) -> DataSizes:
+    """The images one trial trains and validates on (a fold's share of train+valid in a k-fold study)."""
+    n = {split: len(data.stems.get(split, ())) for split in ("train", "valid", "test")}
+    if cfg.study.evaluation == "kfold":
+        pooled, k = n["train"] + n["valid"], cfg.study.folds
+        n["valid"] = -(-pooled // k)
+        n["train"] = pooled - n["valid"]
+    return DataSizes(train=n["train"], valid=n["valid"], test=n["test"], batch_size=cfg.data.batch_size)
+
+
+def plan_study_budget(cfg: Config, study: StudyDir, data: PreparedData, process: TrialProcess, deadline: Deadline,
+                      *, stored_rules: bool, probe: bool, persist: bool) -> BudgetPlan:
+    """The study's speed (budget.json, its trials, or a probe now), then the plan; the final stage's
+    share is reserved on ``deadline``. Raises ConfigError for a budget below one judged trial."""
+    from search.throughput import study_throughput
+
+    throughput, probed = study_throughput(study, cfg, data, process, probe=probe)
+    if probed is not None and persist:
+        write_throughput(study.root, probed)
+    f = cfg.final
+    fresh = (f.reevaluate_top_k + 1) * f.seeds * (cfg.study.folds if cfg.study.evaluation == "kfold" else 1)
+    budget = plan_budget(
+        budget_s=cfg.study.timeout_s, spent_s=deadline.elapsed(), throughput=throughput, sizes=_data_sizes(cfg, data),
+        image_size=cfg.data.image_size, requested=requested_rules(cfg), min_epochs=cfg.train.min_epochs,
+        final=FinalStage(test=f.retrain, retrain=f.train_on_valid, reevaluations=fresh if f.reevaluate_top_k else 0),
+        folds=cfg.study.folds if cfg.study.evaluation == "kfold" else 1, study_rules=stored_rules,
+    )
+    deadline.reserve(budget.final_s)
+    return budget
+
+
+def dry_run(cfg: Config, *, results_root: Path, deadline: Deadline) -> BudgetPlan:
+    """The plan ``run`` would make (``run --dry-run``): the data is cached and the machine probed
+    (unless the study has measured it), but no study folder is created and nothing is trained."""
+    study = StudyDir(results_root / cfg.study.name)
+    if study.exists():
+        cfg = adopt_stored_rules(cfg, _stored_config(study))
+    data = prepare_data(cfg, results_root)
+    process = TrialProcess(recycle_after=1, runtime=trial_runtime(cfg))
+    try:
+        return plan_study_budget(cfg, study, data, process, deadline, stored_rules=study.exists(), probe=True,
+                                 persist=False)
+    finally:
+        process.close()
 
 
 def _drive(
@@ -211,13 +308,13 @@ def _drive(
     results_root: Path,
     verbose: int,
     show_progress: bool,
-    trial_process: TrialProcess | None,
-    threads: int | None,
+    process: TrialProcess,
+    slots: list[DriverSlot],
     parent_pid: int | None,
+    deadline: Deadline,
+    budget: BudgetPlan | None = None,
 ) -> dict[str, Any]:
     """Run the strategy loop (and the extra drivers of the plan), then the final stage."""
-    deadline = time.time() + cfg.study.timeout_s if cfg.study.timeout_s else None
-    slots = plan_slots(plan.drivers) if plan.drivers > 1 else [DriverSlot(0, threads=threads)]
     extra_slots = slots[1:]
     chief_env: dict[str, str] = {}
     if plan.kt_local_chief:
@@ -225,13 +322,11 @@ def _drive(
                      "KERASTUNER_ORACLE_PORT": str(free_port())}
         extra_slots = [DriverSlot(s.index, env={**s.env, **chief_env, "KERASTUNER_TUNER_ID": f"tuner{s.index}"},
                                   threads=s.threads) for s in slots]
-    process = trial_process or TrialProcess(
-        recycle_after=cfg.study.recycle_after,
-        runtime={**trial_runtime(cfg), **({"threads": slots[0].threads} if slots[0].threads else {})},
-        env=slots[0].env,
-    )
+    if deadline.search_ends_at is not None:  # extra drivers end their search with this one's
+        extra_slots = [DriverSlot(s.index, env={**s.env, DEADLINE_ENV: repr(deadline.search_ends_at)},
+                                  threads=s.threads) for s in extra_slots]
     progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
-        [r for r in study.trials() if r.status != TrialState.RUNNING]))
+        [r for r in study.trials() if r.status != TrialState.RUNNING]), deadline=deadline)
     executor = TrialExecutor(
         cfg, study, data, process, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
         verbose=verbose, folds=folds,
@@ -241,52 +336,93 @@ def _drive(
     restore_sigint = _install_sigint(process, extras, extra_driver=parent_pid is not None)
     if parent_pid is not None:
         watch_parent(parent_pid, lambda: setattr(process, "stop_requested", max(1, process.stop_requested)))
+    ledger = RunLedger(deadline, plan=budget.summary() if budget is not None else None)
+    search_start = deadline.elapsed()
     try:
-        if plan.engine == "optuna":
-            from search.engines.optuna_engine import run_optuna
-
-            run_optuna(
-                cfg,
-                executor=executor,
-                engine_dir=study.engine_dir,
-                enqueue_baseline=plan.owner,
-                wait_for_others=plan.owner,
-                seed_offset=plan.seed_offset,
-                on_ready=(lambda: extras.start(extra_slots)) if extras is not None else None,
-            )
-            if extras is not None:
-                extras.wait()
-        else:
-            from search.engines.kt_engine import run_keras_tuner
-
-            if extras is None:
-                run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir)
-            else:
-                with temporary_environ(chief_env):
-                    extras.start(extra_slots)
-                    run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir,
-                                    workers_alive=extras.any_running,
-                                    drain=lambda: extras.wait(timeout=120))
-                extras.wait()
+        try:
+            _search(cfg, plan, executor=executor, study=study, extras=extras, extra_slots=extra_slots,
+                    chief_env=chief_env)
+        except Interrupted:
+            ledger.ended_by = "Ctrl-C"
+            raise
+        except SearchAborted:
+            ledger.ended_by = "failures"
+            raise
+        finally:
+            ledger.search_s = deadline.elapsed() - search_start
+            _count_trials(ledger, study, since=deadline.start)
+        if ledger.ended_by == "max_trials" and (ledger.stopped_by_budget or not deadline.search_left()):
+            ledger.ended_by = "the budget"
         progress.close()
         summary: dict[str, Any] = {"study": str(study.root), "best": _best_summary(study)}
-        if cfg.final.retrain and plan.runs_final:
-            summary["final"] = run_final(study, cfg=cfg, data=data, trial_process=process, verbose=verbose)
+        if cfg.final.retrain and plan.runs_final and summary["best"] is not None:
+            final_start = deadline.elapsed()
+            try:
+                summary["final"] = run_final(study, cfg=cfg, data=data, trial_process=process, verbose=verbose,
+                                             deadline=deadline)
+            finally:
+                ledger.final_s = deadline.elapsed() - final_start
         _refresh_report(study)
+        summary["run"] = ledger.to_dict()
         return summary
     finally:
         if extras is not None:
             extras.finish(stop_requested=process.stop_requested)
         restore_sigint()
         progress.close()
-        if trial_process is None:
-            process.close()
+        if plan.owner:
+            logger.info("%s", ledger.sentence())
+            with contextlib.suppress(OSError):
+                record_run(study.root, ledger.to_dict())
+
+
+def _search(cfg: Config, plan: RunPlan, *, executor: TrialExecutor, study: StudyDir, extras: ExtraDrivers | None,
+            extra_slots: list[DriverSlot], chief_env: dict[str, str]) -> None:
+    """The strategy's loop, with the extra drivers of the plan; returns when the search is over."""
+    if plan.engine == "optuna":
+        from search.engines.optuna_engine import run_optuna
+
+        run_optuna(
+            cfg,
+            executor=executor,
+            engine_dir=study.engine_dir,
+            enqueue_baseline=plan.owner,
+            wait_for_others=plan.owner,
+            seed_offset=plan.seed_offset,
+            on_ready=(lambda: extras.start(extra_slots)) if extras is not None else None,
+        )
+        if extras is not None:
+            extras.wait()
+        return
+    from search.engines.kt_engine import run_keras_tuner
+
+    if extras is None:
+        run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir)
+        return
+    with temporary_environ(chief_env):
+        extras.start(extra_slots)
+        run_keras_tuner(cfg, executor=executor, engine_dir=study.engine_dir, workers_alive=extras.any_running,
+                        drain=lambda: extras.wait(timeout=120))
+    extras.wait()
+
+
+def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
+    """Trials this run started or continued (its extra drivers' too), judged, and stopped by the budget."""
+    for rec in study.trials():
+        if rec.started_at < since and (rec.finished_at or 0.0) < since:
+            continue
+        ledger.trials_started += 1
+        if rec.status in (TrialState.COMPLETE, TrialState.PRUNED):
+            ledger.trials_judged += 1
+        if rec.reason.startswith("budget"):
+            ledger.stopped_by_budget.append(rec.number)
 
 
 def _install_sigint(
     process: TrialProcess, extras: ExtraDrivers | None = None, *, extra_driver: bool = False
 ) -> Callable[[], None]:
-    """First Ctrl-C: finish the current epoch, checkpoint, stop. Second: stop at once.
+    """First Ctrl-C: stop the running trial at its next optimizer step (search/budget.py), keeping its last
+    completed epoch's checkpoint; then stop. Second: stop at once.
 
     Either way the study stays resumable (the trial continues from its last completed epoch).
     The main driver forwards each Ctrl-C to its extra drivers as SIGUSR1; an extra driver
@@ -304,7 +440,8 @@ def _install_sigint(
         if extras is not None:
             extras.interrupt()
         if process.stop_requested == 1:
-            logger.warning("Ctrl-C: finishing the current epoch, then stopping (resumable); Ctrl-C again stops now")
+            logger.warning("Ctrl-C: stopping at the next step (resumable from the last completed epoch); "
+                           "Ctrl-C again stops now")
         else:
             logger.warning("Ctrl-C again: stopping now")
 

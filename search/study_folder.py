@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from search.config import Config, config_from_dict
+from search.config import AUTO, Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir, read_json
 
@@ -98,6 +98,8 @@ def blocking_differences(old: Config, new: Config) -> list[str]:
         key = d.split(":")[0]
         if key == "data.channels" and "auto" in (old.data.channels, new.data.channels):
             continue  # study.yaml records auto resolved; the data fingerprint check catches changed images
+        if key.startswith("train.") and getattr(new.train, key[len("train."):], None) == AUTO:
+            continue  # a rule left to the budget: the study keeps the one it was created with
         if key == "study.storage" and (old.study.storage is None) != (new.study.storage is None):
             out.append("study.storage: between the local journal and a database (the engine state "
                        "does not move; use another --study name)")

@@ -27,6 +27,10 @@ When a trial may be judged (README, "Budgets, warm-up and when a trial is judged
 - The pruner sees the running best score and is asked only when the epoch is judgeable
   (:meth:`LoopState.end_epoch`): after the warm-up, not while a trial with no score yet is still
   progressing, never for a collapsed one.
+- A :class:`~search.budget.StopSignal` (the run's deadline, Ctrl-C) is checked after every optimizer
+  step: the partial epoch is dropped and the trial keeps its last completed epoch (its checkpoint).
+  At the deadline a trial already judged ends there with its best epoch (``stop_reason`` "budget");
+  otherwise :class:`~search.budget.StepStop` goes on to the caller and the trial stays resumable.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from search.budget import StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
 from search.specs import TrainSpec, TrialSpecs
@@ -264,6 +269,7 @@ def train_model(
     verbose: int = 0,
     callbacks: list[Any] | None = None,
     lr_schedule: Sequence[float] | None = None,
+    stop: StopSignal | None = None,
 ) -> TrainResult:
     """Train one configuration with early stopping on the validation objective.
 
@@ -276,6 +282,7 @@ def train_model(
         lr_schedule: with ``fixed_epochs``, the learning rate of each epoch (the chosen trial's, from
             :func:`lr_schedule_from_history`), in place of the reducer, which has no validation
             split to watch; epochs past its end keep its last rate.
+        stop: checked after every step (module docstring).
 
     Returns:
         The model with the best epoch's weights restored, and the per-epoch history.
@@ -283,6 +290,8 @@ def train_model(
     Raises:
         TrialFailed: when the loss becomes NaN/inf.
         ValueError: ``lr_schedule`` without ``fixed_epochs``, or empty.
+        StepStop: stopped at a step boundary and not finished here (Ctrl-C, or the deadline before
+            the trial was judged); the checkpoint holds the last completed epoch.
     """
     import keras
 
@@ -303,7 +312,7 @@ def train_model(
     valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size) if has_valid else None
     max_epochs = fixed_epochs if fixed_epochs is not None else t.max_epochs
     stop_reason = "max_epochs"
-    cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or [])]
+    cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or []), *([_stop_callback(stop)] if stop else [])]
     judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
     # "No score yet" asks the images with foreground; a split without any falls back to the objective.
     valid_has_fg = has_valid and bool(np.any(np.asarray(valid_masks)))
@@ -316,20 +325,30 @@ def train_model(
         if lr_schedule is not None:  # before the row records state.lr
             state.lr = float(lr_schedule[min(epoch, len(lr_schedule) - 1)])
             model.optimizer.learning_rate.assign(state.lr)
-        # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
-        train_ds = train_dataset(
-            train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed, epoch=epoch,
-            steps=t.steps_per_epoch,
-        )
-        fit = model.fit(
-            train_ds,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            validation_data=valid_ds,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
-            callbacks=cbs,
-        )
+        try:
+            if stop is not None:
+                stop.check()
+            # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
+            train_ds = train_dataset(
+                train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed,
+                epoch=epoch, steps=t.steps_per_epoch,
+            )
+            fit = model.fit(
+                train_ds,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=valid_ds,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                verbose=verbose,
+                callbacks=cbs,
+            )
+        except StepStop as e:  # the partial epoch is dropped: the last completed epoch stands
+            was_judged = state.best_epoch >= 0 and (fixed_epochs is not None or state.epoch >= judge_from)
+            if e.reason != "budget" or stop is None or not stop.finish_judged or not was_judged:
+                raise
+            stop_reason = "budget"
+            logger.info("deadline during epoch %d: stopped; best epoch %d kept", epoch, state.best_epoch)
+            break
         elapsed = time.perf_counter() - t0
         logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
         loss = logs.get("loss", float("nan"))
@@ -416,6 +435,17 @@ def _finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def _stop_callback(stop: StopSignal) -> Any:
+    """Checks ``stop`` after every optimizer step (raises StepStop)."""
+    import keras
+
+    class StopCallback(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            stop.check()
+
+    return StopCallback()
 
 
 def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from search.budget import StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import TrialSpecs
@@ -63,13 +64,15 @@ class TrialTask:
     retrained on train+valid), and ``baseline`` is tested on the same images for the verdict (with
     ``baseline_fixed_epochs``, its specs retrained on train+valid first, like the chosen model);
     ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
+    ``stop_at``: the deadline (``time.time()``) at which training stops at the next step (search/budget.py).
+    ``kind="probe"``: measure how fast ``specs`` trains here (search/throughput.py); nothing is written.
     """
 
     number: int
     specs: TrialSpecs
     out_dir: str
     cache_path: str
-    kind: Literal["trial", "final"] = "trial"
+    kind: Literal["trial", "final", "probe"] = "trial"
     outputs: TrialOutputs = field(default_factory=TrialOutputs)
     folds: tuple[tuple[str, ...], ...] | None = None
     fold_reference: dict[str, float] | None = None
@@ -83,6 +86,7 @@ class TrialTask:
     baseline_lr_schedule: tuple[float, ...] | None = None  # with baseline_fixed_epochs: its trial's learning rates
     candidates: tuple[ModelSource, ...] = ()  # final stage: tested too, for the record (not for the pick)
     verbose: int = 0
+    stop_at: float | None = None
 
 
 @dataclass
@@ -99,6 +103,7 @@ class TrialOutcome:
     duration_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     infeasible: bool = False
+    stopped_by: str = ""  # a running outcome: "user" (Ctrl-C) or "budget" (the deadline before its first judgement)
 
     def __post_init__(self) -> None:
         self.status = TrialState(self.status)
@@ -108,8 +113,17 @@ class TrialOutcome:
         return self.status == TrialState.RUNNING
 
 
-def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
-    """Run a trial or the final stage; trial-local failures become outcomes, not exceptions."""
+def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, float]], None],
+             stop: StopSignal | None = None) -> TrialOutcome:
+    """Run a trial or the final stage; trial-local failures become outcomes, not exceptions.
+
+    ``stop`` (the deadline, Ctrl-C) may end training at a step boundary: a trial already judged ends
+    with its best epoch, otherwise the outcome is ``running`` (resumable) with ``stopped_by`` set.
+    """
+    if task.kind == "probe":  # writes nothing (a dry run has no study folder)
+        from search.throughput import run_probe
+
+        return run_probe(task, data)
     t0 = time.perf_counter()
     out = Path(task.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,13 +138,18 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         if task.kind == "final":
             from search.final_task import run_final_task
 
-            outcome = run_final_task(task, data, hook, out, on_epoch=on_epoch)
+            outcome = run_final_task(task, data, hook, out, stop, on_epoch=on_epoch)
         elif task.folds is not None:
             from search.kfold import run_kfold_trial
 
-            outcome = run_kfold_trial(task, data, hook, out, history)
+            outcome = run_kfold_trial(task, data, hook, out, history, stop)
         else:
-            outcome = _trial(task, data, hook, out, history)
+            outcome = _trial(task, data, hook, out, history, stop)
+    except StepStop as e:  # the deadline before the trial was judged, or Ctrl-C: resumable from its checkpoint
+        outcome = TrialOutcome(status=TrialState.RUNNING, stopped_by=e.reason, epochs_run=len(history), reason=(
+            "interrupted by the user (resumable)" if e.reason == "user" else
+            f"budget: the deadline came before its first judgement (after {len(history)} epochs); it resumes "
+            f"from there when the study runs again"))
     except TrialPruned as e:
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
         # objective under its own name and no "score" (written before the hook ran).
@@ -175,11 +194,16 @@ def row_score(row: dict[str, Any]) -> float | None:
     return None
 
 
-def _trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]]) -> TrialOutcome:
+def _trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]],
+           stop: StopSignal | None) -> TrialOutcome:
     train, valid = data.split("train"), data.split("valid")
     fit = fit_and_score(task, out, hook, history, train=(train.images, train.masks),
-                        valid=(valid.images, valid.masks, list(valid.stems)))
+                        valid=(valid.images, valid.masks, list(valid.stems)), stop=stop)
     result = fit.result
+    reason = ""
+    if result.stop_reason == "budget":
+        reason = (f"budget: the deadline stopped it during epoch {result.epochs_run}; "
+                  f"its best epoch ({result.best_epoch}) is kept")
     return TrialOutcome(
         status=TrialState.COMPLETE,
         score=result.best_score,
@@ -187,6 +211,7 @@ def _trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         train_s=result.train_s,
+        reason=reason,
         metrics={"stop_reason": result.stop_reason},
     )
 
@@ -202,7 +227,7 @@ class ScoredFit:
 
 def fit_and_score(
     task: TrialTask, out: Path, hook: Any, history: list[dict[str, Any]], *,
-    train: tuple[Any, Any], valid: tuple[Any, Any, list[str]],
+    train: tuple[Any, Any], valid: tuple[Any, Any, list[str]], stop: StopSignal | None = None,
 ) -> ScoredFit:
     """Train ``task.specs`` with checkpoints in ``out``, then save the best weights, the per-image
     validation dice (``scores.json``, with the units they count) and prediction panels there. The
@@ -232,6 +257,7 @@ def fit_and_score(
             checkpoint=ckpt,
             verbose=task.verbose,
             callbacks=_tensorboard(task, out),
+            stop=stop,
         )
     except TrialPruned as e:
         if e.model is not None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from search.budget import Deadline
 from search.config import Config
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan, study_units
@@ -46,7 +47,7 @@ class TrialExecutor:
         process: TrialProcess,
         progress: Progress,
         *,
-        deadline: float | None,
+        deadline: Deadline | None,
         on_trial_end: Callable[[], None] | None = None,
         verbose: int = 0,
         folds: FoldPlan | None = None,
@@ -68,7 +69,8 @@ class TrialExecutor:
         self.units = study_units(cfg, data)
 
     def budget_left(self) -> bool:
-        return self.deadline is None or time.time() < self.deadline
+        """Whether the search's share of the time budget has time left (search/budget.py)."""
+        return self.deadline is None or self.deadline.search_left()
 
     @property
     def stop_requested(self) -> int:
@@ -162,7 +164,7 @@ class TrialExecutor:
             seed=trial_seed(cfg.study.seed, number),
             baseline=baseline,
             engine_id=platform.node(),
-            max_epochs=max_epochs if max_epochs is not None else cfg.train.max_epochs,
+            max_epochs=max_epochs if max_epochs is not None else int(cfg.rule("max_epochs")),
         )
         if previous is not None:
             rec.started_at = previous.started_at
@@ -196,7 +198,7 @@ class TrialExecutor:
             outcome = task
         else:
             outcome = self.process.run(task, decide)
-        if outcome.interrupted:
+        if outcome.interrupted and outcome.stopped_by != "budget":
             raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
         rec.status = outcome.status
         rec.score = outcome.score
@@ -207,7 +209,7 @@ class TrialExecutor:
         rec.duration_s = outcome.duration_s
         rec.train_s = outcome.train_s
         rec.metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float, str))}
-        rec.finished_at = time.time()
+        rec.finished_at = time.time() if rec.status != TrialState.RUNNING else None
         self.study.write_trial(rec)
         self.study.refresh_trials_csv()
         best = self.study.best_trial()
@@ -225,6 +227,8 @@ class TrialExecutor:
                 )
         elif rec.status != TrialState.FAILED:
             self.consecutive_failures = 0
+        if rec.status == TrialState.RUNNING:  # the deadline came before its first judgement: resumable
+            logger.info("trial %d: %s", number, rec.reason)
         return rec
 
     def _check_space_is_feasible(self, reason: str) -> None:
@@ -267,6 +271,7 @@ class TrialExecutor:
                                  tensorboard=cfg.train.tensorboard),
             units=self.units,
             verbose=self.verbose,
+            stop_at=self.deadline.search_ends_at if self.deadline is not None else None,
         )
         if self.folds is not None:
             task.folds = self.folds.folds

@@ -6,6 +6,10 @@ a pipe and the driver answers each one with an :class:`~search.vocabulary.EpochD
 (continue, prune, stop: pruning and Ctrl-C). A process that dies (OOM killer, segfault, kill -9)
 becomes a failed trial with that reason.
 
+Training also stops at the next optimizer step (search/budget.py, :class:`~search.budget.StopSignal`)
+when the task's deadline (``TrialTask.stop_at``) passes or on Ctrl-C, which the driver signals through
+an event shared with the process, so that nobody waits for the end of a long epoch.
+
 Not to be confused with ``python -m search worker NAME``: a *driver* that joins a study
 (search/cli/worker_cmd.py); each driver runs its trials in one TrialProcess.
 """
@@ -34,7 +38,7 @@ logger = logging.getLogger(__name__)
 DecideEpoch = Callable[[int, dict[str, float]], EpochDecision]  # (epoch, logs) -> the driver's answer
 
 
-def _child_main(conn: Any, runtime: dict[str, Any]) -> None:
+def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> None:
     """The trial process: receive tasks, run them, stream epochs back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _exit_with_parent(os.getppid())
@@ -42,6 +46,7 @@ def _child_main(conn: Any, runtime: dict[str, Any]) -> None:
 
     configure_runtime(**runtime)
     from data import open_cache
+    from search.budget import StopSignal
     from search.errors import TrialPruned
     from search.trial import TrialOutcome, run_task
 
@@ -65,9 +70,10 @@ def _child_main(conn: Any, runtime: dict[str, Any]) -> None:
         if task.cache_path not in caches:
             caches[task.cache_path] = open_cache(task.cache_path)
         try:
-            outcome = run_task(task, caches[task.cache_path], on_epoch)
+            outcome = run_task(task, caches[task.cache_path], on_epoch, StopSignal(at=task.stop_at, flag=stop_event))
         except _StopRequested:
-            outcome = TrialOutcome(status=TrialState.RUNNING, reason="interrupted by the user (resumable)")
+            outcome = TrialOutcome(status=TrialState.RUNNING, reason="interrupted by the user (resumable)",
+                                   stopped_by="user")
         conn.send(("done", outcome))
         _release_memory()
 
@@ -112,7 +118,21 @@ class TrialProcess:
         self._proc: Any = None
         self._conn: Any = None
         self._tasks_done = 0
-        self.stop_requested = 0  # 1: stop after this epoch; 2: stop now
+        self._stop_event = self._ctx.Event()  # shared with the process: Ctrl-C stops at the next step
+        self._stop_requested = 0
+
+    @property
+    def stop_requested(self) -> int:
+        """Ctrl-C count: 1 stops the running trial at its next step (resumable); 2 kills the process."""
+        return self._stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, value: int) -> None:
+        self._stop_requested = value
+        if value:
+            self._stop_event.set()
+        else:
+            self._stop_event.clear()
 
     # lifecycle
     def _start(self) -> None:
@@ -120,7 +140,7 @@ class TrialProcess:
         # The driver's level (-v, -vv, --debug), unless the runtime sets one: a spawned child starts unconfigured.
         runtime = {"log_level": logging.getLogger("search").getEffectiveLevel(), **self.runtime}
         with temporary_environ(self.env):  # inherited by the spawned child only for its start
-            proc = self._ctx.Process(target=_child_main, args=(child, runtime), daemon=True)
+            proc = self._ctx.Process(target=_child_main, args=(child, runtime, self._stop_event), daemon=True)
             proc.start()
             self._proc = proc
         child.close()

@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repo_search_space_loads() -> None:
     cfg = load_config(REPO / "search_space.yaml")
     assert cfg.data.image_size == 512 and cfg.data.batch_size == 2
-    assert cfg.train.max_epochs == 100 and cfg.train.patience == 10
+    # the epoch, warm-up, patience and trial length come from the run's budget (tests/test_budget.py);
+    # without one they are the reference's
+    assert cfg.train.max_epochs == cfg.train.patience == cfg.train.samples_per_epoch == "auto"
+    assert cfg.rule("max_epochs") == 100 and cfg.rule("patience") == 10 and cfg.steps_per_epoch == 400
     assert cfg.train.reducer.factor == 0.3 and cfg.train.reducer.patience == 4
     assert set(cfg.sampled_params()) >= {"base_filters", "base_kernels", "num_layers", "learning_rate",
                                          "dropout_rate", "dilation", "augment.elastic", "augment.pincushion"}
@@ -285,9 +288,9 @@ def test_the_keras_tuner_strategies_are_the_oracles_it_builds() -> None:
 @pytest.mark.parametrize(
     ("args", "source"),
     [
-        (["--timeout", "-5"], "--timeout: study.timeout_s: expected > 0 seconds"),
+        (["--timeout", "-5"], "python -m search run: argument --timeout: expected a positive number of seconds"),
         (["--max-trials", "0"], "--max-trials: study.max_trials: expected an integer ≥ 1"),
-        (["--set", "study.timeout_s=-5"], "--set study.timeout_s=-5: study.timeout_s: expected > 0 seconds"),
+        (["--set", "study.timeout_s=-5"], "--set study.timeout_s=-5: study.timeout_s: expected a positive number"),
         (["--set", "search_space.learning_rate.min=-1"], "--set search_space.learning_rate.min=-1: "
                                                          "search_space.learning_rate"),
     ],
@@ -312,7 +315,7 @@ def test_an_error_names_the_flag_or_set_that_gave_the_value(
 def test_an_error_in_the_file_still_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("study: {timeout_s: -5}\n")
-    with pytest.raises(ConfigError, match=rf"^{path}: study.timeout_s: expected > 0"):
+    with pytest.raises(ConfigError, match=rf"^{path}: study.timeout_s: expected a positive number"):
         load_config(path, overrides=[("--max-trials", "study.max_trials=3"), "study.seed=2"])
 
 

@@ -32,7 +32,7 @@ def _fold_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trial_seed_: in
     index = {f"s{i}": i for i in range(2 * k)}
     for f in range(k):
         kfold._run_fold(task, f, images, masks, index, (f"s{2 * f}", f"s{2 * f + 1}"), lambda *a: None,
-                        tmp_path / f"fold{f}", [])
+                        tmp_path / f"fold{f}", [], None)
     return seen
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,10 @@ def register(sub: Any) -> None:
     p.add_argument("--demo", action="store_true", help="built-in synthetic dataset and a small, fast search")
     p.add_argument("--strategy", help="overrides study.strategy")
     p.add_argument("--max-trials", type=int, help="overrides study.max_trials")
-    p.add_argument("--timeout", type=float, help="search time budget in seconds (study.timeout_s)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="time budget of the whole run, search and final stage, in seconds (study.timeout_s)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (budget split, epoch, warm-up, first judgement) and exit; trains nothing")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any key (repeatable)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="run N trials at once: N drivers, one GPU each or a share of the CPU threads "
@@ -42,6 +47,17 @@ def register(sub: Any) -> None:
                    help="also test every re-evaluated candidate, after the pick, into final/candidate_test.json "
                         "(a pick made again after reading it is test-informed)")
     f.set_defaults(func=cmd_final)
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def demo_overrides(results_root: Path) -> dict[str, Any]:
@@ -106,19 +122,28 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.runner import run_study
+    from search.budget import Deadline
+    from search.runner import dry_run, run_study
 
+    started = time.time()  # the budget counts from here: preparing the data is part of the run
     cfg = resolve_config(args)
+    deadline = Deadline(cfg.study.timeout_s, start=started)
     print(
         f"study {cfg.study.name}: strategy {cfg.study.strategy}, pruner {cfg.pruner}, "
         f"{cfg.study.max_trials} trials, data {cfg.data.root} at {cfg.data.image_size}px → "
         f"{Path(args.results) / cfg.study.name}",
         file=sys.stderr,
     )
-    summary = run_study(cfg, results_root=Path(args.results), allow_changes=args.allow_changes, verbose=args.verbose)
+    if args.dry_run:
+        print(dry_run(cfg, results_root=Path(args.results), deadline=deadline).describe())
+        return 0
+    summary = run_study(cfg, results_root=Path(args.results), allow_changes=args.allow_changes, verbose=args.verbose,
+                        deadline=deadline)
     best = summary.get("best")
     if best is None:
-        print(f"no trial completed; see python -m search status {cfg.study.name}", file=sys.stderr)
+        hint = ("; the budget ended first: run again with a larger --timeout to continue the study"
+                if summary.get("run", {}).get("ended_by") == "the budget" else "")
+        print(f"no trial completed{hint}; see python -m search status {cfg.study.name}", file=sys.stderr)
         return 1
     print(f"best trial {best['number']}: validation hard dice {best['score']:.4f}")
     final = summary.get("final")

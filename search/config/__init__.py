@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
-from search.config.loading import AUTO, apply_override, config_from_dict, load_config
+from search.config.loading import apply_override, config_from_dict, load_config
 from search.config.schema import (
     ACTIVATIONS,
     AUGMENTATIONS,
+    AUTO,
     BOOL_HYPERPARAMETERS,
     HYPERPARAMETER_DEFAULTS,
     INT_HYPERPARAMETERS,
     KT_STRATEGIES,
     LOSS_NAMES,
+    NO_BUDGET_RULES,
     OPTUNA_STRATEGIES,
     PRUNERS,
     SCHEMA_VERSION,
@@ -40,6 +42,7 @@ __all__ = [
     "INT_HYPERPARAMETERS",
     "KT_STRATEGIES",
     "LOSS_NAMES",
+    "NO_BUDGET_RULES",
     "OPTUNA_STRATEGIES",
     "PRUNERS",
     "SCHEMA_VERSION",

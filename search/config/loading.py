@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from search.config.schema import (
+    AUTO,
     HYPERPARAMETER_DEFAULTS,
     SCHEMA_VERSION,
     Config,
@@ -192,8 +193,6 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
     return cfg
 
 
-AUTO = "auto"
-
 
 def _fit_space_to_image(space_raw: dict[str, Any], image_size: int, source: str) -> dict[str, Any]:
     """Resolve what the user left to the data: ``num_layers`` ``max: auto`` (or an omitted num_layers).
@@ -251,16 +250,25 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+_KIND = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
+        members = [arg for arg in args if arg is not type(None)]
+        for arg in members[:-1]:  # the first member that takes the value (e.g. int | Literal["auto"])
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
                 continue
-            return _coerce(value, arg, where)
+        if len(members) > 1 and get_origin(members[-1]) is Literal and value not in get_args(members[-1]):
+            kinds = [_KIND.get(m, str(m)) for m in members[:-1]] + [repr(a) for a in get_args(members[-1])]
+            raise ConfigError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
+        return _coerce(value, members[-1], where)
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:

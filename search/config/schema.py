@@ -27,6 +27,12 @@ OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
 PRUNERS = ("auto", "none", "median", "asha", "hyperband")
 
+AUTO = "auto"  # a value the study works out itself (num_layers.max from the image size, train rules from the budget)
+
+# train.* rules left at "auto" come from the time budget (search/budget.py); without one, the reference
+# tool's scale: an epoch of 800 samples (400 steps x batch 2), a 4000-sample warm-up, patience 10, 100 epochs.
+NO_BUDGET_RULES: dict[str, Any] = {"samples_per_epoch": 800, "warmup_samples": 4000, "patience": 10, "max_epochs": 100}
+
 # Every hyperparameter the trial understands, with its value when the search space leaves it out.
 # The defaults are the reference experiment (DESIGN §7, §9): all nine augmentations at strength 1.
 HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
@@ -90,14 +96,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 100
-    patience: int = 10
+    max_epochs: int | Literal["auto"] = "auto"  # auto: from the budget (search/budget.py), else 100
+    patience: int | Literal["auto"] = "auto"  # epochs; auto: twice the warm-up, else 10
     min_epochs: int = 1
     reducer: ReducerConfig = field(default_factory=ReducerConfig)
     clipvalue: float = 0.5
-    samples_per_epoch: int | None = 800  # the reference: 400 steps x batch 2; null = one pass over train
+    samples_per_epoch: int | None | Literal["auto"] = "auto"  # auto: from the budget, else 800; null = one pass
     steps_per_epoch: int | None = None  # overrides samples_per_epoch
-    warmup_samples: int = 4000  # neither early stopping nor a pruner judges a trial before this
+    warmup_samples: int | Literal["auto"] = "auto"  # no judgement before this; auto: from the budget, else 4000
     collapse_epochs: int = 5  # all-background + flat loss this long = collapsed (0 = never)
     rescale_input: bool = True
     activation: str = "relu"
@@ -237,15 +243,21 @@ class Config:
             return "asha" if self.engine == "optuna" else "none"
         return self.study.pruner
 
+    def rule(self, key: str) -> Any:
+        """A ``train`` rule with ``auto`` read as :data:`NO_BUDGET_RULES` (a run resolves it from its budget first)."""
+        value = getattr(self.train, key)
+        return NO_BUDGET_RULES[key] if value == AUTO else value
+
     @property
     def steps_per_epoch(self) -> int | None:
         """Optimizer steps per epoch; None = one pass over the training split."""
         t = self.train
         if t.steps_per_epoch is not None:
             return t.steps_per_epoch
-        if t.samples_per_epoch is None:
+        samples = self.rule("samples_per_epoch")
+        if samples is None:
             return None
-        return max(1, math.ceil(t.samples_per_epoch / self.data.batch_size))
+        return max(1, math.ceil(samples / self.data.batch_size))
 
     def warmup_epochs(self, n_train: int | None = None) -> int:
         """Epochs in ``train.warmup_samples`` (a one-pass epoch has ``n_train`` samples; unknown: 1 epoch)."""
@@ -253,7 +265,7 @@ class Config:
         per_epoch = steps * self.data.batch_size if steps is not None else n_train
         if not per_epoch:
             return 1
-        return max(1, math.ceil(self.train.warmup_samples / per_epoch))
+        return max(1, math.ceil(self.rule("warmup_samples") / per_epoch))
 
     @property
     def prune_warmup(self) -> int:
@@ -263,8 +275,8 @@ class Config:
         if self.study.prune_warmup_epochs is not None:
             return self.study.prune_warmup_epochs
         if self.steps_per_epoch is None:
-            return max(3, self.train.max_epochs // 10)
-        return min(self.warmup_epochs(), self.train.max_epochs)
+            return max(3, self.rule("max_epochs") // 10)
+        return min(self.warmup_epochs(), self.rule("max_epochs"))
 
     @property
     def engine(self) -> Literal["keras_tuner", "optuna"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from search.config.schema import (
@@ -140,6 +141,8 @@ def validate_config(cfg: Config, source: str) -> None:
         ("final.reevaluate_top_k", cfg.final.reevaluate_top_k, 0),
         ("final.seeds", cfg.final.seeds, 1),
     ):
+        if isinstance(v, str):  # AUTO: a train rule left to the budget (search/budget.py)
+            continue
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
     if d.channels != "auto" and (type(d.channels) is not int or d.channels not in (1, 3)):
@@ -166,8 +169,8 @@ def validate_config(cfg: Config, source: str) -> None:
         if groups < 1:
             raise ConfigError(f"{w}: study.groups: expected auto, contiguous, none or a regular expression with one "
                               f"(group) for the patient id, got {s.groups!r}")
-    if s.timeout_s is not None and s.timeout_s <= 0:
-        raise ConfigError(f"{w}: study.timeout_s: expected > 0 seconds, got {s.timeout_s}")
+    if s.timeout_s is not None and not (math.isfinite(s.timeout_s) and s.timeout_s > 0):
+        raise ConfigError(f"{w}: study.timeout_s: expected a positive number of seconds, got {s.timeout_s}")
     if s.storage is not None and cfg.engine != "optuna":
         raise ConfigError(
             f"{w}: study.storage is for Optuna strategies {list(OPTUNA_STRATEGIES)}; "

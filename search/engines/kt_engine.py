@@ -106,7 +106,7 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
         "max_consecutive_failed_trials": 10**9,  # the runner enforces its own limit
     }
     if cfg.study.strategy == "hyperband":
-        kwargs.update(max_epochs=cfg.train.max_epochs, factor=cfg.study.hyperband_factor)
+        kwargs.update(max_epochs=cfg.rule("max_epochs"), factor=cfg.study.hyperband_factor)
     else:
         kwargs.update(max_trials=max_trials)
     return StudyOracle(**kwargs)
@@ -148,6 +148,10 @@ class _ThroughKerasTuner(kt.errors.FatalError):
         self.original = original
 
 
+class _BudgetSpent(Exception):
+    """The deadline stopped a trial before its first judgement (it stays ongoing, resumable)."""
+
+
 class StudyTuner(base_tuner.BaseTuner):
     """Keras Tuner's loop; each trial runs through the shared executor."""
 
@@ -169,6 +173,10 @@ class StudyTuner(base_tuner.BaseTuner):
             )
         except (Interrupted, SearchAborted) as e:
             raise _ThroughKerasTuner(e) from e
+        if rec.status == TrialState.RUNNING:
+            # The deadline came before its first judgement: leave it ongoing, so that Keras Tuner
+            # retries it (from its checkpoint) when the study runs again; the search is over.
+            raise _ThroughKerasTuner(_BudgetSpent(rec.reason))
         # Our states → Keras Tuner's: a returned score completes the trial, FailedTrialError fails it.
         # Keras Tuner has no pruned trials: a pruned one reports its best score (the oracle learns
         # from it) and PRUNED_METRIC. Back on a chief: kt_trial_state.
@@ -224,6 +232,8 @@ def run_keras_tuner(
         with contextlib.redirect_stdout(io.StringIO()):
             tuner.search(verbose=0)
     except _ThroughKerasTuner as e:
+        if isinstance(e.original, _BudgetSpent):
+            return
         raise e.original from None
 
 

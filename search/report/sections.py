@@ -39,7 +39,7 @@ def summary(ctx: ReportContext, page: Page) -> str:
             ("objective", "validation hard dice (per image, threshold 0.5), maximised"),
             ("data", f"{html.escape(cfg.data.root)} at {cfg.data.image_size}×{cfg.data.image_size}×{cfg.data.channels}, "
                      f"batch {cfg.data.batch_size}"),
-            ("training", f"≤ {cfg.train.max_epochs} epochs, patience {cfg.train.patience}, "
+            ("training", f"≤ {cfg.rule('max_epochs')} epochs, patience {cfg.rule('patience')}, "
                          f"clipvalue {cfg.train.clipvalue}"),
         ]
     else:

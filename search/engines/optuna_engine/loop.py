@@ -112,6 +112,8 @@ def _run_one(study: optuna.Study, trial: optuna.trial.Trial, cfg: Config, execut
         except SearchAborted:
             _tell(study, trial, executor, state=TrialState.FAILED)  # recorded failed in the results too
             raise
+        if rec.status == TrialState.RUNNING:
+            return  # the deadline came before its first judgement: it stays running and resumes next run
         if rec.status == TrialState.COMPLETE and rec.score is not None:
             _tell(study, trial, executor, state=TrialState.COMPLETE, value=float(rec.score))
         elif rec.status == TrialState.PRUNED:

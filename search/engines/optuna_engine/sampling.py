@@ -35,7 +35,7 @@ def make_pruner(cfg: Config) -> optuna.pruners.BasePruner:
     """The study's pruner. ``study.hyperband_factor`` is the reduction factor of both ASHA and Hyperband
     (the name predates ASHA here; it stays so that saved studies keep loading)."""
     pruner = cfg.pruner
-    max_epochs = cfg.train.max_epochs
+    max_epochs = cfg.rule("max_epochs")
     if pruner == "none":
         return optuna.pruners.NopPruner()
     if pruner == "median":

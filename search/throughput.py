@@ -1,0 +1,167 @@
+"""How fast this machine trains: a short probe of the baseline configuration, and the trials' own speed.
+
+The budget's plan (search/budget.py) needs seconds per training sample before the first trial starts.
+A new study measures them once with a probe in its trial process (:func:`measure_throughput`; the
+process then runs the trials): a few timed optimizer steps of the baseline configuration on the
+study's own images (augmentation included), and a timed validation pass. It costs a few seconds
+(about 10 at 128² on 2 CPU cores) and writes nothing but ``budget.json``. A resumed study refines
+the measurement with the epochs its trials ran (:func:`study_throughput`).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any
+
+from search.budget import Throughput, TrialSpeed, calibrate, read_budget_file
+from search.config import Config
+from search.results import StudyDir
+from search.vocabulary import EpochDecision, TrialState
+
+__all__ = ["measure_throughput", "run_probe", "study_throughput", "trial_speeds"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_TARGET_S = 1.0  # time at least this long a batch of steps (grown by doubling)
+PROBE_MAX_STEPS = 32
+PROBE_VALID_IMAGES = 16
+
+
+def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | None:
+    """Probe the baseline configuration in ``process`` (a TrialProcess); None if it cannot train here."""
+    from search.errors import TrialFailed
+    from search.space import baseline_values, complete_values
+    from search.specs import specs_from_values, trial_seed
+    from search.trial import TrialTask
+
+    try:
+        specs = specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=trial_seed(cfg.study.seed, 0))
+    except TrialFailed as e:
+        logger.warning("throughput probe: the baseline configuration cannot be built (%s)", e.reason)
+        return None
+    task = TrialTask(number=-1, specs=specs, out_dir="", cache_path=data.cache_path, kind="probe")
+    t0 = time.perf_counter()
+    outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
+    wall = time.perf_counter() - t0
+    if outcome.status != TrialState.COMPLETE:
+        logger.warning("throughput probe failed (%s); the budget is kept by the deadline alone", outcome.reason)
+        return None
+    m = outcome.metrics
+    tp = Throughput(train_samples_per_s=float(m["train_samples_per_s"]), eval_samples_per_s=float(m["eval_samples_per_s"]),
+                    startup_s=float(m["startup_s"]), spawn_s=max(0.0, wall - float(m["total_s"])),
+                    epoch_overhead_s=float(m["epoch_overhead_s"]), image_size=cfg.data.image_size, source="probe")
+    logger.info("throughput probe (%.0f s): the baseline configuration trains %.3g samples/s and validates %.3g "
+                "samples/s at %d²; a trial starts in ≈ %.1f s", wall, tp.train_samples_per_s, tp.eval_samples_per_s,
+                cfg.data.image_size, tp.startup_s)
+    return tp
+
+
+def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
+    """Each finished trial's median epoch seconds (its first epoch, which traces, left out) and its
+    cost relative to the baseline configuration (forward MACs per image)."""
+    from models import estimate_cost
+    from search.errors import TrialFailed
+    from search.space import baseline_values, complete_values
+    from search.specs import specs_from_values
+
+    try:
+        ref = estimate_cost(specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=0).model)
+    except TrialFailed:
+        return []
+    samples = cfg.rule("samples_per_epoch")
+    if cfg.train.steps_per_epoch is not None or samples is None:
+        steps = cfg.steps_per_epoch
+        samples = steps * cfg.data.batch_size if steps is not None else None
+    out: list[TrialSpeed] = []
+    for rec in study.trials():
+        if rec.status == TrialState.RUNNING or rec.epochs_run < 2 or samples is None:
+            continue
+        seconds = [float(h["epoch_s"]) for h in study.read_history(rec.number)[1:] if "epoch_s" in h]
+        if not seconds:
+            continue
+        try:
+            cost = estimate_cost(specs_from_values(cfg, rec.values, seed=0).model)
+        except (TrialFailed, KeyError, ValueError):
+            continue
+        out.append(TrialSpeed(epoch_s=statistics.median(seconds), samples_per_epoch=int(samples),
+                              macs_ratio=cost.forward_macs_per_image / max(1, ref.forward_macs_per_image)))
+    return out
+
+
+def study_throughput(study: StudyDir, cfg: Config, data: Any, process: Any, *,
+                     probe: bool) -> tuple[Throughput | None, Throughput | None]:
+    """The study's measurement (budget.json, else a probe now if ``probe``), refined by its trials.
+
+    Returns the throughput and the probe's result when it ran now (to be kept in budget.json).
+    """
+    stored = Throughput.from_dict(read_budget_file(study.root).get("throughput") or {})
+    if stored is not None and stored.image_size not in (0, cfg.data.image_size):
+        stored = None  # measured at another size (a resumed study keeps its size; a dry run may not)
+    fresh = measure_throughput(cfg, data, process) if stored is None and probe else None
+    speeds = trial_speeds(study, cfg) if study.exists() else []
+    return calibrate(stored or fresh, speeds), fresh
+
+
+# --------------------------------------------------------------------------- in the trial process
+
+
+def run_probe(task: Any, data: Any) -> Any:
+    """The probe in the trial process: a TrialOutcome whose metrics hold the measured speeds."""
+    from search.trial import TrialOutcome
+
+    t0 = time.perf_counter()
+    try:
+        metrics = _measure(task, data)
+    except Exception as e:  # noqa: BLE001 - a probe that cannot train is a failed probe, not a crash
+        logger.debug("throughput probe failed", exc_info=True)
+        return TrialOutcome(status=TrialState.FAILED, reason=f"{type(e).__name__}: {str(e)[:200]}")
+    metrics["total_s"] = time.perf_counter() - t0
+    return TrialOutcome(status=TrialState.COMPLETE, metrics=metrics, duration_s=metrics["total_s"])
+
+
+def _measure(task: Any, data: Any) -> dict[str, float]:
+    import numpy as np
+
+    from data import eval_dataset, train_dataset
+    from search.training import compile_model
+
+    specs = task.specs
+    t, batch = specs.train, specs.train.batch_size
+    train, valid = data.split("train"), data.split("valid")
+    t0 = time.perf_counter()
+    model = compile_model(specs)
+
+    def fit(steps: int, epoch: int) -> float:
+        ds = train_dataset(train.images, train.masks, batch_size=batch, augment=specs.augment, seed=t.seed,
+                           epoch=epoch, steps=steps)
+        start = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    fit(1, 0)  # traces the train step
+    built_s = time.perf_counter() - t0
+    n_valid = min(len(valid.images), PROBE_VALID_IMAGES)
+    valid_ds = eval_dataset(np.asarray(valid.images[:n_valid]), np.asarray(valid.masks[:n_valid]), batch_size=batch)
+    start = time.perf_counter()
+    model.evaluate(valid_ds, verbose=0)  # traces the test step
+    eval_first = time.perf_counter() - start
+    steps, seconds = 2, fit(2, 1)
+    while seconds < PROBE_TARGET_S and steps < PROBE_MAX_STEPS:
+        steps *= 2
+        seconds = fit(steps, 2)
+    double = fit(2 * steps, 3)
+    per_step = max((double - seconds) / steps, 0.5 * double / (2 * steps))  # the difference; guard against noise
+    overhead = max(0.0, seconds - steps * per_step)
+    start = time.perf_counter()
+    model.evaluate(valid_ds, verbose=0)
+    eval_s = max(1e-3, time.perf_counter() - start)
+    return {
+        "train_samples_per_s": batch / per_step,
+        "eval_samples_per_s": n_valid / eval_s,
+        "epoch_overhead_s": overhead,
+        # build and compile, the first step's tracing beyond a normal step, the first validation's tracing
+        "startup_s": max(0.0, built_s - per_step - overhead) + max(0.0, eval_first - eval_s),
+        "steps_timed": float(3 * steps),
+    }
