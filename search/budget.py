@@ -44,7 +44,9 @@ from search.errors import ConfigError
 
 __all__ = [
     "BUDGET_FILE",
+    "AnytimePoint",
     "BudgetEnded",
+    "NOT_STARTED",
     "DEADLINE_ENV",
     "RULE_KEYS",
     "BudgetPlan",
@@ -58,6 +60,10 @@ __all__ = [
     "StopSignal",
     "Throughput",
     "TrialSpeed",
+    "anytime_curve",
+    "fidelity_sentence",
+    "run_sentence",
+    "training_seconds_by_fidelity",
     "adopt_stored_rules",
     "apply_rules",
     "calibrate",
@@ -286,10 +292,24 @@ class BudgetPlan:
     minimum_s: float | None
     warnings: tuple[str, ...] = ()
     study_rules: bool = False  # the rules were fixed when the study was created
+    sizes: DataSizes | None = None
+    min_epochs: int = 1
 
     @property
     def rung(self) -> Rung:
         return self.rungs[-1]
+
+    def first_judgement_s(self, macs_ratio: float, throughput: Throughput | None = None) -> float | None:
+        """Seconds from a trial's start to its first judgement for a configuration ``macs_ratio`` times
+        as costly as the reference model (forward MACs per image), at ``throughput`` (else the plan's).
+        None: no measurement. The model's fixed start-up cost is the reference's."""
+        tp = throughput or self.throughput
+        if tp is None or self.sizes is None or macs_ratio <= 0:
+            return None
+        scaled = dataclasses.replace(tp, train_samples_per_s=tp.train_samples_per_s / macs_ratio,
+                                     eval_samples_per_s=tp.eval_samples_per_s / macs_ratio)
+        return _rung(self.rules, scaled, self.sizes, self.rung.image_size, self.min_epochs,
+                     trial_max_s=None).first_judgement_s
 
     def summary(self) -> dict[str, Any]:
         """What budget.json records of the plan: the split, the rules, the estimates."""
@@ -371,7 +391,8 @@ def plan_budget(
                         "keeps the budget",)
         return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                           derived=derived if budget_s is None else (), rungs=(rung,), throughput=throughput,
-                          minimum_s=None, warnings=warnings, study_rules=study_rules)
+                          minimum_s=None, warnings=warnings, study_rules=study_rules, sizes=sizes,
+                          min_epochs=min_epochs)
 
     wrap_s = _wrap_seconds(throughput, sizes)
     smallest = _derive_rules(requested, throughput, sizes, target_s=None, min_epochs=min_epochs)
@@ -426,7 +447,7 @@ def plan_budget(
     rung = dataclasses.replace(rung, trial_max_s=trial_max_s)
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=(rung,), throughput=throughput, minimum_s=minimum_s,
-                      warnings=tuple(warnings_l), study_rules=study_rules)
+                      warnings=tuple(warnings_l), study_rules=study_rules, sizes=sizes, min_epochs=min_epochs)
 
 
 def _round(x: float | None) -> float | None:
@@ -550,6 +571,94 @@ def calibrate(probe: Throughput | None, trials: Sequence[TrialSpeed]) -> Through
                                source=f"{len(usable)} trials")
 
 
+def run_sentence(run: dict[str, Any]) -> str:
+    """One run's record of budget.json (:meth:`RunLedger.to_dict`) as the end-of-run line: what ended it
+    and the seconds of each phase."""
+    wall, search_s, final_s = (float(run.get(k) or 0.0) for k in ("wall_s", "search_s", "final_s"))
+    of = f" of {run['budget_s']:.0f} s" if isinstance(run.get("budget_s"), (int, float)) else ""
+    stopped = run.get("stopped_by_budget") or []
+    extra = f"; stopped by the budget: trial {', '.join(map(str, stopped))}" if stopped else ""
+    if run.get("not_started"):
+        extra += f"; {run['not_started']} not started: too slow for the time left"
+    before = max(0.0, wall - search_s - final_s)
+    return (f"run ended by {run.get('ended_by', '?')} after {wall:.0f} s{of}: data and plan {before:.0f} s, search "
+            f"{search_s:.0f} s ({run.get('trials_started', 0)} trials started, {run.get('trials_judged', 0)} "
+            f"judged{extra}), final stage {final_s:.0f} s")
+
+
+# --------------------------------------------------------------------------- the anytime view
+
+
+@dataclass(frozen=True)
+class AnytimePoint:
+    """The best validation score when ``seconds`` of the study's runs had passed (run after run, the
+    gaps between runs left out), reached by ``trial``."""
+
+    seconds: float
+    best: float
+    trial: int
+
+
+def anytime_curve(trials: Sequence[Any], runs: Sequence[dict[str, Any]]) -> list[AnytimePoint]:
+    """Each new best of the complete trials (the best trial's definition, search/results.py) against
+    the wall-clock seconds of the runs in which they finished. ``runs``: budget.json's records
+    (``started_at``, ``wall_s``); without them, one run from the first trial's start."""
+    from search.vocabulary import TrialState
+
+    done = sorted((r for r in trials if r.status == TrialState.COMPLETE and r.score is not None
+                   and math.isfinite(r.score) and r.finished_at is not None), key=lambda r: (r.finished_at, r.number))
+    if not done:
+        return []
+    spans = sorted((float(r["started_at"]), float(r.get("wall_s") or 0.0)) for r in runs
+                   if isinstance(r.get("started_at"), (int, float)))
+    if not spans or done[0].finished_at < spans[0][0]:  # trials of runs that left no record: one span
+        first = min(float(r.started_at) for r in trials)
+        cut = spans[0][0] if spans else math.inf
+        last = max(float(r.finished_at) for r in done if r.finished_at < cut)
+        spans = [(first, last - first), *spans]
+    points: list[AnytimePoint] = []
+    best = -math.inf
+    for r in done:
+        start, before = spans[0][0], 0.0
+        for i, (run_start, _) in enumerate(spans):
+            if run_start <= r.finished_at:
+                start = run_start
+                before = sum(w for _, w in spans[:i])
+        if float(r.score) > best:
+            best = float(r.score)
+            points.append(AnytimePoint(seconds=before + r.finished_at - start, best=best, trial=r.number))
+    return points
+
+
+def training_seconds_by_fidelity(trials: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Training seconds of the finished trials by fidelity (image side) and by what became of them:
+    ``{"128²": {"complete": 520.0, "pruned": 180.0, "stopped by the budget": 40.0}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for r in trials:
+        seconds = float(r.train_s or 0.0) or float(r.duration_s or 0.0)
+        if seconds <= 0:
+            continue
+        size = f"{r.image_size}²" if r.image_size else "unknown size"
+        fate = "stopped by the budget" if str(r.reason).startswith("budget") else str(r.status.value)
+        bucket = out.setdefault(size, {})
+        bucket[fate] = bucket.get(fate, 0.0) + seconds
+    return out
+
+
+def fidelity_sentence(trials: Sequence[Any]) -> str | None:
+    """``training time: 128²: 740 s (complete 520 s, 70 %; pruned 180 s, 24 %; …)``; None: nothing trained."""
+    by = training_seconds_by_fidelity(trials)
+    total = sum(sum(v.values()) for v in by.values())
+    if total <= 0:
+        return None
+    parts = []
+    for size, fates in by.items():
+        inner = "; ".join(f"{fate} {sec:.0f} s, {100 * sec / total:.0f} %" for fate, sec in
+                          sorted(fates.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{size}: {sum(fates.values()):.0f} s ({inner})")
+    return "training time: " + ", ".join(parts)
+
+
 # --------------------------------------------------------------------------- config glue
 
 
@@ -605,6 +714,9 @@ def record_run(study_root: Path, run: dict[str, Any]) -> None:
     atomic_write_json(Path(study_root) / BUDGET_FILE, data)
 
 
+NOT_STARTED = "not started (budget)"  # the reason of a configuration the time left could not judge
+
+
 @dataclass
 class RunLedger:
     """What one run did with its budget, for the end-of-run line and budget.json."""
@@ -616,23 +728,17 @@ class RunLedger:
     final_s: float = 0.0
     trials_started: int = 0
     trials_judged: int = 0
+    not_started: int = 0  # configurations the time left could not judge (search/trial_executor.py)
     stopped_by_budget: list[int] = field(default_factory=list)
 
     def sentence(self) -> str:
-        d = self.deadline
-        wall = d.elapsed()
-        of = f" of {d.budget_s:.0f} s" if d.budget_s is not None else ""
-        stopped = (f"; stopped by the budget: trial {', '.join(map(str, self.stopped_by_budget))}"
-                   if self.stopped_by_budget else "")
-        before = max(0.0, wall - self.search_s - self.final_s)
-        return (f"run ended by {self.ended_by} after {wall:.0f} s{of}: data and plan {before:.0f} s, search "
-                f"{self.search_s:.0f} s ({self.trials_started} trials started, {self.trials_judged} judged{stopped}), "
-                f"final stage {self.final_s:.0f} s")
+        return run_sentence(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         d = self.deadline
         return {"started_at": d.start, "budget_s": d.budget_s, "ended_by": self.ended_by,
                 "wall_s": round(d.elapsed(), 1), "search_s": round(self.search_s, 1),
                 "final_s": round(self.final_s, 1), "trials_started": self.trials_started,
-                "trials_judged": self.trials_judged, "stopped_by_budget": self.stopped_by_budget,
+                "trials_judged": self.trials_judged, "not_started": self.not_started,
+                "stopped_by_budget": self.stopped_by_budget,
                 "plan": self.plan}

@@ -45,7 +45,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-CSV_FIELDS = ("number", "status", "score", "score_se", "best_epoch", "epochs_run", "duration_s", "reason")
+CSV_FIELDS = ("number", "status", "score", "score_se", "best_epoch", "epochs_run", "duration_s", "train_s",
+              "train_samples", "image_size", "reason")
 TRACEBACK_FILE = "traceback.txt"  # trials/<n>/traceback.txt: the full traceback of a trial that crashed
 
 
@@ -127,7 +128,10 @@ class TrialRecord:
     baseline: bool = False
     engine_id: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
-    train_s: float = 0.0
+    train_s: float = 0.0  # seconds in the epochs (duration_s adds start-up, validation tails, saving)
+    # The fidelity it trained at: training samples seen (all folds; None: not known) and the image side.
+    train_samples: int | None = None
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         self.status = TrialState(self.status)
@@ -251,6 +255,9 @@ class StudyDir:
                     "" if r.best_epoch is None else r.best_epoch,
                     r.epochs_run,
                     f"{r.duration_s:.2f}",
+                    f"{r.train_s:.2f}",
+                    "" if r.train_samples is None else r.train_samples,
+                    "" if r.image_size is None else r.image_size,
                     r.reason.replace("\n", " ")[:500],
                     int(r.baseline),
                     r.seed,

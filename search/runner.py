@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from search.budget import (
     DEADLINE_ENV,
+    NOT_STARTED,
     BudgetPlan,
     DataSizes,
     Deadline,
@@ -329,7 +330,7 @@ def _drive(
         [r for r in study.trials() if r.status != TrialState.RUNNING]), deadline=deadline)
     executor = TrialExecutor(
         cfg, study, data, process, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
-        verbose=verbose, folds=folds,
+        verbose=verbose, folds=folds, budget=budget,
     )
     extras = ExtraDrivers(study_name=cfg.study.name, results_root=results_root,
                           log_dir=study.engine_dir / "workers", verbose=verbose) if plan.drivers > 1 else None
@@ -410,6 +411,9 @@ def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
     """Trials this run started or continued (its extra drivers' too), judged, and stopped by the budget."""
     for rec in study.trials():
         if rec.started_at < since and (rec.finished_at or 0.0) < since:
+            continue
+        if rec.reason.startswith(NOT_STARTED):
+            ledger.not_started += 1
             continue
         ledger.trials_started += 1
         if rec.status in (TrialState.COMPLETE, TrialState.PRUNED):

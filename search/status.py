@@ -14,19 +14,21 @@ from typing import Any
 
 import pandas as pd
 
+from search.budget import anytime_curve, fidelity_sentence, read_budget_file, run_sentence
 from search.progress import SHOWN, format_value
 from search.results import StudyDir, TrialRecord
 from search.study_folder import StudyLock
 from search.trial import row_score
 from search.vocabulary import TrialState
 
-__all__ = ["status_text", "trials_frame"]
+__all__ = ["budget_lines", "status_text", "trials_frame"]
 
 # A final model below this test dice, or predicting outside [1/FG_RATIO, FG_RATIO]× the true foreground
 # area, gets a plain caution: the verdict only compares it with the baseline, which may be as poor.
 POOR_DICE = 0.5
 FG_RATIO = 2.0
 INTERRUPTED = "interrupted"
+ANYTIME_SHOWN = 6  # improvements of the best score listed by status (the first and the last ones)
 
 
 def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
@@ -42,6 +44,7 @@ def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
             "best_ep": r.best_epoch,
             "epochs": r.epochs_run,
             "time_s": round(r.duration_s, 1),
+            "samples": r.train_samples,
         }
         if r.status == TrialState.RUNNING:
             row.update(_so_far(study, r))
@@ -50,7 +53,7 @@ def trials_frame(study: StudyDir, *, all_columns: bool = False) -> pd.DataFrame:
                 row[k] = v
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in ("score", "± se", "best_ep"):  # None -> NaN, so that they print as "-" with the numbers
+    for column in ("score", "± se", "best_ep", "samples"):  # None -> NaN, so that they print as "-" with the numbers
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
@@ -83,6 +86,7 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
             lines.append(f"baseline: trial {base.number}{pruned}, {base.score:.4f} "
                          f"→ gain on validation {best.score - base.score:+.4f} (the best of many trials: "
                          f"optimistic; the test verdict is the fair comparison)")
+    lines += budget_lines(study, trials)
     for r in trials:
         if r.status == TrialState.RUNNING:
             lines.append(_running_line(study, r, driver))
@@ -144,6 +148,25 @@ def poor_model_caution(test: dict[str, Any], metrics: dict[str, Any]) -> str | N
         return None
     return ("the final model is poor: " + "; ".join(problems)
             + ". Look at final/predictions/ before using it; a verdict against the baseline does not make it good.")
+
+
+# --------------------------------------------------------------------------------------------- the budget
+
+
+def budget_lines(study: StudyDir, trials: list[TrialRecord]) -> list[str]:
+    """The anytime view: how the last run used its budget (budget.json), the best validation score
+    against the runs' wall-clock seconds, and the training time at each fidelity."""
+    runs = [r for r in read_budget_file(study.root).get("runs") or [] if isinstance(r, dict)]
+    lines = [f"last {run_sentence(runs[-1])}"] if runs else []
+    curve = anytime_curve(trials, runs)
+    if curve:
+        shown = curve if len(curve) <= ANYTIME_SHOWN else [curve[0], *curve[-(ANYTIME_SHOWN - 1):]]
+        lines.append("best so far: " + ", ".join(f"{p.best:.4g} after {p.seconds:.0f} s (trial {p.trial})"
+                                                   for p in shown))
+    fidelity = fidelity_sentence(trials)
+    if fidelity:
+        lines.append(fidelity)
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- running trials

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
 from collections.abc import Callable
 from typing import Any
 
-from search.budget import Deadline
+from search.budget import NOT_STARTED, BudgetPlan, Deadline, calibrate
 from search.config import Config
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan, study_units
@@ -28,9 +29,13 @@ from search.trial import SCORES_FILE, TrialOutcome, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
-__all__ = ["TrialExecutor"]
+__all__ = ["NOT_STARTED_LIMIT", "TrialExecutor"]
 
 logger = logging.getLogger(__name__)
+
+# Configurations not started for the budget in a row before the search ends (the sampler keeps
+# proposing costly ones when the cheap region has been explored).
+NOT_STARTED_LIMIT = 3
 
 
 class TrialExecutor:
@@ -51,8 +56,12 @@ class TrialExecutor:
         on_trial_end: Callable[[], None] | None = None,
         verbose: int = 0,
         folds: FoldPlan | None = None,
+        budget: BudgetPlan | None = None,
     ) -> None:
         self.cfg = cfg
+        self.budget = budget
+        self._search_over = False  # the remaining search time fits no configuration's first judgement
+        self._not_started_in_a_row = 0
         self.folds = folds
         self.study = study
         self.data = data
@@ -70,7 +79,7 @@ class TrialExecutor:
 
     def budget_left(self) -> bool:
         """Whether the search's share of the time budget has time left (search/budget.py)."""
-        return self.deadline is None or self.deadline.search_left()
+        return not self._search_over and (self.deadline is None or self.deadline.search_left())
 
     @property
     def stop_requested(self) -> int:
@@ -165,9 +174,12 @@ class TrialExecutor:
             baseline=baseline,
             engine_id=platform.node(),
             max_epochs=max_epochs if max_epochs is not None else int(cfg.rule("max_epochs")),
+            image_size=cfg.data.image_size,
         )
         if previous is not None:
             rec.started_at = previous.started_at
+        elif (too_slow := self._not_started_reason(values)) is not None:
+            return self._not_started(rec, too_slow)
         self.study.write_trial(rec)
         atomic_write_json(self.study.trial_dir(number) / "values.json", values)
         self.study.refresh_trials_csv()
@@ -197,6 +209,7 @@ class TrialExecutor:
         if isinstance(task, TrialOutcome):  # infeasible values: rejected here, no trial process round trip
             outcome = task
         else:
+            self._not_started_in_a_row = 0
             outcome = self.process.run(task, decide)
         if outcome.interrupted and outcome.stopped_by != "budget":
             raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
@@ -208,6 +221,7 @@ class TrialExecutor:
         rec.reason = outcome.reason
         rec.duration_s = outcome.duration_s
         rec.train_s = outcome.train_s
+        rec.train_samples = self._samples_trained(outcome.epochs_run)
         rec.metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float, str))}
         rec.finished_at = time.time() if rec.status != TrialState.RUNNING else None
         self.study.write_trial(rec)
@@ -230,6 +244,65 @@ class TrialExecutor:
         if rec.status == TrialState.RUNNING:  # the deadline came before its first judgement: resumable
             logger.info("trial %d: %s", number, rec.reason)
         return rec
+
+    # ------------------------------------------------------------------ cost-aware: not started for the budget
+
+    def _not_started_reason(self, values: dict[str, Any]) -> str | None:
+        """Why a configuration is not started: the search time left cannot take it to its first judgement
+        (its predicted seconds: the reference model's measured speed, calibrated by this study's trials,
+        scaled by its forward MACs). None: it fits, or nothing is known to predict with."""
+        left = self.deadline.search_remaining() if self.deadline is not None else None
+        if left is None or not math.isfinite(left) or self.budget is None:
+            return None
+        need = self._first_judgement_s(values)
+        if need is None or need <= left:
+            return None
+        return (f"{NOT_STARTED}: its first judgement needs ≈ {need:.0f} s here, "
+                f"{max(0.0, left):.0f} s of the search were left")
+
+    def _first_judgement_s(self, values: dict[str, Any]) -> float | None:
+        from models import estimate_cost
+        from search.space import baseline_values
+        from search.throughput import trial_speeds
+
+        assert self.budget is not None
+        try:
+            ref = estimate_cost(specs_from_values(self.cfg, complete_values(self.cfg, baseline_values(self.cfg)),
+                                                  seed=0).model)
+            cost = estimate_cost(specs_from_values(self.cfg, values, seed=0).model)
+        except (TrialFailed, KeyError, ValueError):
+            return None  # infeasible values: the trial's own checks say why
+        throughput = calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))
+        return self.budget.first_judgement_s(cost.forward_macs_per_image / max(1, ref.forward_macs_per_image),
+                                             throughput)
+
+    def _not_started(self, rec: TrialRecord, reason: str) -> TrialRecord:
+        """Record a configuration the budget cannot judge as pruned before training (no score): the
+        sampler is told (Optuna ranks a pruned trial without reports below every judged one). The
+        search ends when the cheapest configuration of the space would not fit either, or after
+        :data:`NOT_STARTED_LIMIT` such trials in a row."""
+        rec.status, rec.reason, rec.finished_at, rec.train_samples = TrialState.PRUNED, reason, time.time(), 0
+        self.study.write_trial(rec)
+        atomic_write_json(self.study.trial_dir(rec.number) / "values.json", rec.values)
+        self.study.refresh_trials_csv()
+        self.progress.trial_finished(rec, self.study.best_trial())
+        self._not_started_in_a_row += 1
+        cheapest = [s for v in _smallest_values(self.cfg) if (s := self._first_judgement_s(v)) is not None]
+        left = self.deadline.search_remaining() if self.deadline is not None else math.inf
+        if self._not_started_in_a_row >= NOT_STARTED_LIMIT or not cheapest or min(cheapest) > left:
+            logger.info("the search time left (%.0f s) fits no further configuration's first judgement; "
+                        "the search ends", max(0.0, left))
+            self._search_over = True
+        return rec
+
+    def _samples_trained(self, epochs_run: int) -> int | None:
+        """Training samples a trial saw (all its folds): its fidelity, with the image size."""
+        per_epoch = self.cfg.steps_per_epoch
+        if per_epoch is not None:
+            return epochs_run * per_epoch * self.cfg.data.batch_size
+        if self.folds is not None:
+            return None  # one pass over a fold's training share: not kept per fold
+        return epochs_run * len(self.data.stems.get("train", ()))
 
     def _check_space_is_feasible(self, reason: str) -> None:
         """After a rejected trial, once: stop the search when no configuration of the space can train here.

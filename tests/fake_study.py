@@ -127,4 +127,4 @@ def report_figures(text: str) -> dict[str, Any]:
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
-SECTION_IDS = ("summary", "history", "parallel", "importance", "curves", "predictions", "failures", "final")
+SECTION_IDS = ("summary", "history", "anytime", "parallel", "importance", "curves", "predictions", "failures", "final")

@@ -177,3 +177,21 @@ def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_f
 
     _final(study, dice=0.85, pred_fg=0.011, true_fg=0.01, sentence=sentence)  # a good model: no caution
     assert "caution" not in write_report(study).read_text()
+
+
+def test_the_report_shows_the_best_score_against_time_and_how_each_run_used_its_budget(tmp_path: Path) -> None:
+    from search.budget import anytime_curve, record_run
+    from search.report import build_report_html
+
+    study = build_study(tmp_path)
+    started = min(r.started_at for r in study.trials())
+    record_run(study.root, {"started_at": started - 5.0, "budget_s": 900.0, "ended_by": "the budget", "wall_s": 880.0,
+                            "search_s": 700.0, "final_s": 60.0, "trials_started": 8, "trials_judged": 7,
+                            "not_started": 0, "stopped_by_budget": [5]})
+    text = build_report_html(study)
+    figs = report_figures(text)
+    line = figs["fig-anytime"]["data"][0]
+    curve = anytime_curve(study.trials(), [{"started_at": started - 5.0, "wall_s": 880.0}])
+    assert line["x"][:-1] == [p.seconds for p in curve] and line["x"][-1] == 880.0  # drawn to the run's end
+    assert line["y"][:-1] == [p.best for p in curve] == sorted(p.best for p in curve)
+    assert "Run ended by the budget after 880 s of 900 s" in text and "stopped by the budget: trial 5" in text

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
     ("history", "Optimisation history"),
+    ("anytime", "Best score against time"),
     ("parallel", "Hyperparameters vs score"),
     ("importance", "Hyperparameter importance"),
     ("curves", "Learning curves"),
@@ -55,6 +56,7 @@ def build_report_html(study: StudyDir) -> str:
     builders: dict[str, Callable[[ReportContext, Page], str]] = {
         "summary": sections.summary,
         "history": figures.history,
+        "anytime": figures.anytime,
         "parallel": figures.parallel,
         "importance": figures.importance,
         "curves": figures.curves,

@@ -13,7 +13,7 @@ from search.report.page import COLORS, Page, finite, fmt, is_number, note
 from search.results import TrialRecord
 from search.vocabulary import OBJECTIVE, TrialState
 
-__all__ = ["curves", "history", "importance", "parallel"]
+__all__ = ["anytime", "curves", "history", "importance", "parallel"]
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
 MAX_LEGEND = 24
@@ -69,6 +69,36 @@ def history(ctx: ReportContext, page: Page) -> str:
         "legend": {"orientation": "h", "y": -0.18},
     }
     return page.figure("fig-history", data, layout)
+
+
+def anytime(ctx: ReportContext, page: Page) -> str:
+    """The best validation dice against the runs' wall-clock seconds, the runs' use of their budget and
+    the training time at each fidelity (budget.json and the trial records)."""
+    from search.budget import anytime_curve, fidelity_sentence, read_budget_file, run_sentence
+
+    runs = [r for r in read_budget_file(ctx.study.root).get("runs") or [] if isinstance(r, dict)]
+    curve = anytime_curve(ctx.trials, runs)
+    parts = [note(_sentence_case(run_sentence(r))) for r in runs[-3:]]
+    fidelity = fidelity_sentence(ctx.trials)
+    if fidelity:
+        parts.append(note(_sentence_case(fidelity)))
+    if not curve:
+        return "\n".join([note("No complete trial yet."), *parts])
+    xs = [p.seconds for p in curve]
+    ys = [p.best for p in curve]
+    end = max([xs[-1], *(float(r.get("wall_s") or 0.0) for r in runs)]) if runs else xs[-1]
+    data: list[dict[str, Any]] = [{
+        "type": "scatter", "mode": "lines+markers", "name": "best so far", "x": [*xs, end], "y": [*ys, ys[-1]],
+        "text": [f"trial {p.trial}: {p.best:.4f} after {p.seconds:.0f} s" for p in curve] + ["end"],
+        "hoverinfo": "text", "line": {"shape": "hv", "color": COLORS["best"], "width": 2},
+    }]
+    layout = {"xaxis": {"title": {"text": "wall-clock seconds of the study's runs"}, "rangemode": "tozero"},
+              "yaxis": {"title": {"text": "best validation hard dice"}}, "showlegend": False}
+    return "\n".join([page.figure("fig-anytime", data, layout), *parts])
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def parallel(ctx: ReportContext, page: Page) -> str:
