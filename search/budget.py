@@ -306,15 +306,20 @@ class BudgetPlan:
         tp = throughput or self.throughput
         if tp is None or self.sizes is None or macs_ratio <= 0:
             return None
-        scaled = dataclasses.replace(tp, train_samples_per_s=tp.train_samples_per_s / macs_ratio,
-                                     eval_samples_per_s=tp.eval_samples_per_s / macs_ratio)
-        return _rung(self.rules, scaled, self.sizes, self.rung.image_size, self.min_epochs,
+        first = self.rungs[0]
+        cost = macs_ratio * _area(first.image_size, self.rung.image_size)  # judged at the first rung
+        scaled = dataclasses.replace(tp, train_samples_per_s=tp.train_samples_per_s / cost,
+                                     eval_samples_per_s=tp.eval_samples_per_s / cost)
+        return _rung(self.rules, scaled, self.sizes, first.image_size, self.min_epochs,
                      trial_max_s=None).first_judgement_s
 
     def summary(self) -> dict[str, Any]:
         """What budget.json records of the plan: the split, the rules, the estimates."""
         rung = self.rung
         return {"search_s": _round(self.search_s), "final_s": _round(self.final_s), "spent_s": _round(self.spent_s),
+                "first_rung": {"image_size": self.rungs[0].image_size,
+                               "first_judgement_s": _round(self.rungs[0].first_judgement_s)}
+                if len(self.rungs) > 1 else None,
                 "rules": dataclasses.asdict(self.rules), "derived": list(self.derived),
                 "first_judgement_s": _round(rung.first_judgement_s), "epoch_s": _round(rung.epoch_s),
                 "trial_max_s": _round(rung.trial_max_s), "minimum_s": _round(self.minimum_s),
@@ -343,6 +348,11 @@ class BudgetPlan:
             lines.append(f"first judgement after ≈ {rung.first_judgement_s:.0f} s ({rung.judge_epochs} epochs of "
                          f"≈ {rung.epoch_s:.1f} s{cap}; the baseline configuration at "
                          f"{tp.train_samples_per_s:.3g} samples/s at {rung.image_size}², {tp.source})")
+        first = self.rungs[0]
+        if len(self.rungs) > 1 and first.first_judgement_s is not None:
+            lines.append(f"first rung at {first.image_size}²: each trial's warm-up trains there and is judged after "
+                         f"≈ {first.first_judgement_s:.0f} s; the trials the pruner keeps go on at "
+                         f"{rung.image_size}² with their weights")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -362,6 +372,7 @@ def plan_budget(
     min_epochs: int = 1,
     folds: int = 1,
     study_rules: bool = False,
+    first_rung_size: int | None = None,
 ) -> BudgetPlan:
     """Split a run's budget and settle the training rules left at ``auto``. Pure.
 
@@ -373,6 +384,8 @@ def plan_budget(
         requested: the four :data:`RULE_KEYS` as configured, ``"auto"`` where the plan decides.
         folds: a k-fold trial trains this many models (``sizes`` are one fold's).
         study_rules: the requested rules are a resumed study's, fixed when it was created.
+        first_rung_size: the warm-up trains at this image side (``train.first_rung_size``): the plan
+            gets a first rung whose epochs cost the reference's × (size / image_size)² (pixels).
 
     Raises:
         ConfigError: the budget cannot take one trial to its first judgement (names the minimum).
@@ -445,9 +458,20 @@ def plan_budget(
         rules = dataclasses.replace(rules, max_epochs=min(MAX_EPOCHS, cap))
     trial_max_s = max(1, folds) * (throughput.startup_s + rules.max_epochs * epoch_s)
     rung = dataclasses.replace(rung, trial_max_s=trial_max_s)
+    rungs: tuple[Rung, ...] = (rung,)
+    if first_rung_size is not None and first_rung_size < image_size:
+        small = dataclasses.replace(throughput, train_samples_per_s=throughput.train_samples_per_s / _area(
+            first_rung_size, image_size), eval_samples_per_s=throughput.eval_samples_per_s / _area(
+            first_rung_size, image_size))
+        rungs = (_rung(rules, small, sizes, first_rung_size, min_epochs, trial_max_s=None), rung)
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
-                      derived=derived, rungs=(rung,), throughput=throughput, minimum_s=minimum_s,
+                      derived=derived, rungs=rungs, throughput=throughput, minimum_s=minimum_s,
                       warnings=tuple(warnings_l), study_rules=study_rules, sizes=sizes, min_epochs=min_epochs)
+
+
+def _area(size: int, full: int) -> float:
+    """The share of a full-size image's pixels at ``size``: what a step costs there, roughly."""
+    return (size / full) ** 2
 
 
 def _round(x: float | None) -> float | None:

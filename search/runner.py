@@ -279,6 +279,7 @@ def plan_study_budget(cfg: Config, study: StudyDir, data: PreparedData, process:
         image_size=cfg.data.image_size, requested=requested_rules(cfg), min_epochs=cfg.train.min_epochs,
         final=FinalStage(test=f.retrain, retrain=f.train_on_valid, reevaluations=fresh if f.reevaluate_top_k else 0),
         folds=cfg.study.folds if cfg.study.evaluation == "kfold" else 1, study_rules=stored_rules,
+        first_rung_size=cfg.first_rung_size,
     )
     deadline.reserve(budget.final_s)
     return budget

@@ -6,6 +6,7 @@ or ``data`` knows a tuner exists.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from models import UNetSpec, estimate_training_memory_bytes
 from search.config import AUGMENTATIONS, Config
 from search.errors import TrialFailed
 
-__all__ = ["TrainSpec", "TrialSpecs", "check_memory", "derived_seed", "specs_from_values", "trial_seed"]
+__all__ = ["TrainSpec", "TrialSpecs", "check_memory", "derived_seed", "first_rung_size", "specs_from_values",
+           "trial_seed"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TrainSpec:
     seed: int = 0
     jit_compile: bool = False
     mixed_precision: bool = False
+    first_rung_size: int | None = None  # the warm-up trains at this image side (search/training.py, FirstRung)
 
 
     def warmup_epochs(self, n_train: int) -> int:
@@ -100,8 +103,24 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         seed=seed,
         jit_compile=t.jit_compile,
         mixed_precision=t.mixed_precision,
+        first_rung_size=first_rung_size(model, cfg.first_rung_size),
     )
     return TrialSpecs(model=model, augment=augment, train=train)
+
+
+def first_rung_size(model: UNetSpec, wanted: int | None) -> int | None:
+    """The smallest image side from ``wanted`` up that ``model`` can be built at (its depth needs a side
+    divisible by 2**(num_layers - 1) and a large enough bottleneck); None when only its own size fits."""
+    if wanted is None:
+        return None
+    step = 2 ** (model.num_layers - 1)
+    for size in range(-(-wanted // step) * step, model.image_size, step):
+        try:
+            dataclasses.replace(model, image_size=size).validate()
+        except ValueError:
+            continue
+        return size
+    return None
 
 
 def check_memory(specs: TrialSpecs, *, budget_bytes: int | None) -> None:

@@ -78,7 +78,9 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     for rec in study.trials():
         if rec.status == TrialState.RUNNING or rec.epochs_run < 2 or samples is None:
             continue
-        seconds = [float(h["epoch_s"]) for h in study.read_history(rec.number)[1:] if "epoch_s" in h]
+        # Full-size epochs only (a first rung trains at a smaller size; search/training.py, FirstRung).
+        seconds = [float(h["epoch_s"]) for h in study.read_history(rec.number)[1:]
+                   if "epoch_s" in h and h.get("image_size") in (None, "", cfg.data.image_size)]
         if not seconds:
             continue
         try:

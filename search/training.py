@@ -35,6 +35,7 @@ When a trial may be judged (README, "Budgets, warm-up and when a trial is judged
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -92,6 +93,13 @@ class LoopState:
     best_soft: float = -math.inf
     collapsed_for: int = 0  # consecutive epochs with no predicted foreground and a flat loss
     best_fg: float = -math.inf  # best hard dice over the validation images with foreground
+    rung_size: int = 0  # the image side of the first rung the bests come from (0: the full size)
+
+    def start_full_size(self) -> None:
+        """Leave the first rung: its bests (at another size) say nothing of the full size's."""
+        self.best_score, self.best_epoch, self.wait, self.reducer_wait = -math.inf, -1, 0, 0
+        self.best_loss, self.best_soft, self.best_fg, self.collapsed_for = math.inf, -math.inf, -math.inf, 0
+        self.rung_size = 0
 
     @property
     def has_score(self) -> bool:
@@ -316,11 +324,27 @@ def train_model(
     judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
     # "No score yet" asks the images with foreground; a split without any falls back to the objective.
     valid_has_fg = has_valid and bool(np.any(np.asarray(valid_masks)))
+    full_model, full_arrays = model, (train_images, train_masks, valid_images, valid_masks)
+    rung = FirstRung.of(specs, until=judge_from) if has_valid and fixed_epochs is None else None
+    if rung is not None and state.epoch < rung.until:
+        model = rung.model_from(full_model, lr=state.lr)
+        train_images, train_masks, valid_images, valid_masks = rung.resize(*full_arrays)
+        valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size)
+        state.rung_size = rung.size
 
     if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= judge_from):
         stop_reason = "resumed_finished"
     epoch = state.epoch
     while epoch < max_epochs and stop_reason != "resumed_finished":
+        if rung is not None and epoch >= rung.until and state.rung_size:  # judged at the first rung: full size
+            if model is not full_model:
+                _move_weights(model, full_model)
+                model = full_model
+            train_images, train_masks, valid_images, valid_masks = full_arrays
+            valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size)
+            state.start_full_size()
+            best_weights = None
+            logger.info("epoch %d: first rung (%d²) done; continuing at %d²", epoch, rung.size, specs.model.image_size)
         t0 = time.perf_counter()
         if lr_schedule is not None:  # before the row records state.lr
             state.lr = float(lr_schedule[min(epoch, len(lr_schedule) - 1)])
@@ -357,7 +381,8 @@ def train_model(
         score = logs.get(OBJECTIVE, logs.get("hard_dice", float("nan"))) if has_valid else logs.get("hard_dice", 0.0)
         if not math.isfinite(score):
             raise TrialFailed(f"validation score became {score} at epoch {epoch}")
-        row = {"epoch": epoch, **logs, "lr": float(state.lr), "epoch_s": round(elapsed, 3)}
+        row = {"epoch": epoch, **logs, "lr": float(state.lr), "epoch_s": round(elapsed, 3),
+               "image_size": float(state.rung_size or specs.model.image_size)}
         state.history.append(row)
         state.train_s += elapsed
         if fixed_epochs is not None:
@@ -383,6 +408,9 @@ def train_model(
             if judged.collapse is not None:
                 raise TrialCollapsed(judged.collapse, epochs_run=epoch, best_score=max(state.best_score, 0.0))
         except TrialPruned as e:  # hand the caller the best epoch's model (saved for the verdict)
+            if model is not full_model:  # the caller scores at the full size
+                _move_weights(model, full_model)
+                model = full_model
             if best_weights is not None:
                 model.set_weights(best_weights)
             e.model = model
@@ -391,6 +419,9 @@ def train_model(
             stop_reason = "early_stopping"
             break
 
+    if model is not full_model:  # stopped at the first rung (the deadline): the full-size model carries on
+        _move_weights(model, full_model)
+        model = full_model
     if best_weights is not None:
         model.set_weights(best_weights)
     return TrainResult(
@@ -402,6 +433,63 @@ def train_model(
         stop_reason=stop_reason,
         train_s=state.train_s,
     )
+
+
+@dataclass(frozen=True)
+class FirstRung:
+    """The first rung of a trial at a reduced image side (``TrainSpec.first_rung_size``; issue 20).
+
+    The epochs before the trial's first judgement (``until``: the end of its warm-up) train and validate on
+    the images and masks resized to ``size`` with the dataset's own geometry, in a model of the same
+    architecture built at that size. A UNet is fully convolutional, so every weight and optimizer variable
+    has the same shape at both sizes: after the first judgement they move into the full-size model, the
+    bests start again (:meth:`LoopState.start_full_size`) and the trial goes on at the full size, so its
+    score, early stopping and best weights are the full size's. A trial pruned at the first rung costs
+    about (size / full)² of a full-size warm-up.
+    """
+
+    specs: Any
+    size: int
+    until: int
+
+    @classmethod
+    def of(cls, specs: TrialSpecs, *, until: int) -> FirstRung | None:
+        size = specs.train.first_rung_size
+        if size is None or size >= specs.model.image_size:
+            return None
+        return cls(specs=dataclasses.replace(specs, model=dataclasses.replace(specs.model, image_size=size)),
+                   size=size, until=until)
+
+    def model_from(self, full_model: Any, *, lr: float) -> Any:
+        """The first rung's model, holding ``full_model``'s weights and optimizer state."""
+        model = compile_model(self.specs)
+        _move_weights(full_model, model)
+        model.optimizer.learning_rate.assign(lr)
+        return model
+
+    def resize(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Images [N, H, W, C] and masks [N, H, W] at the first rung's size (data/dataset.py's resize)."""
+        from data.dataset import resize_image, resize_mask
+
+        out = []
+        for a in arrays:
+            a = np.asarray(a)
+            if a.ndim == 4:
+                out.append(np.stack([resize_image(x, self.size) for x in a]) if len(a) else a[:, :self.size, :self.size])
+            else:
+                out.append(np.stack([resize_mask(x, self.size) for x in a]) if len(a) else a[:, :self.size, :self.size])
+        return tuple(out)
+
+
+def _move_weights(src: Any, dst: Any) -> None:
+    """Copy ``src``'s weights and its optimizer's state into ``dst`` (the same architecture at another size)."""
+    dst.set_weights(src.get_weights())
+    if not src.optimizer.built:
+        return
+    if not dst.optimizer.built:
+        dst.optimizer.build(dst.trainable_variables)
+    for target, value in zip(dst.optimizer.variables, src.optimizer.variables, strict=True):
+        target.assign(value)
 
 
 def lr_schedule_from_history(rows: Sequence[dict[str, Any]], *, epochs: int) -> tuple[float, ...] | None:

@@ -27,6 +27,7 @@ OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES
 PRUNERS = ("auto", "none", "median", "asha", "hyperband")
 
+FIRST_RUNG_FROM = 128  # train.first_rung_size auto: a first rung at half the size from this image side up
 AUTO = "auto"  # a value the study works out itself (num_layers.max from the image size, train rules from the budget)
 
 # train.* rules left at "auto" come from the time budget (search/budget.py); without one, the reference
@@ -104,6 +105,10 @@ class TrainConfig:
     samples_per_epoch: int | None | Literal["auto"] = "auto"  # auto: from the budget, else 800; null = one pass
     steps_per_epoch: int | None = None  # overrides samples_per_epoch
     warmup_samples: int | Literal["auto"] = "auto"  # no judgement before this; auto: from the budget, else 4000
+    # The first rung's image side: the warm-up (up to a trial's first judgement) trains and validates at
+    # this size, then the trial continues at data.image_size with its weights. auto: half of
+    # data.image_size from 128 up; null: off (search/training.py, FirstRung).
+    first_rung_size: int | None | Literal["auto"] = "auto"
     collapse_epochs: int = 5  # all-background + flat loss this long = collapsed (0 = never)
     rescale_input: bool = True
     activation: str = "relu"
@@ -242,6 +247,14 @@ class Config:
         if self.study.pruner == "auto":
             return "asha" if self.engine == "optuna" else "none"
         return self.study.pruner
+
+    @property
+    def first_rung_size(self) -> int | None:
+        """The first rung's image side (``train.first_rung_size``, auto resolved); None: no reduced rung."""
+        value, full = self.train.first_rung_size, self.data.image_size
+        if value == AUTO:
+            return full // 2 if full >= FIRST_RUNG_FROM else None
+        return value if isinstance(value, int) and value < full else None
 
     def rule(self, key: str) -> Any:
         """A ``train`` rule with ``auto`` read as :data:`NO_BUDGET_RULES` (a run resolves it from its budget first)."""

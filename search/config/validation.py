@@ -145,6 +145,9 @@ def validate_config(cfg: Config, source: str) -> None:
             continue
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
+    if isinstance(t.first_rung_size, int) and not 8 <= t.first_rung_size < d.image_size:
+        raise ConfigError(f"{w}: train.first_rung_size: expected 8 ≤ size < data.image_size ({d.image_size}), "
+                          f"auto or null, got {t.first_rung_size}")
     if d.channels != "auto" and (type(d.channels) is not int or d.channels not in (1, 3)):
         raise ConfigError(f"{w}: data.channels: expected 1, 3 or auto, got {d.channels!r}")
     if d.mask_threshold is not None and not 1 <= d.mask_threshold <= 255:  # 0 would make every pixel foreground
