@@ -70,3 +70,19 @@ def finish_process(proc: subprocess.Popen[str], *, timeout_s: float = 300) -> tu
         out, _ = proc.communicate()
         pytest.fail(f"the run did not finish in {timeout_s} s:\n{out[-3000:]}")
     return proc.returncode, out
+
+
+def step_counter() -> tuple[Any, list[int]]:
+    """A Keras callback counting the optimizer steps of each epoch, and the counts it fills."""
+    import keras
+
+    counts: list[int] = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            counts.append(0)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            counts[-1] += 1
+
+    return Count(), counts

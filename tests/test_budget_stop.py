@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import finish_process, spawn_search, tiny_raw_config
+from conftest import finish_process, spawn_search, step_counter, tiny_raw_config
 from test_trial import _data, _task
 
 from data import AugmentSpec, synthetic_arrays
@@ -48,23 +48,8 @@ def _after_checks(n: int) -> StopSignal:
     return StopSignal(at=float(n), clock=itertools.count().__next__)
 
 
-def _counter() -> tuple[Any, list[int]]:
-    import keras
-
-    counts: list[int] = []
-
-    class Count(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            counts.append(0)
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            counts[-1] += 1
-
-    return Count(), counts
-
-
 def test_the_deadline_stops_a_judged_trial_at_the_next_step_with_its_best_completed_epoch() -> None:
-    count, counts = _counter()
+    count, counts = step_counter()
     result = train_model(_specs(), **_arrays(), stop=_after_checks(2 * (STEPS + 1) + 2), callbacks=[count])
     assert counts == [STEPS, STEPS, 2]  # stopped two steps into the third epoch, not at its end
     assert result.stop_reason == "budget"
@@ -197,14 +182,14 @@ def test_the_first_ctrl_c_stops_a_long_epoch_at_the_next_step(tmp_path: Path) ->
     pressed: list[float] = []
 
     def press() -> None:
-        pressed.append(time.perf_counter())
+        pressed.append(time.perfstep_counter())
         process.stop_requested += 1
 
     timer = threading.Timer(15.0, press)  # the process starts (TensorFlow import) and trains for a while
     try:
         timer.start()
         outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
-        stopped = time.perf_counter()
+        stopped = time.perfstep_counter()
     finally:
         timer.cancel()
         process.close()
@@ -234,10 +219,10 @@ def test_a_whole_run_with_its_final_stage_ends_by_its_deadline_and_a_larger_budg
     config, results = _budget_config(tmp_path, synthetic_root, name, strategy), tmp_path / "results"
     study = StudyDir(results / name)
     budget = 60.0
-    t0 = time.perf_counter()
+    t0 = time.perfstep_counter()
     code, out = finish_process(spawn_search("--results", str(results), "run", "--config", str(config),
                                             "--timeout", str(budget)))
-    wall = time.perf_counter() - t0
+    wall = time.perfstep_counter() - t0
     assert code in (0, 1), out[-3000:]  # 1: the budget ended before any trial completed (a slow machine)
     assert wall <= budget + max(60.0, 0.05 * budget), out[-3000:]
     assert "plan: 60 s: search ≈" in out and "first judgement after ≈" in out

@@ -149,21 +149,13 @@ def test_checkpoint_resume_continues_from_last_epoch(tmp_path: Path, dropout: fl
 
 def test_a_ten_image_dataset_trains_exactly_steps_per_epoch_steps() -> None:
     """train.steps_per_epoch works on a dataset smaller than an epoch: the pipeline repeats."""
-    import keras
+    from conftest import step_counter
 
     ti, tm = _data(10, 32, seed=3)
     vi, vm = _data(4, 32, seed=4)
-    counts: list[int] = []
-
-    class Count(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            counts.append(0)
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            counts[-1] += 1
-
+    count, counts = step_counter()
     result = train_model(_specs(epochs=2, steps_per_epoch=5), train_images=ti, train_masks=tm,
-                         valid_images=vi, valid_masks=vm, callbacks=[Count()])
+                         valid_images=vi, valid_masks=vm, callbacks=[count])
     assert counts == [5, 5]  # 5 steps x batch 8 = 40 samples from 10 images, each epoch
     assert result.epochs_run == 2
 
