@@ -353,7 +353,7 @@ def _drive(
         finally:
             ledger.search_s = deadline.elapsed() - search_start
             _count_trials(ledger, study, since=deadline.start)
-        if ledger.ended_by == "max_trials" and (ledger.stopped_by_budget or not deadline.search_left()):
+        if ledger.ended_by == "max_trials" and (ledger.stopped_by_budget or not executor.budget_left()):
             ledger.ended_by = "the budget"
         progress.close()
         summary: dict[str, Any] = {"study": str(study.root), "best": _best_summary(study)}

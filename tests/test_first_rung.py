@@ -103,15 +103,18 @@ def test_a_configuration_too_deep_for_the_first_rung_starts_at_the_smallest_size
                         until=2) is None
 
 
-def test_auto_puts_the_first_rung_at_half_the_size_from_128_up_and_null_turns_it_off() -> None:
+def test_the_first_rung_is_off_by_default_and_auto_puts_it_at_half_the_size_from_128_up() -> None:
     def cfg(size: int, **train: Any) -> Any:
         return config_from_dict(tiny_raw_config(Path("d"), data={"image_size": size}, train=train))
 
-    assert cfg(128).first_rung_size == 64 and cfg(512).first_rung_size == 256
-    assert cfg(64).first_rung_size is None  # small images: no reduced rung
+    assert config_from_dict({"data": {"image_size": 128}}).first_rung_size is None  # off unless asked for (B12)
+    assert cfg(128, first_rung_size="auto").first_rung_size == 64
+    assert cfg(512, first_rung_size="auto").first_rung_size == 256
+    assert cfg(64, first_rung_size="auto").first_rung_size is None  # small images: no reduced rung
     assert cfg(128, first_rung_size=None).first_rung_size is None
     assert cfg(128, first_rung_size=32).first_rung_size == 32
-    specs = specs_from_values(cfg(128), {"base_filters": 4, "num_layers": 3, "learning_rate": 1e-3} | _fixed(), seed=0)
+    specs = specs_from_values(cfg(128, first_rung_size="auto"),
+                              {"base_filters": 4, "num_layers": 3, "learning_rate": 1e-3} | _fixed(), seed=0)
     assert specs.train.first_rung_size == 64
 
 

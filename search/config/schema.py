@@ -107,8 +107,10 @@ class TrainConfig:
     warmup_samples: int | Literal["auto"] = "auto"  # no judgement before this; auto: from the budget, else 4000
     # The first rung's image side: the warm-up (up to a trial's first judgement) trains and validates at
     # this size, then the trial continues at data.image_size with its weights. auto: half of
-    # data.image_size from 128 up; null: off (search/training.py, FirstRung).
-    first_rung_size: int | None | Literal["auto"] = "auto"
+    # data.image_size from 128 up; null (the default): off (search/training.py, FirstRung). Off by
+    # default: in B12 it judged no more configurations in 600 s (a trial's start-up dominates, and the
+    # deep configurations do not fit the reduced size) and its final dice were not better.
+    first_rung_size: int | None | Literal["auto"] = None
     collapse_epochs: int = 5  # all-background + flat loss this long = collapsed (0 = never)
     rescale_input: bool = True
     activation: str = "relu"
