@@ -4,8 +4,8 @@ Each run is ``python -m search run --data DIR --timeout T --set data.image_size=
 in one of three arms, side by side in one invocation (arm-major within each seed and dataset, so that a
 run cut short still compares the arms):
 
-- ``auto``: the defaults (training rules ``auto``, planned from the budget; the warm-up at half the size);
-- ``auto-full``: the same without the first rung at half the size (``train.first_rung_size=null``);
+- ``auto``: the defaults (training rules ``auto``, planned from the budget);
+- ``auto-rung``: the same with the warm-up at half the image side (``train.first_rung_size=auto``);
 - ``fixed``: the previous fixed-fidelity defaults (800-sample epochs, a 4000-sample warm-up, patience
   10, 100 epochs), same code, same budget;
 - ``baseline``: the baseline configuration alone for the whole budget (one trial, no early stop,
@@ -37,7 +37,7 @@ from benchmarks._common import REPO, SHARED_DATA, add_real_data_args, emit, real
 USER = ["data.image_size=128"]
 ARMS: dict[str, list[str]] = {
     "auto": [],
-    "auto-full": ["train.first_rung_size=null"],
+    "auto-rung": ["train.first_rung_size=auto"],
     "fixed": ["train.samples_per_epoch=800", "train.warmup_samples=4000", "train.patience=10",
               "train.max_epochs=100", "train.first_rung_size=null"],
     "baseline": ["study.max_trials=1", "train.patience=100000", "train.max_epochs=100000",
