@@ -30,7 +30,8 @@ from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["CANDIDATE_TEST_FILE", "baseline_label", "describe_baseline", "model_source", "run_final"]
+__all__ = ["CANDIDATE_TEST_FILE", "baseline_label", "describe_baseline", "fidelity_words", "model_source", "run_final",
+           "trial_fidelity"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ def run_final(
     verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed, units=units)
     if baseline is not None and verdict["outcome"] != "not_available":
         verdict["sentence"] += f"; {baseline['sentence']}"
+    fidelity = {"chosen": trial_fidelity(best), "baseline": trial_fidelity(baseline_rec) if baseline_rec else None}
+    if baseline_rec is not None and baseline_rec.number != best.number and verdict["outcome"] != "not_available":
+        verdict["sentence"] += f"; {fidelity_words(fidelity)}"
     if selection is not None and show_candidate_test:
         _write_candidate_test(final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
@@ -121,13 +125,36 @@ def run_final(
          "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "baseline": baseline,
          "selection": selection,
          "train_on_valid": cfg.final.train_on_valid, "model_from": metrics.get("model_from"),
-         "epochs_run": outcome.epochs_run,
+         "epochs_run": outcome.epochs_run, "fidelity": fidelity,
          "duration_s": outcome.duration_s},
     )
     logger.info(
         "final: test hard dice %.4f, IoU %.4f (trial %d)", metrics["hard_dice"], metrics["hard_iou"], best.number
     )
     return {"trial": best.number, **metrics_summary, "verdict": verdict["sentence"]}
+
+
+def trial_fidelity(rec: TrialRecord) -> dict[str, Any]:
+    """What a trial trained at: its image side, training samples, epochs and seconds, and whether the
+    budget cut it short (final.json ``fidelity``; the verdict states it for both sides)."""
+    return {"trial": rec.number, "image_size": rec.image_size, "train_samples": rec.train_samples,
+            "epochs": rec.epochs_run, "train_s": round(rec.train_s, 1), "status": str(rec.status),
+            "stopped_by_budget": rec.reason.startswith("budget")}
+
+
+def fidelity_words(fidelity: dict[str, Any]) -> str:
+    """``trained at 128²: the chosen configuration 560 samples, 35 epochs; the baseline 480 samples,
+    28 epochs, pruned``."""
+    def side(f: dict[str, Any]) -> str:
+        samples = f"{f['train_samples']} samples, " if f.get("train_samples") is not None else ""
+        notes = [n for n, on in (("pruned", f["status"] == "pruned"), ("cut by the budget", f["stopped_by_budget"]))
+                 if on]
+        return f"{samples}{f['epochs']} epochs" + "".join(f", {n}" for n in notes)
+
+    chosen, base = fidelity["chosen"], fidelity["baseline"]
+    sizes = sorted({f["image_size"] for f in (chosen, base) if f is not None and f.get("image_size")})
+    at = " at " + " and ".join(f"{s}²" for s in sizes) if sizes else ""
+    return f"trained{at}: the chosen configuration {side(chosen)}; the baseline {side(base)}"
 
 
 def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRecord,

@@ -205,3 +205,22 @@ def test_only_the_pick_is_tested_unless_the_candidates_test_scores_are_asked_for
     from search.report import write_report
 
     assert "test (its weights)" not in write_report(study).read_text()
+
+
+def test_the_verdict_states_the_fidelity_at_which_both_sides_trained(tmp_path: Path) -> None:
+    """Issue 20.4: final.json and the verdict sentence say what the chosen model and the baseline trained at."""
+    cfg = _config()
+    study = _study(tmp_path, cfg)
+    for number, samples, reason in ((0, 96, "collapsed: predicted no foreground"), (1, 72, "budget: the deadline")):
+        rec = study.read_trial(number)
+        assert rec is not None
+        rec.image_size, rec.train_samples, rec.reason, rec.train_s = 32, samples, reason, 12.34
+        study.write_trial(rec)
+    final, _ = _final(study, cfg)
+    fidelity = final["fidelity"]
+    assert fidelity["chosen"] == {"trial": 1, "image_size": 32, "train_samples": 72, "epochs": 3, "train_s": 12.3,
+                                  "status": "complete", "stopped_by_budget": True}
+    assert fidelity["baseline"]["train_samples"] == 96 and fidelity["baseline"]["status"] == "pruned"
+    assert final["verdict"]["sentence"].endswith(
+        "trained at 32²: the chosen configuration 72 samples, 3 epochs, cut by the budget; "
+        "the baseline 96 samples, 4 epochs, pruned")
