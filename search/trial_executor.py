@@ -289,9 +289,13 @@ class TrialExecutor:
         self._not_started_in_a_row += 1
         cheapest = [s for v in _smallest_values(self.cfg) if (s := self._first_judgement_s(v)) is not None]
         left = self.deadline.search_remaining() if self.deadline is not None else math.inf
-        if self._not_started_in_a_row >= NOT_STARTED_LIMIT or not cheapest or min(cheapest) > left:
-            logger.info("the search time left (%.0f s) fits no further configuration's first judgement; "
-                        "the search ends", max(0.0, left))
+        if cheapest and min(cheapest) > left:
+            logger.info("the search time left (%.0f s) fits no configuration's first judgement; the search ends",
+                        max(0.0, left))
+            self._search_over = True
+        elif self._not_started_in_a_row >= NOT_STARTED_LIMIT:
+            logger.info("%d configurations in a row did not fit the search time left (%.0f s); the search ends",
+                        self._not_started_in_a_row, max(0.0, left))
             self._search_over = True
         return rec
 

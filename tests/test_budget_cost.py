@@ -110,6 +110,18 @@ def test_a_configuration_the_time_left_cannot_judge_is_not_started_but_a_cheaper
     assert pool.ran == [1] and rec.status == TrialState.COMPLETE
 
 
+def test_after_three_configurations_in_a_row_that_do_not_fit_the_search_ends(tmp_path: Path) -> None:
+    from search.trial_executor import NOT_STARTED_LIMIT
+
+    cfg = config_from_dict(tiny_raw_config(Path("unused")))
+    costly = baseline_values(cfg)
+    executor, pool, _ = _executor(tmp_path, search_left_s=(_needs(cfg, CHEAP) + _needs(cfg, costly)) / 2)
+    for number in range(NOT_STARTED_LIMIT):
+        assert executor.budget_left()
+        executor(number, costly, baseline=False)
+    assert pool.ran == [] and not executor.budget_left()
+
+
 def test_when_not_even_the_cheapest_configuration_fits_the_search_ends(tmp_path: Path) -> None:
     cfg = config_from_dict(tiny_raw_config(Path("unused")))
     executor, pool, _ = _executor(tmp_path, search_left_s=_needs(cfg, CHEAP) * 0.9)
