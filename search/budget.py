@@ -28,7 +28,9 @@ The plan is made per resolution **rung** (:class:`Rung`); today there is one, th
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -45,6 +47,7 @@ from search.errors import ConfigError
 __all__ = [
     "BUDGET_FILE",
     "AnytimePoint",
+    "BUDGET_STOP",
     "BudgetEnded",
     "NOT_STARTED",
     "DEADLINE_ENV",
@@ -61,6 +64,9 @@ __all__ = [
     "Throughput",
     "TrialSpeed",
     "anytime_curve",
+    "not_started",
+    "read_runs",
+    "stopped_by_budget",
     "fidelity_sentence",
     "run_sentence",
     "training_seconds_by_fidelity",
@@ -308,9 +314,7 @@ class BudgetPlan:
             return None
         first = self.rungs[0]
         cost = macs_ratio * _area(first.image_size, self.rung.image_size)  # judged at the first rung
-        scaled = dataclasses.replace(tp, train_samples_per_s=tp.train_samples_per_s / cost,
-                                     eval_samples_per_s=tp.eval_samples_per_s / cost)
-        return _rung(self.rules, scaled, self.sizes, first.image_size, self.min_epochs,
+        return _rung(self.rules, _slower(tp, cost), self.sizes, first.image_size, self.min_epochs,
                      trial_max_s=None).first_judgement_s
 
     def summary(self) -> dict[str, Any]:
@@ -460,13 +464,17 @@ def plan_budget(
     rung = dataclasses.replace(rung, trial_max_s=trial_max_s)
     rungs: tuple[Rung, ...] = (rung,)
     if first_rung_size is not None and first_rung_size < image_size:
-        small = dataclasses.replace(throughput, train_samples_per_s=throughput.train_samples_per_s / _area(
-            first_rung_size, image_size), eval_samples_per_s=throughput.eval_samples_per_s / _area(
-            first_rung_size, image_size))
+        small = _slower(throughput, _area(first_rung_size, image_size))
         rungs = (_rung(rules, small, sizes, first_rung_size, min_epochs, trial_max_s=None), rung)
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=rungs, throughput=throughput, minimum_s=minimum_s,
                       warnings=tuple(warnings_l), study_rules=study_rules, sizes=sizes, min_epochs=min_epochs)
+
+
+def _slower(tp: Throughput, cost: float) -> Throughput:
+    """``tp`` for a model whose steps cost ``cost`` times the reference's (its fixed costs unchanged)."""
+    return dataclasses.replace(tp, train_samples_per_s=tp.train_samples_per_s / cost,
+                               eval_samples_per_s=tp.eval_samples_per_s / cost)
 
 
 def _area(size: int, full: int) -> float:
@@ -640,14 +648,13 @@ def anytime_curve(trials: Sequence[Any], runs: Sequence[dict[str, Any]]) -> list
         cut = spans[0][0] if spans else math.inf
         last = max(float(r.finished_at) for r in done if r.finished_at < cut)
         spans = [(first, last - first), *spans]
+    starts = [start for start, _ in spans]
+    offsets = list(itertools.accumulate((wall for _, wall in spans[:-1]), initial=0.0))  # seconds before each run
     points: list[AnytimePoint] = []
     best = -math.inf
     for r in done:
-        start, before = spans[0][0], 0.0
-        for i, (run_start, _) in enumerate(spans):
-            if run_start <= r.finished_at:
-                start = run_start
-                before = sum(w for _, w in spans[:i])
+        i = max(0, bisect.bisect_right(starts, r.finished_at) - 1)  # the run it finished in
+        start, before = starts[i], offsets[i]
         if float(r.score) > best:
             best = float(r.score)
             points.append(AnytimePoint(seconds=before + r.finished_at - start, best=best, trial=r.number))
@@ -663,7 +670,7 @@ def training_seconds_by_fidelity(trials: Sequence[Any]) -> dict[str, dict[str, f
         if seconds <= 0:
             continue
         size = f"{r.image_size}²" if r.image_size else "unknown size"
-        fate = "stopped by the budget" if str(r.reason).startswith("budget") else str(r.status.value)
+        fate = "stopped by the budget" if stopped_by_budget(r.reason) else str(r.status.value)
         bucket = out.setdefault(size, {})
         bucket[fate] = bucket.get(fate, 0.0) + seconds
     return out
@@ -721,6 +728,11 @@ def read_budget_file(study_root: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def read_runs(study_root: Path) -> list[dict[str, Any]]:
+    """budget.json's record of every run (:meth:`RunLedger.to_dict`), oldest first."""
+    return [r for r in read_budget_file(study_root).get("runs") or [] if isinstance(r, dict)]
+
+
 def write_throughput(study_root: Path, throughput: Throughput) -> None:
     from search.results import atomic_write_json
 
@@ -739,6 +751,17 @@ def record_run(study_root: Path, run: dict[str, Any]) -> None:
 
 
 NOT_STARTED = "not started (budget)"  # the reason of a configuration the time left could not judge
+BUDGET_STOP = "budget: "  # the reason of a trial the deadline stopped (search/trial.py writes it)
+
+
+def stopped_by_budget(reason: str) -> bool:
+    """Whether a trial's recorded reason says the deadline stopped it (judged or not)."""
+    return reason.startswith(BUDGET_STOP)
+
+
+def not_started(reason: str) -> bool:
+    """Whether a trial's recorded reason says it was not started for the time left."""
+    return reason.startswith(NOT_STARTED)
 
 
 @dataclass

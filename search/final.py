@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from search.budget import BudgetEnded, Deadline
+from search.budget import BudgetEnded, Deadline, stopped_by_budget
 from search.config import AUGMENTATIONS, Config, best_config, config_from_dict
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import Units, study_units
@@ -111,11 +111,11 @@ def run_final(
     baseline_rec = study.baseline_trial()
     baseline = describe_baseline(cfg, baseline_rec) if baseline_rec is not None else None
     verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed, units=units)
+    fidelity = {"chosen": trial_fidelity(best), "baseline": trial_fidelity(baseline_rec) if baseline_rec else None}
     if baseline is not None and verdict["outcome"] != "not_available":
         verdict["sentence"] += f"; {baseline['sentence']}"
-    fidelity = {"chosen": trial_fidelity(best), "baseline": trial_fidelity(baseline_rec) if baseline_rec else None}
-    if baseline_rec is not None and baseline_rec.number != best.number and verdict["outcome"] != "not_available":
-        verdict["sentence"] += f"; {fidelity_words(fidelity)}"
+        if baseline_rec is not None and baseline_rec.number != best.number:
+            verdict["sentence"] += f"; {fidelity_words(fidelity)}"
     if selection is not None and show_candidate_test:
         _write_candidate_test(final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
@@ -139,7 +139,7 @@ def trial_fidelity(rec: TrialRecord) -> dict[str, Any]:
     budget cut it short (final.json ``fidelity``; the verdict states it for both sides)."""
     return {"trial": rec.number, "image_size": rec.image_size, "train_samples": rec.train_samples,
             "epochs": rec.epochs_run, "train_s": round(rec.train_s, 1), "status": str(rec.status),
-            "stopped_by_budget": rec.reason.startswith("budget")}
+            "stopped_by_budget": stopped_by_budget(rec.reason)}
 
 
 def fidelity_words(fidelity: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from search.budget import (
     DEADLINE_ENV,
-    NOT_STARTED,
     BudgetPlan,
     DataSizes,
     Deadline,
@@ -27,9 +26,11 @@ from search.budget import (
     RunLedger,
     adopt_stored_rules,
     apply_rules,
+    not_started,
     plan_budget,
     record_run,
     requested_rules,
+    stopped_by_budget,
     write_throughput,
 )
 from search.config import Config, config_from_dict
@@ -413,13 +414,13 @@ def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
     for rec in study.trials():
         if rec.started_at < since and (rec.finished_at or 0.0) < since:
             continue
-        if rec.reason.startswith(NOT_STARTED):
+        if not_started(rec.reason):
             ledger.not_started += 1
             continue
         ledger.trials_started += 1
         if rec.status in (TrialState.COMPLETE, TrialState.PRUNED):
             ledger.trials_judged += 1
-        if rec.reason.startswith("budget"):
+        if stopped_by_budget(rec.reason):
             ledger.stopped_by_budget.append(rec.number)
 
 

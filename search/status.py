@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.budget import anytime_curve, fidelity_sentence, read_budget_file, run_sentence
+from search.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 from search.progress import SHOWN, format_value
 from search.results import StudyDir, TrialRecord
 from search.study_folder import StudyLock
@@ -156,7 +156,7 @@ def poor_model_caution(test: dict[str, Any], metrics: dict[str, Any]) -> str | N
 def budget_lines(study: StudyDir, trials: list[TrialRecord]) -> list[str]:
     """The anytime view: how the last run used its budget (budget.json), the best validation score
     against the runs' wall-clock seconds, and the training time at each fidelity."""
-    runs = [r for r in read_budget_file(study.root).get("runs") or [] if isinstance(r, dict)]
+    runs = read_runs(study.root)
     lines = [f"last {run_sentence(runs[-1])}"] if runs else []
     curve = anytime_curve(trials, runs)
     if curve:

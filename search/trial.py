@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from search.budget import StepStop, StopSignal
+from search.budget import BUDGET_STOP, StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.specs import TrialSpecs
@@ -148,7 +148,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
     except StepStop as e:  # the deadline before the trial was judged, or Ctrl-C: resumable from its checkpoint
         outcome = TrialOutcome(status=TrialState.RUNNING, stopped_by=e.reason, epochs_run=len(history), reason=(
             "interrupted by the user (resumable)" if e.reason == "user" else
-            f"budget: the deadline came before its first judgement (after {len(history)} epochs); it resumes "
+            f"{BUDGET_STOP}the deadline came before its first judgement (after {len(history)} epochs); it resumes "
             f"from there when the study runs again"))
     except TrialPruned as e:
         # The running best, as the pruner saw it. Rows restored from a checkpoint carry the
@@ -202,7 +202,7 @@ def _trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[
     result = fit.result
     reason = ""
     if result.stop_reason == "budget":
-        reason = (f"budget: the deadline stopped it during epoch {result.epochs_run}; "
+        reason = (f"{BUDGET_STOP}the deadline stopped it during epoch {result.epochs_run}; "
                   f"its best epoch ({result.best_epoch}) is kept")
     return TrialOutcome(
         status=TrialState.COMPLETE,

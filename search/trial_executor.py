@@ -7,6 +7,7 @@ where a trial is pruned (the engine's ``should_prune`` asked with the running be
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from search.budget import NOT_STARTED, BudgetPlan, Deadline, calibrate
+from search.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.config import Config
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan, study_units
@@ -254,27 +255,37 @@ class TrialExecutor:
         left = self.deadline.search_remaining() if self.deadline is not None else None
         if left is None or not math.isfinite(left) or self.budget is None:
             return None
-        need = self._first_judgement_s(values)
+        need = self._first_judgement_s(values, self._throughput())
         if need is None or need <= left:
             return None
         return (f"{NOT_STARTED}: its first judgement needs ≈ {need:.0f} s here, "
                 f"{max(0.0, left):.0f} s of the search were left")
 
-    def _first_judgement_s(self, values: dict[str, Any]) -> float | None:
-        from models import estimate_cost
-        from search.space import baseline_values
+    def _throughput(self) -> Throughput | None:
+        """The plan's measured speed, refined by this study's trials so far."""
         from search.throughput import trial_speeds
 
         assert self.budget is not None
+        return calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))
+
+    @functools.cached_property
+    def _reference_macs(self) -> int:
+        from models import estimate_cost
+        from search.space import baseline_values
+
+        values = complete_values(self.cfg, baseline_values(self.cfg))
+        return max(1, estimate_cost(specs_from_values(self.cfg, values, seed=0).model).forward_macs_per_image)
+
+    def _first_judgement_s(self, values: dict[str, Any], throughput: Throughput | None) -> float | None:
+        from models import estimate_cost
+
+        assert self.budget is not None
         try:
-            ref = estimate_cost(specs_from_values(self.cfg, complete_values(self.cfg, baseline_values(self.cfg)),
-                                                  seed=0).model)
             cost = estimate_cost(specs_from_values(self.cfg, values, seed=0).model)
+            ratio = cost.forward_macs_per_image / self._reference_macs
         except (TrialFailed, KeyError, ValueError):
             return None  # infeasible values: the trial's own checks say why
-        throughput = calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))
-        return self.budget.first_judgement_s(cost.forward_macs_per_image / max(1, ref.forward_macs_per_image),
-                                             throughput)
+        return self.budget.first_judgement_s(ratio, throughput)
 
     def _not_started(self, rec: TrialRecord, reason: str) -> TrialRecord:
         """Record a configuration the budget cannot judge as pruned before training (no score): the
@@ -287,7 +298,8 @@ class TrialExecutor:
         self.study.refresh_trials_csv()
         self.progress.trial_finished(rec, self.study.best_trial())
         self._not_started_in_a_row += 1
-        cheapest = [s for v in _smallest_values(self.cfg) if (s := self._first_judgement_s(v)) is not None]
+        throughput = self._throughput()
+        cheapest = [s for v in _smallest_values(self.cfg) if (s := self._first_judgement_s(v, throughput)) is not None]
         left = self.deadline.search_remaining() if self.deadline is not None else math.inf
         if cheapest and min(cheapest) > left:
             logger.info("the search time left (%.0f s) fits no configuration's first judgement; the search ends",

@@ -74,9 +74,9 @@ def history(ctx: ReportContext, page: Page) -> str:
 def anytime(ctx: ReportContext, page: Page) -> str:
     """The best validation dice against the runs' wall-clock seconds, the runs' use of their budget and
     the training time at each fidelity (budget.json and the trial records)."""
-    from search.budget import anytime_curve, fidelity_sentence, read_budget_file, run_sentence
+    from search.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 
-    runs = [r for r in read_budget_file(ctx.study.root).get("runs") or [] if isinstance(r, dict)]
+    runs = read_runs(ctx.study.root)
     curve = anytime_curve(ctx.trials, runs)
     parts = [note(_sentence_case(run_sentence(r))) for r in runs[-3:]]
     fidelity = fidelity_sentence(ctx.trials)
