@@ -177,6 +177,8 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
         outcome = TrialOutcome(status=TrialState.FAILED, reason=reason, epochs_run=len(history))
     # A resumed trial's earlier segments count too (their epochs' seconds, from the checkpoint).
     outcome.duration_s = time.perf_counter() - t0 + _earlier_segments_s(history)
+    if not outcome.train_s:  # pruned, failed or stopped: the seconds of the epochs it did train
+        outcome.train_s = float(sum(float(h.get("epoch_s", 0.0)) for h in history))
     return outcome
 
 

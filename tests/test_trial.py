@@ -49,6 +49,8 @@ def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
     assert outcome.status == "pruned" and outcome.reason == "pruned after epoch 3"
     assert outcome.epochs_run == 4
     assert outcome.score == pytest.approx(max(h["score"] for h in seen))
+    # its training seconds are the epochs it ran (trials.csv, the anytime view, the fidelity shares)
+    assert outcome.train_s == pytest.approx(sum(h["epoch_s"] for h in seen)) and outcome.train_s > 0
     # what the pruner was shown is the running best, so pruned trials agree with trials.csv
     assert [h["best_score"] for h in seen] == list(np.maximum.accumulate([h["score"] for h in seen]))
     assert not (tmp_path / "t" / "checkpoint").exists()
@@ -84,6 +86,7 @@ def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) 
     assert outcome.epochs_run == 3
     # the duration covers the segment before the kill too, not only the resumed one
     assert outcome.duration_s > sum(h["epoch_s"] for h in first)
+    assert outcome.train_s > sum(h["epoch_s"] for h in first)  # both segments' epochs
     assert outcome.score is not None and outcome.score >= max(h["score"] for h in first)
 
 
