@@ -261,6 +261,10 @@ def compile_model(specs: TrialSpecs) -> Any:
         ],
         jit_compile=specs.train.jit_compile,
     )
+    # Built here, not by the first training step: Keras otherwise creates the optimizer's variables while
+    # tracing the train function, and tf.function then traces it a second time without them (BENCHMARKS.md
+    # B12b: 5 of a trial's ~16 s of start-up at 128² on 2 CPU cores). Zeros, no random draw: same results.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

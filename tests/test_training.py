@@ -73,6 +73,29 @@ def test_same_seed_same_history() -> None:
     assert [h["loss"] for h in other.history] != [x[0] for x in a]
 
 
+def test_the_train_step_is_traced_once() -> None:
+    """The optimizer's variables exist before the first step, so tf.function traces the step once, not
+    twice (a second trace is seconds of every trial's start-up on a real model: BENCHMARKS.md B12b)."""
+    from data import train_dataset
+    from search.training import compile_model
+
+    specs = _specs(size=32, levels=2, filters=4)
+    model = compile_model(specs)
+    traces = []
+    step = model.train_step
+
+    def counted(data: Any) -> Any:
+        traces.append(1)  # runs only while tracing: the traced graph does not call Python
+        return step(data)
+
+    model.train_step = counted
+    images, masks = _data(16, 32, seed=1)
+    for epoch in range(2):
+        ds = train_dataset(images, masks, batch_size=8, augment=None, seed=0, epoch=epoch)
+        model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+    assert len(traces) == 1
+
+
 def test_evaluate_model_reports_soft_dice_and_loss_as_training_logs_them() -> None:
     """Test metrics and the val_* columns of history.csv are one definition: per batch of batch_size images
     (soft dice: the mean over batches; loss: weighted by batch size), not pooled over the split (review §14)."""
