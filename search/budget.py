@@ -43,9 +43,9 @@ from typing import Any, Literal
 
 from search.config import AUTO, NO_BUDGET_RULES, Config
 from search.errors import ConfigError
+from search.results.layout import BUDGET_FILE
 
 __all__ = [
-    "BUDGET_FILE",
     "AnytimePoint",
     "BUDGET_STOP",
     "BudgetEnded",
@@ -82,7 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BUDGET_FILE = "budget.json"  # results/<study>/budget.json: throughput and a record of every run
 DEADLINE_ENV = "UNET_SEARCH_SEARCH_ENDS_AT"  # the search's end (time.time()) handed to `run --workers N` drivers
 
 # The plan's shape (README "Budgets, warm-up and when a trial is judged").
@@ -632,7 +631,7 @@ class AnytimePoint:
 
 
 def anytime_curve(trials: Sequence[Any], runs: Sequence[dict[str, Any]]) -> list[AnytimePoint]:
-    """Each new best of the complete trials (the best trial's definition, search/results.py) against
+    """Each new best of the complete trials (the best trial's definition, search/results/records.py) against
     the wall-clock seconds of the runs in which they finished. ``runs``: budget.json's records
     (``started_at``, ``wall_s``); without them, one run from the first trial's start."""
     from search.vocabulary import TrialState

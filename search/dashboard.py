@@ -20,11 +20,11 @@ from typing import Any
 
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
-from search.results import StudyDir, TrialRecord
+from search.results import StudyDir, TrialRecord, read_study_config
+from search.results.layout import DASHBOARD_JOURNAL, JOURNAL_FILE
 from search.vocabulary import OBJECTIVE, optuna_state
 
 __all__ = [
-    "DASHBOARD_JOURNAL",
     "covering_distributions",
     "dashboard_storage",
     "frozen_trials",
@@ -34,8 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DASHBOARD_JOURNAL = "dashboard.journal"
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -139,8 +137,6 @@ def mirror_to_optuna(study: StudyDir, *, path: Path | None = None) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    from search.export import read_study_config
-
     cfg: Config | None
     try:
         cfg = read_study_config(study)
@@ -193,15 +189,13 @@ def dashboard_storage(study: StudyDir, *, mirror: bool = False) -> tuple[Any, st
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    from search.export import read_study_config
-
     cfg = read_study_config(study)
     if not mirror and cfg.engine == "optuna":
         if cfg.study.storage:
             from search.engines.optuna_engine import engine_url, redact_url
 
             return engine_url(cfg.study.storage), f"Optuna storage {redact_url(cfg.study.storage)}"
-        journal = study.engine_dir / "optuna.journal"
+        journal = study.engine_dir / JOURNAL_FILE
         if journal.is_file():
             return optuna.storages.JournalStorage(JournalFileBackend(str(journal))), f"Optuna journal {journal}"
         logger.info("no Optuna journal in %s yet; mirroring the results instead", study.engine_dir)

@@ -19,23 +19,27 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from search.config import Config, config_from_dict
+from search.config import Config
 from search.errors import ConfigError
 from search.reference_ini import reference_data_dir, reference_ini_sections, render_ini
-from search.results import StudyDir, TrialRecord, atomic_write_text, read_json
+from search.results import (
+    StudyDir,
+    TrialRecord,
+    atomic_write_text,
+    chosen_trial,
+    read_final,
+    read_json,
+    read_study_config,
+    read_test_metrics,
+)
 from search.vocabulary import OBJECTIVE
 
 __all__ = [
     "FORMATS",
-    "best_completed_trial",
-    "chosen_trial",
     "export_ini",
     "export_json",
     "export_study",
     "export_yaml",
-    "read_study_config",
     "write_export",
 ]
 
@@ -46,52 +50,6 @@ FORMATS: tuple[ExportFormat, ...] = ("yaml", "json", "ini")
 
 
 # --------------------------------------------------------------------------------------------- reading
-
-
-def read_study_config(study: StudyDir) -> Config:
-    """The study's resolved config from ``study.yaml``.
-
-    Raises:
-        ConfigError: the study has no readable ``study.yaml``.
-    """
-    try:
-        raw = yaml.safe_load(study.study_yaml.read_text())
-    except OSError as e:
-        raise ConfigError(f"study {study.name!r}: cannot read {study.study_yaml} ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"study {study.name!r}: {study.study_yaml} is not valid YAML ({e})") from None
-    return config_from_dict(raw or {}, source=str(study.study_yaml))
-
-
-def best_completed_trial(study: StudyDir) -> TrialRecord:
-    """The completed trial with the highest finite score (never a failed, pruned or running one).
-
-    Raises:
-        ConfigError: no trial has completed.
-    """
-    best = study.best_trial()
-    if best is None:
-        raise ConfigError(f"study {study.name!r} has no completed trial; nothing to export")
-    return best
-
-
-def chosen_trial(study: StudyDir) -> TrialRecord:
-    """The trial to export: the final stage's pick when it re-evaluated the top trials
-    (``final/final.json`` ``selection``), else the best completed trial.
-
-    Raises:
-        ConfigError: no trial has completed.
-    """
-    try:
-        final = read_json(study.final_dir / "final.json") if (study.final_dir / "final.json").is_file() else {}
-    except (OSError, ValueError):
-        final = {}
-    selection = final.get("selection")
-    if isinstance(selection, dict) and selection.get("chosen") is not None:
-        rec = study.read_trial(int(selection["chosen"]))
-        if rec is not None:
-            return rec
-    return best_completed_trial(study)
 
 
 def _exported_config(study: StudyDir) -> Config:
@@ -132,18 +90,13 @@ def _score(rec: TrialRecord) -> str:
 
 def _final_metrics(study: StudyDir) -> dict[str, Any] | None:
     """``final/final.json`` (trial + test summary), else the summary of ``final/test_metrics.json``."""
-    final_json = study.final_dir / "final.json"
-    metrics_json = study.final_dir / "test_metrics.json"
-    try:
-        if final_json.is_file():
-            f = read_json(final_json)
-            return {"trial": f.get("trial"), "valid_score": f.get("valid_score"), "test": f.get("test")}
-        if metrics_json.is_file():
-            m = read_json(metrics_json)
-            return {"trial": None, "valid_score": m.get("valid_score"),
-                    "test": {k: v for k, v in m.items() if k != "per_image"}}
-    except (OSError, ValueError) as e:
-        logger.warning("cannot read the final metrics of %s: %s", study.name, e)
+    f = read_final(study)
+    if f is not None:
+        return {"trial": f.get("trial"), "valid_score": f.get("valid_score"), "test": f.get("test")}
+    m = read_test_metrics(study)
+    if m is not None:
+        return {"trial": None, "valid_score": m.get("valid_score"),
+                "test": {k: v for k, v in m.items() if k != "per_image"}}
     return None
 
 

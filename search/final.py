@@ -12,14 +12,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search.budget import BudgetEnded, Deadline, stopped_by_budget
-from search.config import AUGMENTATIONS, Config, best_config, config_from_dict
+from search.config import AUGMENTATIONS, Config, best_config
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import Units, study_units
-from search.reevaluation import SELECTION_FILE, reevaluate
-from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, read_json
+from search.reevaluation import reevaluate
+from search.results import (
+    StudyDir,
+    TrialRecord,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_study_config,
+)
+from search.results.layout import (
+    BEST_CONFIG_YAML,
+    BEST_WEIGHTS,
+    CANDIDATE_TEST_FILE,
+    SELECTION_FILE,
+    fold_dir,
+)
 from search.runtime import trial_runtime
 from search.space import baseline_deviations
 from search.specs import specs_from_values, trial_seed
@@ -30,12 +42,11 @@ from search.trial_process import TrialProcess
 from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["CANDIDATE_TEST_FILE", "baseline_label", "describe_baseline", "fidelity_words", "model_source", "run_final",
+__all__ = ["baseline_label", "describe_baseline", "fidelity_words", "model_source", "run_final",
            "trial_fidelity"]
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE_TEST_FILE = "candidate_test.json"  # final/: only with `final --show-candidate-test`
 CANDIDATE_TEST_NOTE = ("each re-evaluated candidate's test dice, measured after the pick; a pick made again "
                        "after reading these (e.g. another final.select) is test-informed and its test score "
                        "is no longer an unbiased estimate")
@@ -66,7 +77,7 @@ def run_final(
     completed epoch.
     """
     if cfg is None:
-        cfg = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
+        cfg = read_study_config(study)
     best = study.best_trial()
     if best is None:
         raise ConfigError(f"study {study.name!r} has no completed trial yet; nothing to retrain")
@@ -106,7 +117,7 @@ def run_final(
         raise Interrupted("final retrain interrupted; run `python -m search final NAME` to redo it")
     if outcome.status != TrialState.COMPLETE:
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
-    metrics = read_json(final_dir / "test_metrics.json")
+    metrics = read_json(study.test_metrics_json)
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
     baseline_rec = study.baseline_trial()
     baseline = describe_baseline(cfg, baseline_rec) if baseline_rec is not None else None
@@ -120,7 +131,7 @@ def run_final(
         _write_candidate_test(final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
-        final_dir / "final.json",
+        study.final_json,
         {"trial": best.number, "values": best.values, "valid_score": best.score, "valid_score_se": best.score_se,
          "evaluation": cfg.study.evaluation, "test": metrics_summary, "verdict": verdict, "baseline": baseline,
          "selection": selection,
@@ -161,7 +172,7 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
                 selection: dict[str, Any] | None, verbose: int) -> TrialTask:
     """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
     final_dir = study.final_dir
-    atomic_write_text(final_dir / "best_config.yaml", best_config(cfg, best.values).to_yaml())
+    atomic_write_text(final_dir / BEST_CONFIG_YAML, best_config(cfg, best.values).to_yaml())
     fixed = retrain_epochs(best) if cfg.final.train_on_valid else None
     chosen = model_source(study, cfg, best, label=f"trial {best.number}")
     if fixed is None and chosen is None:
@@ -226,10 +237,10 @@ def model_source(study: StudyDir, cfg: Config, rec: TrialRecord, *, label: str) 
     """A trial's trained model: its best weights, or (k-fold) the weights of each finished fold."""
     trial_dir = study.trial_dir(rec.number)
     if cfg.study.evaluation == "kfold":
-        weights = [trial_dir / f"fold{f}" / "best.weights.h5" for f in range(cfg.study.folds)]
+        weights = [fold_dir(trial_dir, f) / BEST_WEIGHTS for f in range(cfg.study.folds)]
         weights = [w for w in weights if w.is_file()]
     else:
-        weights = [w for w in [trial_dir / "best.weights.h5"] if w.is_file()]
+        weights = [w for w in [trial_dir / BEST_WEIGHTS] if w.is_file()]
     if not weights:
         return None
     specs = specs_from_values(cfg, rec.values, seed=trial_seed(cfg.study.seed, rec.number))

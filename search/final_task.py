@@ -21,6 +21,7 @@ import numpy as np
 
 from search.budget import StopSignal
 from search.results import atomic_write_json
+from search.results.layout import BASELINE_HISTORY_CSV, MODEL_KERAS, PREDICTIONS_DIR, TEST_METRICS_JSON
 from search.trial import ModelSource, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
@@ -71,14 +72,14 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopS
                                     loss=cand.specs.train.loss)
             metrics["candidates"].append({"label": cand.label, "hard_dice": scored["hard_dice"],
                                           "per_image": scored["per_image"]["hard_dice"]})
-    tmp = out / ".model.keras.tmp.keras"
+    tmp = out / f".{MODEL_KERAS}.tmp.keras"
     model.save(str(tmp))
-    tmp.replace(out / "model.keras")
+    tmp.replace(out / MODEL_KERAS)
     n = min(task.outputs.predictions, len(test.images))
     if n:
         prob = predict_probabilities(model, test.images[:n], batch_size=batch)
-        save_predictions(out / "predictions", test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
-    atomic_write_json(out / "test_metrics.json", metrics)
+        save_predictions(out / PREDICTIONS_DIR, test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
+    atomic_write_json(out / TEST_METRICS_JSON, metrics)
     return TrialOutcome(
         status=TrialState.COMPLETE,
         score=metrics["hard_dice"],
@@ -127,7 +128,7 @@ def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any, stop: S
 
         def hook(epoch: int, logs: dict[str, float]) -> None:
             history.append(logs)
-            write_history_csv(out / "baseline_history.csv", history)
+            write_history_csv(out / BASELINE_HISTORY_CSV, history)
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 

@@ -20,19 +20,14 @@ import numpy as np
 from search.budget import StopSignal
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
+from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
 from search.specs import derived_seed
-from search.trial import SCORES_FILE, TrialOutcome, TrialTask, fit_and_score
+from search.trial import TrialOutcome, TrialTask, fit_and_score
 from search.vocabulary import TrialState
 
-__all__ = ["FOLD_FILE", "fold_dir", "run_kfold_trial"]
+__all__ = ["run_kfold_trial"]
 
 logger = logging.getLogger(__name__)
-
-FOLD_FILE = "fold.json"
-
-
-def fold_dir(trial_dir: Path, fold: int) -> Path:
-    return Path(trial_dir) / f"fold{fold}"
 
 
 def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]],

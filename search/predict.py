@@ -23,7 +23,8 @@ import numpy as np
 from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, prepare_image, read_bytes, value_bits
 from search.errors import ConfigError
 from search.overlays import overlay_image, write_png
-from search.results import StudyDir, read_json
+from search.results import StudyDir, read_json, read_study_config
+from search.results.layout import BEST_WEIGHTS, MODEL_KERAS
 from search.vocabulary import TrialState
 
 __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
@@ -63,7 +64,7 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
     import models  # noqa: F401 - registers the "unet_search" losses and metrics for deserialisation
 
     if trial is None:
-        path = study.final_dir / "model.keras"
+        path = study.final_dir / MODEL_KERAS
         if not path.is_file():
             raise ConfigError(
                 f"study {study.name!r} has no final model; run `python -m search final {study.name}` first "
@@ -79,8 +80,6 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
     shape = tuple(model.input_shape)
     size, channels = shape[1], shape[3]
     if size is None or channels is None:
-        from search.export import read_study_config
-
         cfg = read_study_config(study)
         size, channels = size or cfg.data.image_size, channels or cfg.data.channels
     return LoadedModel(model=model, image_size=int(size), channels=int(channels), source=source,
@@ -98,7 +97,6 @@ def _study_image_bits(study: StudyDir) -> int | None:
 
 def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
     """A trial's model: its best weights, or (k-fold) the mean of its fold models, as the final stage builds it."""
-    from search.export import read_study_config
     from search.final import model_source
     from search.final_task import load_source
 
@@ -109,7 +107,7 @@ def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
     cfg = read_study_config(study)
     source = model_source(study, cfg, rec, label=f"trial {number}")
     if rec.status != TrialState.COMPLETE or source is None:
-        where = study.trial_dir(number) / ("fold*/best.weights.h5" if cfg.study.evaluation == "kfold" else "best.weights.h5")
+        where = study.trial_dir(number) / (f"fold*/{BEST_WEIGHTS}" if cfg.study.evaluation == "kfold" else BEST_WEIGHTS)
         raise ConfigError(
             f"trial {number} of study {study.name!r} is {rec.status} and has no saved weights ({where}); "
             f"choose a completed trial"

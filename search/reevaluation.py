@@ -36,20 +36,18 @@ from search.config import Config
 from search.errors import Interrupted, TrialFailed
 from search.evaluation import FoldPlan, Units, mean_se, study_units
 from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
+from search.results.layout import REEVAL_DIR, RUN_FILE, SCORES_FILE, SELECTION_FILE
 from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData
-from search.trial import SCORES_FILE, TrialOutputs, TrialTask
+from search.trial import TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["REEVAL_DIR", "SELECTION_FILE", "Candidate", "pick", "reevaluate", "reeval_seed", "selection_sentence",
+__all__ = ["Candidate", "pick", "reevaluate", "reeval_seed", "selection_sentence",
            "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
-REEVAL_DIR = "reeval"  # final/reeval/<nnnn>-s<j>/
-SELECTION_FILE = "selection.json"  # final/selection.json
-RUN_FILE = "run.json"
 
 
 def reeval_seed(study_seed: int, number: int, j: int) -> int:

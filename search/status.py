@@ -7,7 +7,6 @@ final model is poor), then the search. A trial left ``running`` shows its progre
 
 from __future__ import annotations
 
-import json
 import platform
 import textwrap
 from typing import Any
@@ -16,7 +15,7 @@ import pandas as pd
 
 from search.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 from search.progress import SHOWN, format_value
-from search.results import StudyDir, TrialRecord
+from search.results import StudyDir, TrialRecord, read_final, read_test_metrics
 from search.study_folder import StudyLock
 from search.trial import row_score
 from search.vocabulary import TrialState
@@ -109,10 +108,9 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
 
 def _final_lines(study: StudyDir) -> list[str]:
     """The headline: the final model's test result, the selection, the verdict, and a caution if it is poor."""
-    final = study.final_dir / "final.json"
-    if not final.is_file():
+    f = read_final(study)
+    if f is None:
         return []
-    f = json.loads(final.read_text())
     test = f["test"]
     images = f" on {test['n_images']} test images" if test.get("n_images") else ""
     lines = [f"final model: trial {f['trial']}, test hard dice {test['hard_dice']:.4f}, "
@@ -123,8 +121,7 @@ def _final_lines(study: StudyDir) -> list[str]:
         lines.append(f"selection: {selection_sentence(f['selection'])}")
     if isinstance(f.get("verdict"), dict):
         lines.append(f"verdict: {f['verdict']['sentence']}")
-    metrics_path = study.final_dir / "test_metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_test_metrics(study) or {}
     caution = poor_model_caution(test, metrics)
     if caution:
         lines.append(f"caution: {caution}")

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.config import Config
+from search.results.layout import FOLDS_FILE
 
 if TYPE_CHECKING:
     from search.evaluation import FoldPlan
 
-__all__ = ["FOLDS_FILE", "PreparedData", "fold_plan", "prepare_data", "resolved_config"]
+__all__ = ["PreparedData", "fold_plan", "prepare_data", "resolved_config"]
 
 logger = logging.getLogger(__name__)
 
-FOLDS_FILE = "folds.json"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from search.results import StudyDir
+from search.results.layout import TENSORBOARD_DIR
 from search.vocabulary import TrialState
 
 __all__ = ["write_hparams_summary"]
@@ -43,7 +44,7 @@ def write_hparams_summary(study: StudyDir) -> list[Path]:
     for rec in study.trials():
         if rec.status != TrialState.COMPLETE or rec.score is None or not math.isfinite(float(rec.score)):
             continue
-        tb = study.trial_dir(rec.number) / "tb"
+        tb = study.trial_dir(rec.number) / TENSORBOARD_DIR
         final = tb / "hparams"
         tmp = tb / f".hparams.{rec.number}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

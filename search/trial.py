@@ -20,18 +20,25 @@ from typing import TYPE_CHECKING, Any, Literal
 from search.budget import BUDGET_STOP, StepStop, StopSignal
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
+from search.results.layout import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    HISTORY_CSV,
+    PREDICTIONS_DIR,
+    SCORES_FILE,
+    TENSORBOARD_DIR,
+)
 from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE, TrialState
 
 if TYPE_CHECKING:
     from search.evaluation import Units
 
-__all__ = ["SCORES_FILE", "ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "row_score", "run_task"]
+__all__ = ["ModelSource", "TrialOutcome", "TrialOutputs", "TrialTask", "row_score", "run_task"]
 
 
 logger = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.json"  # trials/<n>/scores.json: per-image validation dice at the best epoch
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
 
     def hook(epoch: int, logs: dict[str, float]) -> None:
         history.append(logs)
-        write_history_csv(out / "history.csv", history)
+        write_history_csv(out / HISTORY_CSV, history)
         on_epoch(epoch, logs)
 
     try:
@@ -241,7 +248,7 @@ def fit_and_score(
     from search.evaluation import Units, mean_se
     from search.training import Checkpoint, train_model
 
-    ckpt = Checkpoint(out / "checkpoint") if task.outputs.checkpoint else None
+    ckpt = Checkpoint(out / CHECKPOINT_DIR) if task.outputs.checkpoint else None
     if ckpt is not None and ckpt.exists():
         # Continue the history file from the checkpoint's own history.
         import json
@@ -284,8 +291,8 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     per_image = {stem: float(d) for stem, d in zip(stems, dice, strict=True)}
     n = min(task.outputs.predictions, len(stems))
     if n:
-        save_predictions(out / "predictions", images[:n], masks[:n], prob[:n], stems[:n])
-    model.save_weights(str(out / "best.weights.h5"))
+        save_predictions(out / PREDICTIONS_DIR, images[:n], masks[:n], prob[:n], stems[:n])
+    model.save_weights(str(out / BEST_WEIGHTS))
     atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image,
                                           **(task.units or Units()).describe(stems)})
     return per_image
@@ -296,8 +303,8 @@ def _tensorboard(task: TrialTask, out: Path) -> list[Any]:
         return []
     import keras
 
-    return [keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False, profile_batch=0)]
+    return [keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR), write_graph=False, profile_batch=0)]
 
 
 def drop_checkpoint(out: Path) -> None:
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)

@@ -22,11 +22,12 @@ from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan, study_units
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json
+from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold_dir
 from search.runtime import device_memory_budget
 from search.space import complete_values
 from search.specs import check_memory, specs_from_values, trial_seed
 from search.study_data import PreparedData
-from search.trial import SCORES_FILE, TrialOutcome, TrialOutputs, TrialTask
+from search.trial import TrialOutcome, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
@@ -123,7 +124,7 @@ class TrialExecutor:
                           seed=trial_seed(self.cfg.study.seed, number), score=score, reason=reason,
                           baseline=baseline, engine_id="keras-tuner worker", finished_at=time.time())
         self.study.write_trial(rec)
-        atomic_write_json(self.study.trial_dir(number) / "values.json", values)
+        atomic_write_json(self.study.trial_dir(number) / VALUES_JSON, values)
         self.study.refresh_trials_csv()
         self.progress.trial_finished(rec, self.study.best_trial())
 
@@ -133,7 +134,7 @@ class TrialExecutor:
         from search.training import Checkpoint
 
         trial_dir = self.study.trial_dir(number)
-        ckpt = Checkpoint((trial_dir / "fold0" if self.folds is not None else trial_dir) / "checkpoint")
+        ckpt = Checkpoint((fold_dir(trial_dir, 0) if self.folds is not None else trial_dir) / CHECKPOINT_DIR)
         if not ckpt.exists():
             return
         try:
@@ -182,7 +183,7 @@ class TrialExecutor:
         elif (too_slow := self._not_started_reason(values)) is not None:
             return self._not_started(rec, too_slow)
         self.study.write_trial(rec)
-        atomic_write_json(self.study.trial_dir(number) / "values.json", values)
+        atomic_write_json(self.study.trial_dir(number) / VALUES_JSON, values)
         self.study.refresh_trials_csv()
         self.progress.trial_started(number)
         task = self._task(number, values, rec.seed, max_epochs)
@@ -294,7 +295,7 @@ class TrialExecutor:
         :data:`NOT_STARTED_LIMIT` such trials in a row."""
         rec.status, rec.reason, rec.finished_at, rec.train_samples = TrialState.PRUNED, reason, time.time(), 0
         self.study.write_trial(rec)
-        atomic_write_json(self.study.trial_dir(rec.number) / "values.json", rec.values)
+        atomic_write_json(self.study.trial_dir(rec.number) / VALUES_JSON, rec.values)
         self.study.refresh_trials_csv()
         self.progress.trial_finished(rec, self.study.best_trial())
         self._not_started_in_a_row += 1

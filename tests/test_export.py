@@ -167,7 +167,8 @@ def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_mirror_to_optuna(tmp_path: Path) -> None:
     import optuna
 
-    from search.dashboard import DASHBOARD_JOURNAL, dashboard_storage, mirror_to_optuna
+    from search.dashboard import dashboard_storage, mirror_to_optuna
+    from search.results.layout import DASHBOARD_JOURNAL
 
     study = build_study(tmp_path, strategy="random", n_complete=3, n_pruned=1, n_failed=1, n_running=1)
     records = study.trials()

@@ -27,7 +27,7 @@ IMAGES = {
 def study_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study with a tiny final model and trial 1's weights."""
     from models import build_model
-    from search.export import read_study_config
+    from search.results import read_study_config
     from search.specs import specs_from_values
 
     results = tmp_path_factory.mktemp("predict")

@@ -8,7 +8,8 @@ import pytest
 from fake_study import build_study
 
 from search.cli import main
-from search.results import TRACEBACK_FILE, StudyDir, write_traceback
+from search.results import StudyDir, write_traceback
+from search.results.layout import TRACEBACK_FILE
 
 
 def _failed_with_traceback(results: Path) -> tuple[StudyDir, int]:

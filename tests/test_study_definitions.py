@@ -1,4 +1,4 @@
-"""One definition of the best trial and of the baseline trial (search/results.py), read alike by the
+"""One definition of the best trial and of the baseline trial (search/results/records.py), read alike by the
 final stage, status, export and the report (review §12, issue 19 item 6)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from fake_study import build_study
 
-from search.export import best_completed_trial, export_json
+from search.export import export_json
 from search.reevaluation import top_candidates
 from search.report.context import ReportContext
-from search.results import StudyDir
+from search.results import StudyDir, chosen_trial
 from search.status import status_text
 from search.vocabulary import TrialState
 
@@ -39,7 +39,7 @@ def test_every_reader_takes_the_same_best_and_baseline_trial(tmp_path: Path) -> 
     ctx = ReportContext.load(study)
     assert ctx.best is not None and ctx.best.number == best.number
     assert ctx.baseline is not None and ctx.baseline.number == base.number
-    assert best_completed_trial(study).number == best.number
+    assert chosen_trial(study).number == best.number
     # the re-evaluation's candidates: the best two by the same ranking, then the baseline
     assert [r.number for r in top_candidates(study, 2)] == [3, 2, 0]
     exported = json.loads(export_json(study))

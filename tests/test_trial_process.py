@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from search.results import TRACEBACK_FILE, write_traceback
+from search.results import write_traceback
+from search.results.layout import TRACEBACK_FILE
 from search.runtime import configure_logging
 from search.trial_process import TrialProcess
 

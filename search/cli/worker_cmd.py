@@ -19,6 +19,7 @@ import yaml
 
 from search.config import Config, apply_override, config_from_dict, load_config
 from search.errors import ConfigError
+from search.results import StudyDir
 
 
 def register(sub: Any) -> None:
@@ -43,7 +44,7 @@ def register(sub: Any) -> None:
 def resolve_worker_config(args: argparse.Namespace) -> Config:
     """The study's config: local study.yaml, else --config, else the one stored with the study."""
     results = Path(args.results)
-    local = results / args.name / "study.yaml"
+    local = StudyDir(results / args.name).study_yaml
     sets = [f"study.name={args.name}"]
     if args.storage:
         sets.append(f"study.storage={args.storage}")

@@ -32,6 +32,7 @@ from search.config import Config
 from search.engines import Executor
 from search.errors import Interrupted, SearchAborted
 from search.results import atomic_write_text
+from search.results.layout import BEST_WEIGHTS, KT_TRIAL_JSON, TRIALS_DIR
 from search.space import baseline_values, to_keras_tuner
 from search.vocabulary import KERAS_TUNER_STATES, OBJECTIVE, TrialState
 
@@ -82,7 +83,7 @@ def make_oracle(cfg: Config, *, executor: Executor, chief: bool = False) -> Any:
             atomic_write_text(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
 
         def _save_trial(self, trial: Any) -> None:
-            atomic_write_text(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
+            atomic_write_text(Path(self._get_trial_dir(trial.trial_id)) / KT_TRIAL_JSON, json.dumps(trial.get_state()))
 
         def reload(self) -> None:
             super().reload()
@@ -193,7 +194,7 @@ class StudyTuner(base_tuner.BaseTuner):
         return None
 
     def load_model(self, trial: Any) -> Any:
-        raise NotImplementedError("models are in results/<study>/trials/<n>/best.weights.h5")
+        raise NotImplementedError(f"models are in results/<study>/{TRIALS_DIR}/<n>/{BEST_WEIGHTS}")
 
 
 def run_keras_tuner(

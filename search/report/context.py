@@ -9,7 +9,16 @@ from typing import Any
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
 from search.report.page import finite
-from search.results import StudyDir, TrialRecord, baseline_of, best_of, read_json
+from search.results import (
+    StudyDir,
+    TrialRecord,
+    baseline_of,
+    best_of,
+    read_final,
+    read_json,
+    read_study_config,
+    read_test_metrics,
+)
 from search.vocabulary import TrialState
 
 __all__ = ["ReportContext"]
@@ -30,8 +39,6 @@ class ReportContext:
 
     @classmethod
     def load(cls, study: StudyDir) -> ReportContext:
-        from search.export import read_study_config
-
         ctx = cls(study)
         try:
             ctx.cfg = read_study_config(study)
@@ -40,8 +47,8 @@ class ReportContext:
         ctx.trials = study.trials()
         ctx.histories = {r.number: study.read_history(r.number) for r in ctx.trials}
         ctx.env = _read_json_or(study.environment_json, {})
-        ctx.final = _read_json_or(study.final_dir / "final.json", None)
-        ctx.test_metrics = _read_json_or(study.final_dir / "test_metrics.json", None)
+        ctx.final = read_final(study)
+        ctx.test_metrics = read_test_metrics(study)
         return ctx
 
     @property

@@ -24,6 +24,7 @@ import optuna
 from search.config import Config
 from search.engines import Executor
 from search.engines.optuna_engine.storage import sql_engine, study_storage
+from search.results.layout import STUDY_LOCK
 
 __all__ = ["DRIVER_ATTR", "budget_used", "driver_alive", "driver_token", "next_trial", "study_lock"]
 
@@ -88,7 +89,7 @@ def study_lock(study: optuna.Study, engine_dir: Path) -> Iterator[None]:
                 conn.commit()
         return
     engine_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(engine_dir / ".study.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(engine_dir / STUDY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

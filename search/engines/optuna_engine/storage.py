@@ -21,6 +21,7 @@ import optuna
 from search.config import Config
 from search.engines.optuna_engine.sampling import make_pruner, make_sampler
 from search.errors import ConfigError
+from search.results.layout import JOURNAL_FILE, JOURNAL_LOCK
 
 __all__ = [
     "HEARTBEAT_S",
@@ -150,8 +151,8 @@ def make_storage(cfg: Config, engine_dir: Path) -> Any:
     from optuna.storages.journal import JournalFileBackend
 
     engine_dir.mkdir(parents=True, exist_ok=True)
-    lock = _FlockLock(engine_dir / ".journal.lock")
-    backend = JournalFileBackend(str(engine_dir / "optuna.journal"), lock_obj=lock)  # type: ignore[arg-type]
+    lock = _FlockLock(engine_dir / JOURNAL_LOCK)
+    backend = JournalFileBackend(str(engine_dir / JOURNAL_FILE), lock_obj=lock)  # type: ignore[arg-type]
     return optuna.storages.JournalStorage(backend)
 
 
@@ -177,7 +178,7 @@ def load_study(cfg: Config, engine_dir: Path, *, create: bool = True, seed_offse
 
 
 def _where(cfg: Config, engine_dir: Path) -> str:
-    return redact_url(cfg.study.storage) if cfg.study.storage else str(engine_dir / "optuna.journal")
+    return redact_url(cfg.study.storage) if cfg.study.storage else str(engine_dir / JOURNAL_FILE)
 
 
 def stored_config(cfg: Config) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
-"""The results contract: ``results/<study>/`` (DESIGN §5), versioned and written atomically.
+"""The records of the results contract: trials and the study folder (DESIGN §5), versioned, written atomically.
 
-Every reader (status, export, report, final, predict) goes through this module, never through
+Every reader (status, export, report, final, predict) goes through this package, never through
 engine internals. Each trial's record of truth is ``trials/<n>/trial.json``; ``trials.csv`` is
 rebuilt from those files, so concurrent workers never lose each other's rows.
 """
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -21,22 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import ConfigError
+from search.results import layout
+from search.results.io import atomic_write_json, atomic_write_text, read_json
 from search.vocabulary import TrialState
 
 __all__ = [
     "CSV_FIELDS",
     "SCHEMA_VERSION",
-    "TRACEBACK_FILE",
     "StudyDir",
     "TrialRecord",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
     "baseline_of",
     "best_of",
     "open_study",
     "ranked",
-    "read_json",
     "write_history_csv",
     "write_traceback",
 ]
@@ -47,62 +41,6 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CSV_FIELDS = ("number", "status", "score", "score_se", "best_epoch", "epochs_run", "duration_s", "train_s",
               "train_samples", "image_size", "reason")
-TRACEBACK_FILE = "traceback.txt"  # trials/<n>/traceback.txt: the full traceback of a trial that crashed
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 # --------------------------------------------------------------------------- records
@@ -158,56 +96,68 @@ class StudyDir:
 
     @property
     def study_yaml(self) -> Path:
-        return self.root / "study.yaml"
+        return self.root / layout.STUDY_YAML
 
     @property
     def environment_json(self) -> Path:
-        return self.root / "environment.json"
+        return self.root / layout.ENVIRONMENT_JSON
 
     @property
     def fingerprint_json(self) -> Path:
-        return self.root / "data_fingerprint.json"
+        return self.root / layout.FINGERPRINT_JSON
 
     @property
     def trials_csv(self) -> Path:
-        return self.root / "trials.csv"
+        return self.root / layout.TRIALS_CSV
 
     @property
     def trials_dir(self) -> Path:
-        return self.root / "trials"
+        return self.root / layout.TRIALS_DIR
 
     @property
     def engine_dir(self) -> Path:
-        return self.root / "engine"
+        return self.root / layout.ENGINE_DIR
 
     @property
     def final_dir(self) -> Path:
-        return self.root / "final"
+        return self.root / layout.FINAL_DIR
+
+    @property
+    def final_json(self) -> Path:
+        return self.final_dir / layout.FINAL_JSON
+
+    @property
+    def test_metrics_json(self) -> Path:
+        return self.final_dir / layout.TEST_METRICS_JSON
+
+    @property
+    def budget_json(self) -> Path:
+        return self.root / layout.BUDGET_FILE
 
     @property
     def report_html(self) -> Path:
-        return self.root / "report.html"
+        return self.root / layout.REPORT_HTML
 
     @property
     def lock_path(self) -> Path:
-        return self.root / ".lock"
+        return self.root / layout.LOCK_FILE
 
     def trial_dir(self, number: int) -> Path:
-        return self.trials_dir / f"{number:04d}"
+        return self.trials_dir / layout.trial_dir_name(number)
 
     def traceback_path(self, number: int) -> Path:
         """Where a crashed trial's full traceback is (:func:`write_traceback` writes it)."""
-        return self.trial_dir(number) / TRACEBACK_FILE
+        return self.trial_dir(number) / layout.TRACEBACK_FILE
 
     def exists(self) -> bool:
         return self.study_yaml.is_file()
 
     # trials
     def write_trial(self, rec: TrialRecord) -> None:
-        atomic_write_json(self.trial_dir(rec.number) / "trial.json", rec.to_dict())
+        atomic_write_json(self.trial_dir(rec.number) / layout.TRIAL_JSON, rec.to_dict())
 
     def read_trial(self, number: int) -> TrialRecord | None:
-        p = self.trial_dir(number) / "trial.json"
+        p = self.trial_dir(number) / layout.TRIAL_JSON
         if not p.is_file():
             return None
         return TrialRecord.from_dict(read_json(p))
@@ -218,7 +168,7 @@ class StudyDir:
         if not self.trials_dir.is_dir():
             return out
         for d in sorted(self.trials_dir.iterdir()):
-            p = d / "trial.json"
+            p = d / layout.TRIAL_JSON
             if d.is_dir() and p.is_file():
                 try:
                     out.append(TrialRecord.from_dict(read_json(p)))
@@ -267,7 +217,7 @@ class StudyDir:
         atomic_write_text(self.trials_csv, buf.getvalue())
 
     def read_history(self, number: int) -> list[dict[str, Any]]:
-        p = self.trial_dir(number) / "history.csv"
+        p = self.trial_dir(number) / layout.HISTORY_CSV
         if not p.is_file():
             return []
         with p.open() as f:
@@ -303,21 +253,21 @@ def open_study(results_root: Path | str, name: str) -> StudyDir:
     root = Path(results_root)
     study = StudyDir(root / name)
     if not study.exists():
-        known = sorted(p.parent.name for p in root.glob("*/study.yaml")) if root.is_dir() else []
+        known = sorted(p.parent.name for p in root.glob(f"*/{layout.STUDY_YAML}")) if root.is_dir() else []
         hint = f"; studies here: {', '.join(known)}" if known else ""
         raise ConfigError(f"no study {name!r} in {root.resolve()}{hint}")
     return study
 
 
 def write_traceback(out_dir: Path, exc: BaseException) -> None:
-    """Write ``exc``'s full traceback, chained causes included, to ``out_dir/traceback.txt`` atomically.
+    """Write ``exc``'s full traceback, chained causes included, to ``out_dir/traceback.txt`` (layout.TRACEBACK_FILE) atomically.
 
     For the trial code's crash handler (the trial's record keeps only a one-line reason);
     ``python -m search status NAME --debug`` prints it. Never raises: a traceback that cannot be
     written is logged instead.
     """
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    path = Path(out_dir) / TRACEBACK_FILE
+    path = Path(out_dir) / layout.TRACEBACK_FILE
     try:
         atomic_write_text(path, text)
     except OSError as e:
