@@ -92,7 +92,7 @@ def summarise(root: Path, seed: int) -> dict[str, Any]:
     selection = final.get("selection")
     verdict = final["verdict"]
     if "baseline" in metrics:  # recomputed with this checkout's search/verdict.py (the run may be older)
-        from search.verdict import paired_verdict
+        from search.evaluation import paired_verdict
 
         verdict = paired_verdict(metrics["per_image"]["hard_dice"], metrics["baseline"]["per_image"],
                                  seed=seed).to_dict()

@@ -15,7 +15,7 @@ from typing import Any
 from search.budget import BudgetEnded, Deadline, stopped_by_budget
 from search.config import AUGMENTATIONS, Config, best_config
 from search.errors import ConfigError, Interrupted, SearchAborted
-from search.evaluation import Units, study_units
+from search.evaluation import Units, paired_verdict, study_units
 from search.reevaluation import reevaluate
 from search.results import (
     StudyDir,
@@ -39,7 +39,6 @@ from search.study_data import PreparedData, fold_plan, prepare_data
 from search.training import lr_schedule_from_history
 from search.trial import ModelSource, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
-from search.verdict import paired_verdict
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["baseline_label", "describe_baseline", "fidelity_words", "model_source", "run_final",
@@ -288,7 +287,7 @@ def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
 
 def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord | None, seed: int, *,
              units: Units) -> dict[str, Any]:
-    """The paired test-set comparison of the chosen model and the baseline (search/verdict.py), with the
+    """The paired test-set comparison of the chosen model and the baseline (search/evaluation/verdict.py), with the
     test images' patients as the units when the study knows them."""
     if baseline is None:
         return {"outcome": "not_available", "sentence": "no verdict: the study has no trained baseline trial "

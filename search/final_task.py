@@ -5,7 +5,7 @@ The chosen model is the best trial's saved weights (holdout), the ensemble of it
 train+valid for a fixed number of epochs (``final.train_on_valid``). Retraining the best trial on
 the same data with the same seed would reproduce its weights (op determinism), so that is never
 done. The baseline (trial 0: the reference values placed in the space) is tested the same way, per
-image, for the verdict (``search/verdict.py``, computed by the driver): with ``final.train_on_valid``
+image, for the verdict (``search/evaluation/verdict.py``, computed by the driver): with ``final.train_on_valid``
 it is retrained on train+valid too (for its own epoch count), or the verdict would partly measure
 the extra data the chosen model saw.
 """

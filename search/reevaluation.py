@@ -9,7 +9,7 @@ study's folds), and the final configuration is picked on these fresh scores only
 * ``mean``: the highest mean fresh score;
 * ``lcb``: the highest lower confidence bound, mean − 1 standard error, where the standard error adds
   the spread over images (of the per-image dice averaged over seeds; cluster-robust over patients
-  when the study knows them, search/evaluation.py) and the spread over seeds (of each run's mean):
+  when the study knows them, search/evaluation/units.py) and the spread over seeds (of each run's mean):
   ``se = sqrt(se_images² + se_seeds²)``.
 
 The search score is not used: it is the biased number. A fresh run that fails (NaN, out of memory)

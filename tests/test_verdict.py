@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import rankdata
 from scipy.stats import t as t_dist
 
-from search.verdict import paired_verdict
+from search.evaluation import paired_verdict
 
 
 def test_a_consistent_gain_is_a_win_with_an_interval_above_zero() -> None:

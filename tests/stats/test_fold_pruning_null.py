@@ -1,4 +1,4 @@
-"""Seeded null simulation of fold pruning (search/evaluation.py fold_prune_reason): a trial exactly as
+"""Seeded null simulation of fold pruning (search/evaluation/stats.py fold_prune_reason): a trial exactly as
 good as the best one must be pruned at most ``fold_prune_p`` of the time over all its looks. The old
 rule (SciPy's normal approximation with zeros, the full α at every look, slices as units) pruned 10–37 %
 of them in these cases; the new one 2.6–4.6 %."""

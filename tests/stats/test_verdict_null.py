@@ -1,4 +1,4 @@
-"""Seeded null simulations of the verdict (search/verdict.py): how often does it name a winner when
+"""Seeded null simulations of the verdict (search/evaluation/verdict.py): how often does it name a winner when
 both models are equally good? Nominal 5 %; the review measured 25 % (3 images) and 82 % (2 patients
 x 30 slices) for the old image-level expanded percentile bootstrap."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.verdict import outcomes, paired_verdict, union_interval
+from search.evaluation import outcomes, paired_verdict, union_interval
 
 REPS = 2000
 CAP = 0.07  # the allowed false "beats"/"worse" rate (5 % nominal + Monte Carlo error, about 0.5 % here)

@@ -3,7 +3,7 @@
 Both models are scored on the same test images, so the comparison is paired: per image, the chosen
 model's hard dice minus the baseline's. The slices of one patient are not independent, so the
 *units* are the test split's patients when the study knows them (``study.groups``, see
-search/evaluation.py) and the images otherwise; each unit's differences are averaged first, and
+search/evaluation/units.py) and the images otherwise; each unit's differences are averaged first, and
 everything below is computed on these G unit differences (with images as units: the per-image
 differences themselves). Reported:
 
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from search.evaluation import MIN_UNITS, cluster_se, signed_rank_p, unit_sums
+from search.evaluation.stats import MIN_UNITS, cluster_se, signed_rank_p, unit_sums
 
 __all__ = ["Verdict", "outcomes", "paired_verdict", "union_interval"]
 
