@@ -22,8 +22,8 @@ def main() -> int:
         importlib.import_module(name)
     from search.config import load_config
     try:
-        from search.environment import environment_info
-    except ImportError:  # a checkout from before search/environment.py
+        from search.results.environment import environment_info
+    except ImportError:  # a checkout from before search/results/environment.py
         from search.runner import environment_info  # type: ignore[attr-defined, no-redef]
     from search.specs import specs_from_values
 

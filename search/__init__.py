@@ -21,14 +21,14 @@ if TYPE_CHECKING:
         TrialFailed,
         TrialPruned,
     )
-    from search.export import export_study
     from search.final import run_final
-    from search.predict import predict_folder
-    from search.report import write_report
     from search.results import StudyDir, TrialRecord, open_study
     from search.runner import RunPlan, run_study
     from search.specs import TrainSpec, TrialSpecs, specs_from_values
-    from search.status import status_text
+    from search.tools.export import export_study
+    from search.tools.predict import predict_folder
+    from search.tools.report import write_report
+    from search.tools.status import status_text
     from search.trial_process import TrialProcess
     from search.vocabulary import OBJECTIVE, EpochDecision, TrialState
 
@@ -68,14 +68,14 @@ _LAZY = {
     **dict.fromkeys(("Config", "best_config", "config_from_dict", "load_config"), "search.config"),
     **dict.fromkeys(("ConfigError", "Interrupted", "SearchAborted", "TrialCollapsed", "TrialFailed", "TrialPruned"),
                     "search.errors"),
-    "export_study": "search.export",
+    "export_study": "search.tools.export",
     "run_final": "search.final",
-    "predict_folder": "search.predict",
-    "write_report": "search.report",
+    "predict_folder": "search.tools.predict",
+    "write_report": "search.tools.report",
     **dict.fromkeys(("StudyDir", "TrialRecord", "open_study"), "search.results"),
     **dict.fromkeys(("RunPlan", "run_study"), "search.runner"),
     **dict.fromkeys(("TrainSpec", "TrialSpecs", "specs_from_values"), "search.specs"),
-    "status_text": "search.status",
+    "status_text": "search.tools.status",
     "TrialProcess": "search.trial_process",
     **dict.fromkeys(("OBJECTIVE", "EpochDecision", "TrialState"), "search.vocabulary"),
 }

@@ -38,7 +38,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopS
     ``baseline_history.csv`` and to ``on_epoch`` (the driver: progress and Ctrl-C). ``stop`` is the
     run's deadline: a retrain cut short keeps its last completed epoch (``stopped_by_budget_after_epochs``).
     """
-    from search.overlays import save_predictions
+    from search.results.images import save_predictions
     from search.training import evaluate_model, predict_probabilities
 
     valid, test = data.split("valid"), data.split("test")

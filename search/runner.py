@@ -34,13 +34,13 @@ from search.budget import (
     write_throughput,
 )
 from search.config import Config, config_from_dict
-from search.environment import environment_info
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import FoldPlan, study_units
 from search.final import run_final
 from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.progress import Progress
 from search.results import StudyDir, atomic_write_json, atomic_write_text
+from search.results.environment import environment_info
 from search.runtime import temporary_environ, trial_runtime
 from search.study_data import PreparedData, fold_plan, prepare_data, resolved_config
 from search.study_folder import (
@@ -473,7 +473,7 @@ def _best_summary(study: StudyDir) -> dict[str, Any] | None:
 
 def _refresh_report(study: StudyDir) -> None:
     try:
-        from search.report import write_report
+        from search.tools.report import write_report
     except ImportError:
         return
     try:

@@ -283,7 +283,7 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
 
     from models import hard_dice_per_image
     from search.evaluation import Units
-    from search.overlays import save_predictions
+    from search.results.images import save_predictions
     from search.training import predict_probabilities
 
     prob = predict_probabilities(model, images, batch_size=task.specs.train.batch_size)

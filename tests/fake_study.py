@@ -37,7 +37,7 @@ def raw_config(name: str = "tiny", *, data_root: str = "dataset/tiny", strategy:
 
 
 def _panels(folder: Path, n: int, rng: np.random.Generator, size: int = 32) -> None:
-    from search.overlays import save_predictions
+    from search.results.images import save_predictions
 
     yy, xx = np.mgrid[:size, :size]
     images, masks, probs = [], [], []

@@ -51,7 +51,7 @@ def _run(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProces
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     chromium = _chromium()
-    from search.report import write_report
+    from search.tools.report import write_report
 
     study = build_study(tmp_path / "results", name="browser", n_complete=6, n_pruned=2, n_failed=1)
     report = write_report(study)

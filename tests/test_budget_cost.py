@@ -192,7 +192,7 @@ def test_training_time_is_shared_out_by_fidelity_and_fate() -> None:
 
 
 def test_status_shows_how_the_last_run_used_its_budget_and_the_best_score_against_time(tmp_path: Path) -> None:
-    from search.status import status_text
+    from search.tools.status import status_text
 
     study = StudyDir(tmp_path / "s")
     study.root.mkdir()

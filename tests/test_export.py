@@ -13,8 +13,8 @@ from fake_study import build_study
 
 from search.cli import main
 from search.config import load_config
-from search.export import export_ini, export_json, export_yaml
 from search.results import StudyDir
+from search.tools.export import export_ini, export_json, export_yaml
 
 INI_SECTIONS = ["model", "train", "eval", "test", "infer", "mask", "generator", "augmentor", "deformation",
                 "distortion", "barrdistortion", "pincdistortion"]
@@ -167,8 +167,8 @@ def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_mirror_to_optuna(tmp_path: Path) -> None:
     import optuna
 
-    from search.dashboard import dashboard_storage, mirror_to_optuna
     from search.results.layout import DASHBOARD_JOURNAL
+    from search.tools.dashboard import dashboard_storage, mirror_to_optuna
 
     study = build_study(tmp_path, strategy="random", n_complete=3, n_pruned=1, n_failed=1, n_running=1)
     records = study.trials()

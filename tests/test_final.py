@@ -202,7 +202,7 @@ def test_only_the_pick_is_tested_unless_the_candidates_test_scores_are_asked_for
     # and a later final stage that does not ask removes the earlier file
     _final(study, cfg)
     assert not (study.final_dir / "candidate_test.json").exists()
-    from search.report import write_report
+    from search.tools.report import write_report
 
     assert "test (its weights)" not in write_report(study).read_text()
 

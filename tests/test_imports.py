@@ -13,7 +13,7 @@ def test_the_optuna_driver_path_imports_no_tensorflow() -> None:
         "import sys\n"
         "import search.cli, search.runner, search.engines.optuna_engine, search.trial_process, search.trial\n"
         "from models import UNetSpec, estimate_training_memory_bytes\n"
-        "from search.environment import environment_info\n"
+        "from search.results.environment import environment_info\n"
         "from search.config import load_config\n"
         "from search.specs import specs_from_values, check_memory\n"
         "cfg = load_config('search_space.yaml', overrides=['data.channels=3'])\n"  # auto is resolved from the data

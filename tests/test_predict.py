@@ -61,7 +61,7 @@ def _cli(results: Path, *args: str) -> int:
 
 
 def test_predict_writes_masks_at_the_original_size(study_root: Path, images: Path, tmp_path: Path) -> None:
-    from search.predict import load_model, predict_probability
+    from search.tools.predict import load_model, predict_probability
 
     out = tmp_path / "out"
     assert _cli(study_root, "p", "--images", str(images), "--out", str(out), "--overlay") == 0
@@ -90,7 +90,7 @@ def test_predicted_masks_binarise_like_the_metrics(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A probability exactly at the threshold is background in predict, as in the hard metrics that score trials."""
-    import search.predict as predict
+    import search.tools.predict as predict
     from models import hard_dice_per_image
 
     probs: dict[tuple[int, int], np.ndarray] = {}
@@ -115,7 +115,7 @@ def test_predicted_masks_binarise_like_the_metrics(
 
 
 def test_threshold_and_trial_weights(study_root: Path, images: Path, tmp_path: Path) -> None:
-    from search.predict import load_model, predict_folder, predict_probability
+    from search.tools.predict import load_model, predict_folder, predict_probability
 
     study = StudyDir(study_root / "p")
     raw = cv2.imread(str(images / "c.bmp"))
@@ -192,7 +192,7 @@ class _Perfect:
 def test_a_predicted_blob_lands_where_it_is_at_the_original_size() -> None:
     """Training label (resize_mask at model size) → predict's resize back: no shift at the original size."""
     from data.dataset import resize_mask
-    from search.predict import LoadedModel, predict_probability
+    from search.tools.predict import LoadedModel, predict_probability
 
     rng = np.random.default_rng(2)
     size, model_size = 128, 32
@@ -212,7 +212,7 @@ def test_a_predicted_blob_lands_where_it_is_at_the_original_size() -> None:
 
 def test_16_bit_images_are_scaled_like_the_studys_training_data() -> None:
     """A 12-bit study (image_bits 12) sees a 12-bit image on the 0..255 scale it was trained on."""
-    from search.predict import LoadedModel, predict_probability
+    from search.tools.predict import LoadedModel, predict_probability
 
     seen: list[np.ndarray] = []
 

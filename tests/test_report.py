@@ -18,7 +18,7 @@ from fake_study import SECTION_IDS, build_study, report_figures
 
 
 def test_report_is_one_self_contained_file(tmp_path: Path) -> None:
-    from search.report import write_report
+    from search.tools.report import write_report
 
     study = build_study(tmp_path)
     path = write_report(study)
@@ -49,7 +49,7 @@ def test_report_is_one_self_contained_file(tmp_path: Path) -> None:
 
 
 def test_report_of_partial_studies(tmp_path: Path) -> None:
-    from search.report import write_report
+    from search.tools.report import write_report
 
     empty = build_study(tmp_path, name="empty", n_complete=0, n_pruned=0, n_failed=0, final=False)
     text = write_report(empty).read_text()
@@ -70,7 +70,7 @@ def test_report_of_partial_studies(tmp_path: Path) -> None:
 
 
 def test_report_handles_keras_tuner_studies_and_odd_values(tmp_path: Path) -> None:
-    from search.report import write_report
+    from search.tools.report import write_report
 
     study = build_study(tmp_path, name="kt", strategy="random", n_complete=5)
     # a value outside today's search space (study resumed with --allow-changes) must not break importance
@@ -84,7 +84,7 @@ def test_report_handles_keras_tuner_studies_and_odd_values(tmp_path: Path) -> No
 
 
 def test_report_is_fast_for_60_trials(tmp_path: Path) -> None:
-    from search.report import write_report
+    from search.tools.report import write_report
 
     study = build_study(tmp_path, name="big", n_complete=50, n_pruned=6, n_failed=4, predictions=False)
     write_report(study)  # warm: imports, plotly.js read once per process
@@ -97,7 +97,7 @@ def test_report_is_fast_for_60_trials(tmp_path: Path) -> None:
 def test_hparams_summaries(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from search.tensorboard import write_hparams_summary
+    from search.tools.tensorboard import write_hparams_summary
 
     study = build_study(tmp_path, n_complete=2, n_pruned=1, n_failed=1, final=False, predictions=False)
     written = write_hparams_summary(study)
@@ -133,8 +133,8 @@ def test_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_report_shows_the_reevaluation_and_the_verdict_escaped_once(tmp_path: Path) -> None:
     from search.reevaluation import selection_sentence
-    from search.report import write_report
     from search.results import atomic_write_json
+    from search.tools.report import write_report
 
     study = build_study(tmp_path)
     final = json.loads((study.final_dir / "final.json").read_text())
@@ -164,7 +164,7 @@ def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_f
     """The report's summary said "search gain" before the test result, like `status` did (issue 19.16c)."""
     from test_status import _final
 
-    from search.report import write_report
+    from search.tools.report import write_report
 
     study = build_study(tmp_path)
     sentence = "no detectable difference between the chosen configuration and the baseline"
@@ -181,7 +181,7 @@ def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_f
 
 def test_the_report_shows_the_best_score_against_time_and_how_each_run_used_its_budget(tmp_path: Path) -> None:
     from search.budget import anytime_curve, record_run
-    from search.report import build_report_html
+    from search.tools.report import build_report_html
 
     study = build_study(tmp_path)
     started = min(r.started_at for r in study.trials())

@@ -48,8 +48,8 @@ def test_status_without_debug_points_at_the_traceback(tmp_path: Path, capsys: py
 
 def test_an_interrupted_trial_shows_its_progress_so_far_and_says_interrupted(tmp_path: Path) -> None:
     """After Ctrl-C or a killed driver a trial stayed 'running' with empty columns (issue 19.16a)."""
-    from search.status import status_text, trials_frame
     from search.study_folder import StudyLock
+    from search.tools.status import status_text, trials_frame
 
     study = build_study(tmp_path, n_complete=1, n_pruned=0, n_failed=0, n_running=1, final=False, predictions=False)
     number = next(r.number for r in study.trials() if r.status == "running")
@@ -88,7 +88,7 @@ def _final(study: StudyDir, *, dice: float, pred_fg: float, true_fg: float, sent
 
 def test_status_leads_with_the_test_result_and_verdict_and_cautions_a_poor_final_model(tmp_path: Path) -> None:
     """`status` led with the search gain while the test said 'no detectable difference' at dice 0.09 (19.16c)."""
-    from search.status import status_text
+    from search.tools.status import status_text
 
     study = build_study(tmp_path, predictions=False)
     sentence = "no detectable difference between the chosen configuration and the reference configuration"
@@ -110,7 +110,7 @@ def test_status_prints_floats_to_four_significant_digits(tmp_path: Path) -> None
     """The best line printed learning_rate=0.0013795764907022507 (issue 19.16g)."""
     import re
 
-    from search.status import status_text
+    from search.tools.status import status_text
 
     study = build_study(tmp_path, predictions=False)
     text = status_text(study)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from fake_study import build_study
 
-from search.export import export_json
 from search.reevaluation import top_candidates
-from search.report.context import ReportContext
 from search.results import StudyDir, chosen_trial
-from search.status import status_text
+from search.tools.export import export_json
+from search.tools.report.context import ReportContext
+from search.tools.status import status_text
 from search.vocabulary import TrialState
 
 

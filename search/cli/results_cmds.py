@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from search.status import status_text
+    from search.tools.status import status_text
 
     print(status_text(open_study(args.results, args.name), all_columns=args.all,
                       tracebacks=getattr(args, "debug", False)))
@@ -73,7 +73,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from search.export import export_study, write_export
+    from search.tools.export import export_study, write_export
 
     study = open_study(args.results, args.name)
     text = export_study(study, fmt=args.format)
@@ -86,8 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import write_report
-    from search.tensorboard import write_hparams_summary
+    from search.tools.report import write_report
+    from search.tools.tensorboard import write_hparams_summary
 
     study = open_study(args.results, args.name)
     path = write_report(study)
@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.dashboard import dashboard_storage, serve
+    from search.tools.dashboard import dashboard_storage, serve
 
     study = open_study(args.results, args.name)
     storage, what = dashboard_storage(study, mirror=args.mirror)
@@ -114,7 +114,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from search.cli.quiet import start_tensorflow_quietly
-    from search.predict import predict_folder
+    from search.tools.predict import predict_folder
 
     study = open_study(args.results, args.name)
     start_tensorflow_quietly(debug=args.debug)

@@ -43,7 +43,7 @@ JOURNAL_FILE = "optuna.journal"  # Optuna's storage without study.storage
 JOURNAL_LOCK = ".journal.lock"  # Optuna's journal file (search/engines/optuna_engine/storage.py)
 STUDY_LOCK = ".study.lock"  # creating the Optuna study once (search/engines/optuna_engine/coordination.py)
 KT_TRIAL_JSON = "trial.json"  # Keras Tuner's own record of a trial (its format), engine/<project>/trial_<id>/
-DASHBOARD_JOURNAL = "dashboard.journal"  # the results mirrored for optuna-dashboard (search/dashboard.py)
+DASHBOARD_JOURNAL = "dashboard.journal"  # the results mirrored for optuna-dashboard (search/tools/dashboard.py)
 
 # trials/<nnnn>/ (and each fold<k>/ of a k-fold trial)
 TRIAL_JSON = "trial.json"  # the trial's record of truth

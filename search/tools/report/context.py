@@ -8,7 +8,6 @@ from typing import Any
 
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
-from search.report.page import finite
 from search.results import (
     StudyDir,
     TrialRecord,
@@ -19,6 +18,7 @@ from search.results import (
     read_study_config,
     read_test_metrics,
 )
+from search.tools.report.page import finite
 from search.vocabulary import TrialState
 
 __all__ = ["ReportContext"]

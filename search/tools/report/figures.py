@@ -8,9 +8,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from search.report.context import ReportContext
-from search.report.page import COLORS, Page, finite, fmt, is_number, note
 from search.results import TrialRecord
+from search.tools.report.context import ReportContext
+from search.tools.report.page import COLORS, Page, finite, fmt, is_number, note
 from search.vocabulary import OBJECTIVE, TrialState
 
 __all__ = ["anytime", "curves", "history", "importance", "parallel"]
@@ -189,7 +189,7 @@ def importance(ctx: ReportContext, page: Page) -> str:
         return note(f"Needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials ({len(done)} so far).")
     import optuna
 
-    from search.dashboard import covering_distributions, frozen_trials, quiet_optuna_logging
+    from search.tools.dashboard import covering_distributions, frozen_trials, quiet_optuna_logging
 
     dists = covering_distributions(ctx.cfg, done)
     dists = {k: v for k, v in dists.items() if not getattr(v, "single", lambda: False)()}

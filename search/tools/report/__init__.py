@@ -6,7 +6,7 @@ cope with any partial study and stay fast (no TensorFlow, no plotly Python figur
 cannot be drawn shows a note instead of breaking the page.
 
 Loading is in ``context``, the sections in ``sections`` and ``figures``, the HTML in ``page``. TensorBoard
-HParams summaries are :mod:`search.tensorboard`.
+HParams summaries are :mod:`search.tools.tensorboard`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from search.report import figures, sections
-from search.report.context import ReportContext
-from search.report.page import Page, document, note
 from search.results import StudyDir, atomic_write_text
+from search.tools.report import figures, sections
+from search.tools.report.context import ReportContext
+from search.tools.report.page import Page, document, note
 
 __all__ = ["SECTIONS", "build_report_html", "write_report"]
 

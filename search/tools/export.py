@@ -4,7 +4,7 @@
   its ``data.root`` absolute (resolved where the study ran).
 - ``json``: the best trial (number, score, values) and the final test metrics when there are some.
 - ``ini``:  the reference tool's ``train_eval_infer.config`` (DESIGN §10), our strengths mapped back to its
-  augmentation parameters (search/reference_ini.py).
+  augmentation parameters (search/tools/reference_ini.py).
 
 Only the results contract is read, and only a *completed* trial is ever exported. Floats are written
 to 6 significant digits.
@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from search.config import Config
 from search.errors import ConfigError
-from search.reference_ini import reference_data_dir, reference_ini_sections, render_ini
 from search.results import (
     StudyDir,
     TrialRecord,
@@ -32,6 +31,7 @@ from search.results import (
     read_study_config,
     read_test_metrics,
 )
+from search.tools.reference_ini import reference_data_dir, reference_ini_sections, render_ini
 from search.vocabulary import OBJECTIVE
 
 __all__ = [

@@ -22,8 +22,8 @@ import numpy as np
 
 from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, prepare_image, read_bytes, value_bits
 from search.errors import ConfigError
-from search.overlays import overlay_image, write_png
 from search.results import StudyDir, read_json, read_study_config
+from search.results.images import overlay_image, write_png
 from search.results.layout import BEST_WEIGHTS, MODEL_KERAS
 from search.vocabulary import TrialState
 
@@ -256,7 +256,7 @@ def _check_writable(folder: Path) -> None:
 
 
 def _write_png(path: Path, array: np.ndarray) -> Path:
-    """:func:`search.overlays.write_png`, with a failure as one line for the user."""
+    """:func:`search.results.images.write_png`, with a failure as one line for the user."""
     try:
         return write_png(path, array)
     except ValueError as e:  # pragma: no cover - OpenCV always encodes uint8 arrays

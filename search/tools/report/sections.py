@@ -10,10 +10,10 @@ import numpy as np
 
 from search.config import HYPERPARAMETER_DEFAULTS
 from search.reevaluation import selection_sentence
-from search.report.context import ReportContext
-from search.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.results import TrialRecord
-from search.status import poor_model_caution
+from search.tools.report.context import ReportContext
+from search.tools.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
+from search.tools.status import poor_model_caution
 from search.vocabulary import TrialState
 
 __all__ = ["failures", "final", "predictions", "summary", "trials_table"]
