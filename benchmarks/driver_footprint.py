@@ -25,7 +25,7 @@ def main() -> int:
         from search.results.environment import environment_info
     except ImportError:  # a checkout from before search/results/environment.py
         from search.runner import environment_info  # type: ignore[attr-defined, no-redef]
-    from search.specs import specs_from_values
+    from search.config.specs import specs_from_values
 
     cfg = load_config("search_space.yaml")
     specs_from_values(cfg, cfg.fixed_values(), seed=0)

@@ -71,7 +71,7 @@ def step_time(name: str, *, size: int, channels: int, steps: int, epochs: int, j
     from data import AugmentSpec
     from models import UNetSpec, estimate_cost
     from search.config import max_feasible_layers
-    from search.specs import TrainSpec, TrialSpecs
+    from search.config.specs import TrainSpec, TrialSpecs
     from search.training import compile_model
 
     f0, k0, layers, dilation, dropout, batch = MODELS[name]

@@ -134,7 +134,7 @@ def run_mode(mode: str, args: argparse.Namespace, smi: SmiSampler) -> dict[str, 
     from data import AugmentSpec, synthetic_arrays, train_dataset
     from models import UNetSpec, estimate_cost
     from search.config import max_feasible_layers
-    from search.specs import TrainSpec, TrialSpecs
+    from search.config.specs import TrainSpec, TrialSpecs
     from search.training import compile_model
 
     mixed, xla, augment = MODES[mode]

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from data import AugmentSpec, LoadSettings, discover, load_cached
     from models import UNetSpec
+    from search.config.specs import TrainSpec, TrialSpecs
     from search.runtime import configure_runtime
-    from search.specs import TrainSpec, TrialSpecs
     from search.training import evaluate_model, train_model
 
     configure_runtime(threads=None, deterministic=True)

@@ -40,8 +40,8 @@ SHAPES = {  # (base_filters, base_kernels, num_layers): the baseline and two sha
 
 def _specs(filters: int, kernels: int, levels: int, size: int) -> Any:
     from search.config import load_config
-    from search.space import baseline_values, complete_values
-    from search.specs import specs_from_values
+    from search.config.space import baseline_values, complete_values
+    from search.config.specs import specs_from_values
 
     cfg = load_config(overrides=[f"data.image_size={size}", "data.channels=1"])
     values = {**complete_values(cfg, baseline_values(cfg)), "base_filters": filters, "base_kernels": kernels,

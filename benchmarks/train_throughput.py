@@ -80,7 +80,7 @@ def pipeline_rate(ds: Any, *, epochs: int) -> float:
 def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int, autotune_compare: bool) -> dict[str, Any]:
     from data import AugmentSpec, synthetic_arrays, train_dataset
     from models import UNetSpec, estimate_cost
-    from search.specs import TrainSpec, TrialSpecs
+    from search.config.specs import TrainSpec, TrialSpecs
     from search.training import compile_model
 
     layers = deepest_fitting(case.size, case.num_layers)

@@ -131,7 +131,7 @@ def _calibrate(raw: dict[str, Any], cache_path: str, epochs: int) -> dict[str, f
     configure_runtime()
     from data import open_cache
     from search.config import config_from_dict
-    from search.specs import specs_from_values
+    from search.config.specs import specs_from_values
     from search.training import train_model
 
     cfg = config_from_dict(raw)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from search.cli import main
     from search.config import Config, best_config, config_from_dict, load_config
+    from search.config.specs import TrainSpec, TrialSpecs, specs_from_values
     from search.errors import (
         ConfigError,
         Interrupted,
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from search.final import run_final
     from search.results import StudyDir, TrialRecord, open_study
     from search.runner import RunPlan, run_study
-    from search.specs import TrainSpec, TrialSpecs, specs_from_values
     from search.tools.export import export_study
     from search.tools.predict import predict_folder
     from search.tools.report import write_report
@@ -74,7 +74,7 @@ _LAZY = {
     "write_report": "search.tools.report",
     **dict.fromkeys(("StudyDir", "TrialRecord", "open_study"), "search.results"),
     **dict.fromkeys(("RunPlan", "run_study"), "search.runner"),
-    **dict.fromkeys(("TrainSpec", "TrialSpecs", "specs_from_values"), "search.specs"),
+    **dict.fromkeys(("TrainSpec", "TrialSpecs", "specs_from_values"), "search.config.specs"),
     "status_text": "search.tools.status",
     "TrialProcess": "search.trial_process",
     **dict.fromkeys(("OBJECTIVE", "EpochDecision", "TrialState"), "search.vocabulary"),

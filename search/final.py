@@ -14,6 +14,8 @@ from typing import Any
 
 from search.budget import BudgetEnded, Deadline, stopped_by_budget
 from search.config import AUGMENTATIONS, Config, best_config
+from search.config.space import baseline_deviations
+from search.config.specs import specs_from_values, trial_seed
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import Units, paired_verdict, study_units
 from search.reevaluation import reevaluate
@@ -33,8 +35,6 @@ from search.results.layout import (
     fold_dir,
 )
 from search.runtime import trial_runtime
-from search.space import baseline_deviations
-from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData, fold_plan, prepare_data
 from search.training import lr_schedule_from_history
 from search.trial import ModelSource, TrialOutputs, TrialTask
@@ -253,7 +253,7 @@ def baseline_label(rec: TrialRecord) -> str:
 
 def describe_baseline(cfg: Config, rec: TrialRecord) -> dict[str, Any]:
     """final.json's ``baseline``: where its values differ from the reference configuration and why
-    (search/space.py), whether it was pruned (then its best weights of a cut-short run are what is
+    (search/config/space.py), whether it was pruned (then its best weights of a cut-short run are what is
     tested) or trained under a smaller epoch budget than ``train.max_epochs``, and one sentence."""
     deviations = baseline_deviations(cfg, rec.values)
     pruned = rec.status == TrialState.PRUNED

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from search.budget import StopSignal
+from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
-from search.specs import derived_seed
 from search.trial import TrialOutcome, TrialTask, fit_and_score
 from search.vocabulary import TrialState
 

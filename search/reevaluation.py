@@ -33,11 +33,11 @@ import numpy as np
 
 from search.budget import BudgetEnded
 from search.config import Config
+from search.config.specs import specs_from_values, trial_seed
 from search.errors import Interrupted, TrialFailed
 from search.evaluation import FoldPlan, Units, mean_se, study_units
 from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
 from search.results.layout import REEVAL_DIR, RUN_FILE, SCORES_FILE, SELECTION_FILE
-from search.specs import specs_from_values, trial_seed
 from search.study_data import PreparedData
 from search.trial import TrialOutputs, TrialTask
 from search.trial_process import TrialProcess

@@ -31,9 +31,9 @@ PROBE_VALID_IMAGES = 16
 
 def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | None:
     """Probe the baseline configuration in ``process`` (a TrialProcess); None if it cannot train here."""
+    from search.config.space import baseline_values, complete_values
+    from search.config.specs import specs_from_values, trial_seed
     from search.errors import TrialFailed
-    from search.space import baseline_values, complete_values
-    from search.specs import specs_from_values, trial_seed
     from search.trial import TrialTask
 
     try:
@@ -62,9 +62,9 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     """Each finished trial's median epoch seconds (its first epoch, which traces, left out) and its
     cost relative to the baseline configuration (forward MACs per image)."""
     from models import estimate_cost
+    from search.config.space import baseline_values, complete_values
+    from search.config.specs import specs_from_values
     from search.errors import TrialFailed
-    from search.space import baseline_values, complete_values
-    from search.specs import specs_from_values
 
     try:
         ref = estimate_cost(specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=0).model)

@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 
 from search.budget import StepStop, StopSignal
+from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
-from search.specs import TrainSpec, TrialSpecs
 from search.vocabulary import OBJECTIVE
 
 __all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "compile_model", "evaluate_model",

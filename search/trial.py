@@ -1,6 +1,6 @@
 """One trial in its trial process: specs → build → train with early stopping → score.
 
-The driver turns a trial's values into frozen specs (``search/specs.py``) and sends them in a
+The driver turns a trial's values into frozen specs (``search/config/specs.py``) and sends them in a
 :class:`TrialTask`: nothing here reads the study config. Holdout trials train on the train split and
 are scored on the valid split; k-fold trials are in ``search/kfold.py``; the final stage (test the
 chosen model and the baseline) is ``search/final_task.py``. Each writes only inside its own folder.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.budget import BUDGET_STOP, StepStop, StopSignal
+from search.config.specs import TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
 from search.results.layout import (
@@ -28,7 +29,6 @@ from search.results.layout import (
     SCORES_FILE,
     TENSORBOARD_DIR,
 )
-from search.specs import TrialSpecs
 from search.vocabulary import OBJECTIVE, TrialState
 
 if TYPE_CHECKING:

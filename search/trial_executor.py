@@ -18,14 +18,14 @@ from typing import Any
 
 from search.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.config import Config
+from search.config.space import complete_values
+from search.config.specs import check_memory, specs_from_values, trial_seed
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan, study_units
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json
 from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold_dir
 from search.runtime import device_memory_budget
-from search.space import complete_values
-from search.specs import check_memory, specs_from_values, trial_seed
 from search.study_data import PreparedData
 from search.trial import TrialOutcome, TrialOutputs, TrialTask
 from search.trial_process import TrialProcess
@@ -272,7 +272,7 @@ class TrialExecutor:
     @functools.cached_property
     def _reference_macs(self) -> int:
         from models import estimate_cost
-        from search.space import baseline_values
+        from search.config.space import baseline_values
 
         values = complete_values(self.cfg, baseline_values(self.cfg))
         return max(1, estimate_cost(specs_from_values(self.cfg, values, seed=0).model).forward_macs_per_image)

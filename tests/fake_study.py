@@ -16,8 +16,8 @@ import numpy as np
 from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
+from search.config.space import complete_values
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, write_history_csv
-from search.space import complete_values
 
 AUG = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
 

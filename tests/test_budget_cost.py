@@ -24,9 +24,9 @@ from search.budget import (
     training_seconds_by_fidelity,
 )
 from search.config import config_from_dict
+from search.config.space import baseline_values, complete_values
+from search.config.specs import specs_from_values
 from search.results import StudyDir, TrialRecord
-from search.space import baseline_values, complete_values
-from search.specs import specs_from_values
 from search.vocabulary import TrialState
 
 CHEAP = {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}

@@ -20,7 +20,7 @@ from test_trial import _data, _task
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.budget import StepStop, StopSignal
-from search.specs import TrainSpec, TrialSpecs
+from search.config.specs import TrainSpec, TrialSpecs
 from search.training import Checkpoint, train_model
 
 STEPS = 4  # optimizer steps per epoch in these tests

@@ -80,8 +80,8 @@ def test_predict_and_report_print_no_tensorflow_start_up_noise(tmp_path: Path) -
     from fake_study import build_study
 
     from models import build_model
+    from search.config.specs import specs_from_values
     from search.results import read_study_config
-    from search.specs import specs_from_values
 
     study = build_study(tmp_path, name="p", n_complete=1, n_pruned=0, n_failed=0, predictions=False)
     rec = study.read_trial(0)

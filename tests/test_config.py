@@ -13,8 +13,8 @@ from search.config import (
     load_config,
     max_feasible_layers,
 )
+from search.config.space import baseline_values, complete_values, to_keras_tuner, to_optuna
 from search.errors import ConfigError
-from search.space import baseline_values, complete_values, to_keras_tuner, to_optuna
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
+from search.config.space import complete_values
 from search.results import TrialRecord
-from search.space import complete_values
 from search.vocabulary import PruneHook, TrialState
 
 

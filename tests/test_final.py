@@ -12,10 +12,10 @@ import pytest
 from conftest import tiny_raw_config
 
 from search.config import Config, config_from_dict
+from search.config.space import baseline_deviations, baseline_values, complete_values
+from search.config.specs import trial_seed
 from search.final import run_final
 from search.results import StudyDir, TrialRecord, atomic_write_text, write_history_csv
-from search.space import baseline_deviations, baseline_values, complete_values
-from search.specs import trial_seed
 from search.study_data import PreparedData
 from search.trial import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -126,7 +126,7 @@ def test_the_reference_values_are_the_specs_defaults_and_the_configs() -> None:
     from data import AugmentSpec
     from models import UNetSpec
     from search.config import HYPERPARAMETER_DEFAULTS
-    from search.space import REFERENCE_VALUES
+    from search.config.space import REFERENCE_VALUES
 
     assert REFERENCE_VALUES == HYPERPARAMETER_DEFAULTS
     assert REFERENCE_VALUES["num_layers"] == UNetSpec().num_layers == 8

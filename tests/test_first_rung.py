@@ -14,8 +14,8 @@ from conftest import tiny_raw_config
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.config import config_from_dict
+from search.config.specs import TrainSpec, TrialSpecs, first_rung_size, specs_from_values
 from search.errors import ConfigError, TrialPruned
-from search.specs import TrainSpec, TrialSpecs, first_rung_size, specs_from_values
 from search.training import Checkpoint, FirstRung, train_model
 
 STEPS = 3

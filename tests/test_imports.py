@@ -15,7 +15,7 @@ def test_the_optuna_driver_path_imports_no_tensorflow() -> None:
         "from models import UNetSpec, estimate_training_memory_bytes\n"
         "from search.results.environment import environment_info\n"
         "from search.config import load_config\n"
-        "from search.specs import specs_from_values, check_memory\n"
+        "from search.config.specs import specs_from_values, check_memory\n"
         "cfg = load_config('search_space.yaml', overrides=['data.channels=3'])\n"  # auto is resolved from the data
         "specs = specs_from_values(cfg, cfg.fixed_values(), seed=0)\n"
         "check_memory(specs, budget_bytes=2**40)\n"

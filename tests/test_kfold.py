@@ -14,9 +14,9 @@ from conftest import tiny_raw_config
 
 from data import synthetic_arrays
 from search.config import config_from_dict
+from search.config.specs import specs_from_values
 from search.errors import ConfigError
 from search.evaluation import Units, fold_prune_reason, group_images, image_units, make_folds, mean_se
-from search.specs import specs_from_values
 from search.study_data import PreparedData, fold_plan
 from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
 

@@ -27,8 +27,8 @@ IMAGES = {
 def study_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study with a tiny final model and trial 1's weights."""
     from models import build_model
+    from search.config.specs import specs_from_values
     from search.results import read_study_config
-    from search.specs import specs_from_values
 
     results = tmp_path_factory.mktemp("predict")
     study = build_study(results, name="p", n_complete=2, n_pruned=0, n_failed=1, predictions=False)

@@ -13,11 +13,11 @@ from conftest import tiny_raw_config
 
 from search.cli import main
 from search.config import config_from_dict
+from search.config.specs import trial_seed
 from search.errors import ConfigError
 from search.evaluation import Units
 from search.reevaluation import Candidate, pick, reeval_seed, selection_sentence
 from search.results import StudyDir
-from search.specs import trial_seed
 
 
 def _run(per_image: dict[str, float]) -> dict[str, object]:

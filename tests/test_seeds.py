@@ -12,7 +12,7 @@ import pytest
 import search.kfold as kfold
 from data import AugmentSpec
 from models import UNetSpec
-from search.specs import TrainSpec, TrialSpecs, derived_seed, trial_seed
+from search.config.specs import TrainSpec, TrialSpecs, derived_seed, trial_seed
 from search.trial import TrialTask
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
+from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed
-from search.specs import TrainSpec, TrialSpecs
 from search.training import Checkpoint, LoopState, evaluate_model, lr_schedule_from_history, train_model
 
 

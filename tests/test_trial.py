@@ -12,8 +12,8 @@ from conftest import tiny_raw_config
 
 from data import synthetic_arrays
 from search.config import config_from_dict
+from search.config.specs import specs_from_values
 from search.errors import TrialPruned
-from search.specs import specs_from_values
 from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
 
 

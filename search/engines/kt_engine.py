@@ -29,11 +29,11 @@ import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
 from search.config import Config
+from search.config.space import baseline_values, to_keras_tuner
 from search.engines import Executor
 from search.errors import Interrupted, SearchAborted
 from search.results import atomic_write_text
 from search.results.layout import BEST_WEIGHTS, KT_TRIAL_JSON, TRIALS_DIR
-from search.space import baseline_values, to_keras_tuner
 from search.vocabulary import KERAS_TUNER_STATES, OBJECTIVE, TrialState
 
 __all__ = ["PRUNED_METRIC", "StudyTuner", "kt_trial_state", "make_oracle", "run_keras_tuner", "serve_oracle"]

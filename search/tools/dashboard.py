@@ -47,7 +47,7 @@ def covering_distributions(cfg: Config | None, records: Sequence[TrialRecord]) -
     """
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from search.space import to_optuna
+    from search.config.space import to_optuna
 
     dists: dict[str, Any] = to_optuna(cfg) if cfg is not None else {}
     for name in HYPERPARAMETER_DEFAULTS:

@@ -18,13 +18,13 @@ from pathlib import Path
 import optuna
 
 from search.config import Config
+from search.config.space import baseline_values, suggest_optuna
 from search.engines import Executor
 from search.engines.optuna_engine.coordination import driver_token, next_trial, study_lock
 from search.engines.optuna_engine.sampling import make_sampler
 from search.engines.optuna_engine.storage import heartbeats_enabled, load_study, study_storage
 from search.errors import Interrupted, SearchAborted
 from search.results import TrialRecord
-from search.space import baseline_values, suggest_optuna
 from search.vocabulary import TrialState, optuna_state
 
 __all__ = ["HEARTBEAT_LOST", "run_optuna"]

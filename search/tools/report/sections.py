@@ -87,7 +87,7 @@ def summary(ctx: ReportContext, page: Page) -> str:
     out = kv_table([(k, v) for k, v in rows], raw=True)
     names = [k for k in HYPERPARAMETER_DEFAULTS if any(k in r.values for r in trials)]
     if best is not None and names:
-        from search.space import describe
+        from search.config.space import describe
 
         space = ctx.cfg.search_space if ctx.cfg is not None else {}
         head = ["hyperparameter", "best", "baseline", "search space"]

@@ -12,7 +12,7 @@ from typing import Any
 from data import AugmentSpec
 from models import UNetSpec
 from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
-from search.specs import TrainSpec
+from search.config.specs import TrainSpec
 
 __all__ = [
     "REFERENCE_VALUES",
