@@ -2,7 +2,7 @@
 
 Peak: ``tf.linalg.matmul`` of N×N float32 matrices (N = 2048, 3072, 4096 by default), 2·N³ flops, best of
 several repetitions per size, the best size taken as the peak. Training step: a model compiled by
-``search.training.compile_model`` (Adam, bce_dice, the trial metrics; jit_compile off) and fed one fixed
+``search.trial.training.compile_model`` (Adam, bce_dice, the trial metrics; jit_compile off) and fed one fixed
 in-memory batch (no augmentation, so only the step is timed) through ``model.fit(steps_per_epoch=K)``; step
 time = epoch time ÷ K, best and median of several epochs after a warm-up epoch. FLOPs per step =
 3 (forward + backward ≈ 2× forward) × 2 (multiply + add) × forward MACs per image (``models.estimate_cost``:
@@ -11,7 +11,7 @@ The matmul peak is measured again at the end and the larger value used, since th
 
 Also: one step with ``jit_compile=True`` (XLA) at 128² for the reference model, against the same step
 without XLA (expected slower on CPU). Keras silently runs without XLA while TensorFlow op determinism is on
-(which ``search.runtime.configure_runtime`` enables on CPU, as trial workers do), so this pair is measured
+(which ``search.trial.runtime.configure_runtime`` enables on CPU, as trial workers do), so this pair is measured
 with determinism switched off; the non-XLA pair (determinism on vs off) is reported as well.
 
     .venv/bin/python benchmarks/flops.py                  # ≈ 2–3 min on 2 cores
@@ -72,7 +72,7 @@ def step_time(name: str, *, size: int, channels: int, steps: int, epochs: int, j
     from models import UNetSpec, estimate_cost
     from search.config import max_feasible_layers
     from search.config.specs import TrainSpec, TrialSpecs
-    from search.training import compile_model
+    from search.trial.training import compile_model
 
     f0, k0, layers, dilation, dropout, batch = MODELS[name]
     layers = min(layers, max_feasible_layers(size))
@@ -123,7 +123,7 @@ def main() -> int:
                         help="skip enable_op_determinism (trial workers enable it by default)")
     args = parser.parse_args()
 
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
     configure_runtime(deterministic=not args.no_deterministic)
     emit({**machine_info(), "deterministic": not args.no_deterministic})

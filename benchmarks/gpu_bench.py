@@ -1,7 +1,7 @@
 """B7: the reference model at 512², batch 8, on a GPU: fp32 vs mixed precision vs XLA vs mixed + XLA.
 
 For each mode a fresh model (F0 16, k 9, L 8, dilation 3, dropout 0.05, 3 channels: 124,996,849 parameters)
-is compiled by ``search.training.compile_model`` under the mode's Keras dtype policy (``mixed_float16`` for
+is compiled by ``search.trial.training.compile_model`` under the mode's Keras dtype policy (``mixed_float16`` for
 the mixed modes; Keras wraps Adam in a LossScaleOptimizer) and ``jit_compile``; it trains on one fixed batch
 kept in a repeated ``tf.data`` dataset, so only the step is timed: a warm-up epoch (graph tracing and the XLA
 compile), then ``--epochs`` timed epochs of ``--steps`` steps. Reported per mode: images/s, ms per step,
@@ -135,7 +135,7 @@ def run_mode(mode: str, args: argparse.Namespace, smi: SmiSampler) -> dict[str, 
     from models import UNetSpec, estimate_cost
     from search.config import max_feasible_layers
     from search.config.specs import TrainSpec, TrialSpecs
-    from search.training import compile_model
+    from search.trial.training import compile_model
 
     mixed, xla, augment = MODES[mode]
     keras.backend.clear_session()
@@ -199,7 +199,7 @@ def main() -> int:
     if args.smoke:
         args.size, args.batch, args.steps, args.epochs, args.warmup_steps = 64, 2, 2, 1, 1
 
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
     configure_runtime(deterministic=False)  # memory growth on GPUs; no op determinism (it disables XLA)
     info = {**machine_info(), "device": device_name()}

@@ -1,6 +1,6 @@
 """Learning curves of fixed configurations on a real dataset: what learns, how fast, and where it ends.
 
-Trains each named configuration with ``search.training.train_model`` (the trial's own loop, so epochs are
+Trains each named configuration with ``search.trial.training.train_model`` (the trial's own loop, so epochs are
 ``--steps`` optimizer steps, validation every epoch) for ``--epochs`` epochs with early stopping and collapse
 detection off, and prints one JSON line per epoch (validation hard dice, soft dice, loss, predicted foreground
 fraction, seconds) and one per configuration with the test hard dice of its best epoch. This is how the
@@ -62,7 +62,7 @@ def _TestEvery(every: int, test: Any, loss: str, batch: int, out: dict[int, floa
     """A Keras callback that scores the current weights on the test split every ``every`` epochs."""
     import keras
 
-    from search.training import evaluate_model
+    from search.trial.training import evaluate_model
 
     class TestEvery(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from data import AugmentSpec, LoadSettings, discover, load_cached
     from models import UNetSpec
     from search.config.specs import TrainSpec, TrialSpecs
-    from search.runtime import configure_runtime
-    from search.training import evaluate_model, train_model
+    from search.trial.runtime import configure_runtime
+    from search.trial.training import evaluate_model, train_model
 
     configure_runtime(threads=None, deterministic=True)
     out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed at the end

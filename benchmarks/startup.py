@@ -1,5 +1,5 @@
 """B12b: a trial's start-up, the first epoch ÷ the next ones, with the optimizer built before the first step
-(``search.training.compile_model`` now) and built by it (Keras's default, the code before).
+(``search.trial.training.compile_model`` now) and built by it (Keras's default, the code before).
 
 Keras builds an unbuilt optimizer while it traces the train step; tf.function then traces the step a second
 time (variables were created during the first trace). ``compile_model`` builds the optimizer first. The
@@ -52,7 +52,7 @@ def _specs(filters: int, kernels: int, levels: int, size: int) -> Any:
 def _compile(specs: Any, *, prebuilt: bool) -> Any:
     import keras
 
-    from search.training import compile_model
+    from search.trial.training import compile_model
 
     if prebuilt:
         return compile_model(specs)
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=9, help="optimizer steps per epoch (B12's plan: 9 of batch 2)")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
     configure_runtime(deterministic=True)
     emit({"bench": "B12b", "machine": machine_info()})

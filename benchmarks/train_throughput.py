@@ -1,9 +1,9 @@
 """B1: training images/s with all nine augmentations at strength 1 ÷ with none (same model, same data).
 
-For each case, one model is built and compiled once (``search.training.compile_model``, jit_compile off) and
+For each case, one model is built and compiled once (``search.trial.training.compile_model``, jit_compile off) and
 trained on two ``data.train_dataset`` pipelines over the same synthetic CT-like images: augmentation off
 (``AugmentSpec.none()``) and all nine at strength 1 (``AugmentSpec.reference()``). Like
-``search.training.train_model``, every epoch is one ``model.fit(ds, epochs=1, steps_per_epoch=K)`` call on a
+``search.trial.training.train_model``, every epoch is one ``model.fit(ds, epochs=1, steps_per_epoch=K)`` call on a
 fresh iteration of the dataset (one epoch = K batches = the whole training set), so each timed epoch includes
 the pipeline's start-up. After one warm-up epoch of each, epochs are interleaved none, all, none, all, … so
 both see the same machine load; the ratio is median(all) ÷ median(none) images/s (target ≥ 0.90: the
@@ -81,7 +81,7 @@ def run_case(case: Case, *, steps: int, rounds: int, channels: int, seed: int, a
     from data import AugmentSpec, synthetic_arrays, train_dataset
     from models import UNetSpec, estimate_cost
     from search.config.specs import TrainSpec, TrialSpecs
-    from search.training import compile_model
+    from search.trial.training import compile_model
 
     layers = deepest_fitting(case.size, case.num_layers)
     spec = UNetSpec(
@@ -178,9 +178,9 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
-    # The same runtime set-up as a trial process (search.trial_process → configure_runtime).
+    # The same runtime set-up as a trial process (search.trial.process → configure_runtime).
     configure_runtime(deterministic=not args.no_deterministic)
     emit({**machine_info(), "deterministic": not args.no_deterministic})
     cases = dict(CASES)

@@ -41,8 +41,8 @@ from typing import Any  # noqa: E402
 
 from _common import REPO, emit, machine_info, median, print_table, vmrss_mib  # noqa: E402
 
-from search.trial import TrialOutcome, TrialTask  # noqa: E402
-from search.trial_process import DecideEpoch, TrialProcess  # noqa: E402
+from search.trial.process import DecideEpoch, TrialProcess  # noqa: E402
+from search.trial.task import TrialOutcome, TrialTask  # noqa: E402
 
 AUGMENT_PRESETS = {
     "none": {},
@@ -126,13 +126,13 @@ def study_config(args: argparse.Namespace, *, data_root: Path, cache_dir: Path, 
 
 def _calibrate(raw: dict[str, Any], cache_path: str, epochs: int) -> dict[str, float]:
     """In a fresh process: train the trial's configuration for a few epochs; seconds per epoch."""
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
     configure_runtime()
     from data import open_cache
     from search.config import config_from_dict
     from search.config.specs import specs_from_values
-    from search.training import train_model
+    from search.trial.training import train_model
 
     cfg = config_from_dict(raw)
     values = {**cfg.fixed_values(), "learning_rate": 2e-3}

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from search.tools.predict import predict_folder
     from search.tools.report import write_report
     from search.tools.status import status_text
-    from search.trial_process import TrialProcess
+    from search.trial.process import TrialProcess
     from search.vocabulary import OBJECTIVE, EpochDecision, TrialState
 
 __all__ = [
@@ -76,7 +76,7 @@ _LAZY = {
     **dict.fromkeys(("RunPlan", "run_study"), "search.runner"),
     **dict.fromkeys(("TrainSpec", "TrialSpecs", "specs_from_values"), "search.config.specs"),
     "status_text": "search.tools.status",
-    "TrialProcess": "search.trial_process",
+    "TrialProcess": "search.trial.process",
     **dict.fromkeys(("OBJECTIVE", "EpochDecision", "TrialState"), "search.vocabulary"),
 }
 

@@ -21,7 +21,7 @@ used).
 :class:`Deadline` is the plan at run time: the search's end (``search_ends_at``) and the run's end
 (``ends_at``), in ``time.time()`` seconds so that a trial process can check them itself.
 :class:`StopSignal` is what a trial process checks after every optimizer step: the deadline it was
-given and the driver's Ctrl-C flag; :class:`StepStop` is raised when either fires (search/training.py).
+given and the driver's Ctrl-C flag; :class:`StepStop` is raised when either fires (search/trial/training.py).
 
 The plan is made per resolution **rung** (:class:`Rung`); today there is one, the study's image size.
 """
@@ -39,15 +39,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from search.config import AUTO, NO_BUDGET_RULES, Config
 from search.errors import ConfigError
 from search.results.layout import BUDGET_FILE
+from search.trial.stop import stopped_by_budget
 
 __all__ = [
     "AnytimePoint",
-    "BUDGET_STOP",
     "BudgetEnded",
     "NOT_STARTED",
     "DEADLINE_ENV",
@@ -59,14 +59,11 @@ __all__ = [
     "Rules",
     "RunLedger",
     "Rung",
-    "StepStop",
-    "StopSignal",
     "Throughput",
     "TrialSpeed",
     "anytime_curve",
     "not_started",
     "read_runs",
-    "stopped_by_budget",
     "fidelity_sentence",
     "run_sentence",
     "training_seconds_by_fidelity",
@@ -151,47 +148,6 @@ class Deadline:
 
 class BudgetEnded(Exception):
     """The run's deadline came before a step of the final stage could be done (its work so far is kept)."""
-
-
-class StepStop(BaseException):
-    """Raised inside training at a step boundary: the deadline passed (``budget``) or Ctrl-C (``user``).
-
-    A BaseException so that no trial-local handler turns it into a failed trial.
-    """
-
-    def __init__(self, reason: Literal["budget", "user"]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class StopSignal:
-    """What a training loop checks after every optimizer step (search/training.py).
-
-    Args:
-        at: the deadline (``time.time()``); None: none.
-        flag: an object with ``is_set()`` (the driver's Ctrl-C, a ``multiprocessing.Event``).
-        finish_judged: a trial already judged (past its warm-up) that meets the deadline ends with its
-            best epoch (recorded complete); otherwise (and for k-fold folds) it stays resumable.
-    """
-
-    at: float | None = None
-    flag: Any = None
-    finish_judged: bool = True
-    clock: Callable[[], float] = time.time
-
-    def reason(self) -> Literal["budget", "user"] | None:
-        if self.flag is not None and self.flag.is_set():
-            return "user"
-        if self.at is not None and self.clock() >= self.at:
-            return "budget"
-        return None
-
-    def check(self) -> None:
-        """Raise :class:`StepStop` if the training must stop now."""
-        reason = self.reason()
-        if reason is not None:
-            raise StepStop(reason)
 
 
 # --------------------------------------------------------------------------- the plan's inputs
@@ -544,7 +500,7 @@ def _derive_rules(requested: dict[str, Any], tp: Throughput, sizes: DataSizes, *
 
 
 def _judge_epochs(rules: Rules, sizes: DataSizes, min_epochs: int) -> int:
-    """Epochs before a trial may be judged (as search/training.py counts them)."""
+    """Epochs before a trial may be judged (as search/trial/training.py counts them)."""
     per_epoch = rules.samples_per_epoch if rules.samples_per_epoch is not None else sizes.train
     per_epoch = sizes.batch_size * math.ceil(per_epoch / sizes.batch_size) if rules.samples_per_epoch else per_epoch
     return max(min_epochs, math.ceil(rules.warmup_samples / max(1, per_epoch)), 1)
@@ -750,14 +706,6 @@ def record_run(study_root: Path, run: dict[str, Any]) -> None:
 
 
 NOT_STARTED = "not started (budget)"  # the reason of a configuration the time left could not judge
-BUDGET_STOP = "budget: "  # the reason of a trial the deadline stopped (search/trial.py writes it)
-
-
-def stopped_by_budget(reason: str) -> bool:
-    """Whether a trial's recorded reason says the deadline stopped it (judged or not)."""
-    return reason.startswith(BUDGET_STOP)
-
-
 def not_started(reason: str) -> bool:
     """Whether a trial's recorded reason says it was not started for the time left."""
     return reason.startswith(NOT_STARTED)

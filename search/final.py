@@ -3,7 +3,7 @@
 The driver side: choose the trial (the search's best, or the pick of the top-k re-evaluation in
 ``search/reevaluation.py``), write ``final/best_config.yaml``, run the task in a trial process and
 write ``final/final.json``. The trial process side (load the weights or retrain, test, save
-``final/model.keras``) is ``search/final_task.py``.
+``final/model.keras``) is ``search/trial/final.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from search.budget import BudgetEnded, Deadline, stopped_by_budget
+from search.budget import BudgetEnded, Deadline
 from search.config import AUGMENTATIONS, Config, best_config
 from search.config.space import baseline_deviations
 from search.config.specs import specs_from_values, trial_seed
@@ -34,11 +34,12 @@ from search.results.layout import (
     SELECTION_FILE,
     fold_dir,
 )
-from search.runtime import trial_runtime
 from search.study_data import PreparedData, fold_plan, prepare_data
-from search.training import lr_schedule_from_history
-from search.trial import ModelSource, TrialOutputs, TrialTask
-from search.trial_process import TrialProcess
+from search.trial.process import TrialProcess
+from search.trial.runtime import trial_runtime
+from search.trial.stop import stopped_by_budget
+from search.trial.task import ModelSource, TrialOutputs, TrialTask
+from search.trial.training import lr_schedule_from_history
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["baseline_label", "describe_baseline", "fidelity_words", "model_source", "run_final",

@@ -39,8 +39,8 @@ from search.evaluation import FoldPlan, Units, mean_se, study_units
 from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
 from search.results.layout import REEVAL_DIR, RUN_FILE, SCORES_FILE, SELECTION_FILE
 from search.study_data import PreparedData
-from search.trial import TrialOutputs, TrialTask
-from search.trial_process import TrialProcess
+from search.trial.process import TrialProcess
+from search.trial.task import TrialOutputs, TrialTask
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["Candidate", "pick", "reevaluate", "reeval_seed", "selection_sentence",

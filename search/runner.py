@@ -30,7 +30,6 @@ from search.budget import (
     plan_budget,
     record_run,
     requested_rules,
-    stopped_by_budget,
     write_throughput,
 )
 from search.config import Config, config_from_dict
@@ -41,7 +40,6 @@ from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, wat
 from search.progress import Progress
 from search.results import StudyDir, atomic_write_json, atomic_write_text
 from search.results.environment import environment_info
-from search.runtime import temporary_environ, trial_runtime
 from search.study_data import PreparedData, fold_plan, prepare_data, resolved_config
 from search.study_folder import (
     StudyLock,
@@ -50,8 +48,10 @@ from search.study_folder import (
     open_study_dir,
     sweep_temp_files,
 )
+from search.trial.process import TrialProcess
+from search.trial.runtime import temporary_environ, trial_runtime
+from search.trial.stop import stopped_by_budget
 from search.trial_executor import TrialExecutor
-from search.trial_process import TrialProcess
 from search.vocabulary import TrialState
 
 __all__ = ["RunPlan", "dry_run", "kt_distributed_role", "plan_run", "run_study"]

@@ -20,13 +20,10 @@ from search.config import Config
 from search.results import StudyDir
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["measure_throughput", "run_probe", "study_throughput", "trial_speeds"]
+__all__ = ["measure_throughput", "study_throughput", "trial_speeds"]
 
 logger = logging.getLogger(__name__)
 
-PROBE_TARGET_S = 1.0  # time at least this long a batch of steps (grown by doubling)
-PROBE_MAX_STEPS = 32
-PROBE_VALID_IMAGES = 16
 
 
 def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | None:
@@ -34,7 +31,7 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
     from search.config.space import baseline_values, complete_values
     from search.config.specs import specs_from_values, trial_seed
     from search.errors import TrialFailed
-    from search.trial import TrialTask
+    from search.trial.task import TrialTask
 
     try:
         specs = specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=trial_seed(cfg.study.seed, 0))
@@ -78,7 +75,7 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     for rec in study.trials():
         if rec.status == TrialState.RUNNING or rec.epochs_run < 2 or samples is None:
             continue
-        # Full-size epochs only (a first rung trains at a smaller size; search/training.py, FirstRung).
+        # Full-size epochs only (a first rung trains at a smaller size; search/trial/training.py, FirstRung).
         seconds = [float(h["epoch_s"]) for h in study.read_history(rec.number)[1:]
                    if "epoch_s" in h and h.get("image_size") in (None, "", cfg.data.image_size)]
         if not seconds:
@@ -104,66 +101,3 @@ def study_throughput(study: StudyDir, cfg: Config, data: Any, process: Any, *,
     fresh = measure_throughput(cfg, data, process) if stored is None and probe else None
     speeds = trial_speeds(study, cfg) if study.exists() else []
     return calibrate(stored or fresh, speeds), fresh
-
-
-# --------------------------------------------------------------------------- in the trial process
-
-
-def run_probe(task: Any, data: Any) -> Any:
-    """The probe in the trial process: a TrialOutcome whose metrics hold the measured speeds."""
-    from search.trial import TrialOutcome
-
-    t0 = time.perf_counter()
-    try:
-        metrics = _measure(task, data)
-    except Exception as e:  # noqa: BLE001 - a probe that cannot train is a failed probe, not a crash
-        logger.debug("throughput probe failed", exc_info=True)
-        return TrialOutcome(status=TrialState.FAILED, reason=f"{type(e).__name__}: {str(e)[:200]}")
-    metrics["total_s"] = time.perf_counter() - t0
-    return TrialOutcome(status=TrialState.COMPLETE, metrics=metrics, duration_s=metrics["total_s"])
-
-
-def _measure(task: Any, data: Any) -> dict[str, float]:
-    import numpy as np
-
-    from data import eval_dataset, train_dataset
-    from search.training import compile_model
-
-    specs = task.specs
-    t, batch = specs.train, specs.train.batch_size
-    train, valid = data.split("train"), data.split("valid")
-    t0 = time.perf_counter()
-    model = compile_model(specs)
-
-    def fit(steps: int, epoch: int) -> float:
-        ds = train_dataset(train.images, train.masks, batch_size=batch, augment=specs.augment, seed=t.seed,
-                           epoch=epoch, steps=steps)
-        start = time.perf_counter()
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
-        return time.perf_counter() - start
-
-    fit(1, 0)  # traces the train step
-    built_s = time.perf_counter() - t0
-    n_valid = min(len(valid.images), PROBE_VALID_IMAGES)
-    valid_ds = eval_dataset(np.asarray(valid.images[:n_valid]), np.asarray(valid.masks[:n_valid]), batch_size=batch)
-    start = time.perf_counter()
-    model.evaluate(valid_ds, verbose=0)  # traces the test step
-    eval_first = time.perf_counter() - start
-    steps, seconds = 2, fit(2, 1)
-    while seconds < PROBE_TARGET_S and steps < PROBE_MAX_STEPS:
-        steps *= 2
-        seconds = fit(steps, 2)
-    double = fit(2 * steps, 3)
-    per_step = max((double - seconds) / steps, 0.5 * double / (2 * steps))  # the difference; guard against noise
-    overhead = max(0.0, seconds - steps * per_step)
-    start = time.perf_counter()
-    model.evaluate(valid_ds, verbose=0)
-    eval_s = max(1e-3, time.perf_counter() - start)
-    return {
-        "train_samples_per_s": batch / per_step,
-        "eval_samples_per_s": n_valid / eval_s,
-        "epoch_overhead_s": overhead,
-        # build and compile, the first step's tracing beyond a normal step, the first validation's tracing
-        "startup_s": max(0.0, built_s - per_step - overhead) + max(0.0, eval_first - eval_s),
-        "steps_timed": float(3 * steps),
-    }

@@ -1,7 +1,7 @@
 """The trial executor: what both engines call to run one trial.
 
 It writes the trial's record (``trials/<n>/trial.json``, ``trials.csv``) before and after, runs the
-trial in the driver's :class:`~search.trial_process.TrialProcess`, and answers each epoch: this is
+trial in the driver's :class:`~search.trial.process.TrialProcess`, and answers each epoch: this is
 where a trial is pruned (the engine's ``should_prune`` asked with the running best) or stopped.
 """
 
@@ -25,10 +25,10 @@ from search.evaluation import FoldPlan, study_units
 from search.progress import Progress
 from search.results import StudyDir, TrialRecord, atomic_write_json
 from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold_dir
-from search.runtime import device_memory_budget
 from search.study_data import PreparedData
-from search.trial import TrialOutcome, TrialOutputs, TrialTask
-from search.trial_process import TrialProcess
+from search.trial.process import TrialProcess
+from search.trial.runtime import device_memory_budget
+from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
 __all__ = ["NOT_STARTED_LIMIT", "TrialExecutor"]
@@ -131,7 +131,7 @@ class TrialExecutor:
     def _catch_up_reports(self, number: int, should_prune: PruneHook) -> None:
         """Report the epochs of a resumed trial's checkpoint that the engine may have missed
         (the driver can die between the checkpoint and the report)."""
-        from search.training import Checkpoint
+        from search.trial.training import Checkpoint
 
         trial_dir = self.study.trial_dir(number)
         ckpt = Checkpoint((fold_dir(trial_dir, 0) if self.folds is not None else trial_dir) / CHECKPOINT_DIR)
@@ -195,7 +195,7 @@ class TrialExecutor:
             self.progress.epoch(number, epoch, logs)
             if should_prune is None or logs.get("fold", 0.0) > 0:  # k-fold: the pruner judges the first fold
                 return EpochDecision.CONTINUE
-            # Not judgeable: warm-up, or still learning with a zero score (search/training.py): the
+            # Not judgeable: warm-up, or still learning with a zero score (search/trial/training.py): the
             # value is reported but the pruner is not asked.
             judgeable = bool(logs.get("judgeable", 1.0))
             try:

@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "PruneHook", "TrialState", "optuna_state"]
 
-OBJECTIVE = "val_hard_dice"  # Keras logs "val_" + the HardDice metric's name (search/training.py)
+OBJECTIVE = "val_hard_dice"  # Keras logs "val_" + the HardDice metric's name (search/trial/training.py)
 
 # An engine's per-epoch hook: report (epoch, running best score); when the third argument (ask) is
 # true, also return whether the pruner stops the trial.

@@ -15,8 +15,6 @@ from search.budget import (
     DataSizes,
     Deadline,
     FinalStage,
-    StepStop,
-    StopSignal,
     Throughput,
     TrialSpeed,
     adopt_stored_rules,
@@ -28,6 +26,7 @@ from search.budget import (
 from search.config import AUTO, NO_BUDGET_RULES, load_config
 from search.errors import ConfigError
 from search.study_folder import blocking_differences
+from search.trial.stop import StepStop, StopSignal
 
 AUTO_RULES = {"samples_per_epoch": AUTO, "warmup_samples": AUTO, "patience": AUTO, "max_epochs": AUTO}
 # About the chd-ct-aorta baseline at 128² on 2 CPU cores: 7 samples/s, a few seconds to start a trial.

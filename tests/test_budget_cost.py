@@ -60,7 +60,7 @@ class _Pool:
         self.ran: list[int] = []
 
     def run(self, task: Any, decide: Any) -> Any:
-        from search.trial import TrialOutcome
+        from search.trial.task import TrialOutcome
 
         self.ran.append(task.number)
         return TrialOutcome(status="complete", score=0.5, best_epoch=0, epochs_run=2, train_s=3.0)

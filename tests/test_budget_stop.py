@@ -19,9 +19,9 @@ from test_trial import _data, _task
 
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
-from search.budget import StepStop, StopSignal
 from search.config.specs import TrainSpec, TrialSpecs
-from search.training import Checkpoint, train_model
+from search.trial.stop import StepStop, StopSignal
+from search.trial.training import Checkpoint, train_model
 
 STEPS = 4  # optimizer steps per epoch in these tests
 
@@ -80,7 +80,7 @@ def test_a_trial_not_yet_judged_stays_resumable_and_resumes_exactly(tmp_path: Pa
 
 
 def test_a_judged_trial_stopped_by_the_budget_is_recorded_complete_with_its_weights(tmp_path: Path) -> None:
-    from search.trial import run_task
+    from search.trial.task import run_task
 
     out = tmp_path / "t"
     task = _task(out, epochs=8)  # tiny_raw_config: one pass per epoch (16 images, 2 steps), no warm-up
@@ -101,7 +101,7 @@ def test_a_trial_stopped_before_its_first_judgement_is_reported_running_and_keep
 ) -> None:
     import dataclasses
 
-    from search.trial import run_task
+    from search.trial.task import run_task
 
     out = tmp_path / "t"
     task = _task(out, epochs=8)
@@ -125,7 +125,7 @@ def test_the_executor_records_a_budget_stop_and_keeps_the_search_going_to_its_en
     from search.progress import Progress
     from search.results import StudyDir
     from search.study_data import PreparedData
-    from search.trial import TrialOutcome
+    from search.trial.task import TrialOutcome
     from search.trial_executor import TrialExecutor
 
     now = [100.0]
@@ -168,7 +168,7 @@ def test_the_first_ctrl_c_stops_a_long_epoch_at_the_next_step(tmp_path: Path) ->
     from data import write_synthetic_dataset
     from search.config import config_from_dict
     from search.study_data import prepare_data
-    from search.trial_process import TrialProcess
+    from search.trial.process import TrialProcess
     from search.vocabulary import EpochDecision
 
     root = tmp_path / "ds"

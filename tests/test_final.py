@@ -17,7 +17,7 @@ from search.config.specs import trial_seed
 from search.final import run_final
 from search.results import StudyDir, TrialRecord, atomic_write_text, write_history_csv
 from search.study_data import PreparedData
-from search.trial import TrialOutcome, TrialTask
+from search.trial.task import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
 CHOSEN = [0.80, 0.90, 0.70, 0.85, 0.75, 0.80, 0.82, 0.88]
@@ -161,7 +161,7 @@ def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path)
 
     from test_trial import _data, _task
 
-    from search.trial import ModelSource, run_task
+    from search.trial.task import ModelSource, run_task
 
     task = _task(tmp_path / "final")
     base_specs = replace(task.specs, train=replace(task.specs.train, seed=11))

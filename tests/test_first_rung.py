@@ -16,7 +16,7 @@ from models import UNetSpec
 from search.config import config_from_dict
 from search.config.specs import TrainSpec, TrialSpecs, first_rung_size, specs_from_values
 from search.errors import ConfigError, TrialPruned
-from search.training import Checkpoint, FirstRung, train_model
+from search.trial.training import Checkpoint, FirstRung, train_model
 
 STEPS = 3
 

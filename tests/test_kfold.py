@@ -18,7 +18,7 @@ from search.config.specs import specs_from_values
 from search.errors import ConfigError
 from search.evaluation import Units, fold_prune_reason, group_images, image_units, make_folds, mean_se
 from search.study_data import PreparedData, fold_plan
-from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
+from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
 
 
 def test_folds_keep_each_patient_in_one_fold_and_are_reproducible(tmp_path: Path) -> None:
@@ -236,7 +236,7 @@ def test_a_kfold_trial_scores_out_of_fold_resumes_by_fold_and_feeds_an_ensemble(
     assert len(metrics["baseline"]["per_image"]) == len(metrics["per_image"]["hard_dice"]) == 4
     import keras
 
-    from search.final_task import load_source
+    from search.trial.final import load_source
 
     saved = keras.models.load_model(str(tmp_path / "final" / "model.keras"), compile=False)
     images = data.split("test").images

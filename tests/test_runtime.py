@@ -1,4 +1,4 @@
-"""search.runtime.device_memory_budget: the GPU's memory when one is visible, without importing TensorFlow."""
+"""search.trial.runtime.device_memory_budget: the GPU's memory when one is visible, without importing TensorFlow."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import search.runtime as runtime
+import search.trial.runtime as runtime
 
 MIB = 2**20
 # `nvidia-smi --query-gpu=index,uuid,memory.total --format=csv,noheader,nounits` on a two-GPU machine
@@ -85,7 +85,7 @@ def test_the_environment_variable_wins(fake_smi: list[list[str]], monkeypatch: p
 
 
 def test_asking_does_not_import_tensorflow() -> None:
-    code = ("import sys, search.runtime as r; r.device_memory_budget(); "
+    code = ("import sys, search.trial.runtime as r; r.device_memory_budget(); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]

@@ -18,8 +18,8 @@ from search.cli import main
 from search.config import config_from_dict
 from search.results import StudyDir
 from search.runner import run_study
-from search.trial import TrialOutcome, TrialTask
-from search.trial_process import TrialProcess
+from search.trial.process import TrialProcess
+from search.trial.task import TrialOutcome, TrialTask
 
 pytestmark = pytest.mark.slow
 

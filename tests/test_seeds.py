@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-import search.kfold as kfold
+import search.trial.kfold as kfold
 from data import AugmentSpec
 from models import UNetSpec
 from search.config.specs import TrainSpec, TrialSpecs, derived_seed, trial_seed
-from search.trial import TrialTask
+from search.trial.task import TrialTask
 
 
 def _fold_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trial_seed_: int, k: int) -> list[int]:

@@ -14,7 +14,7 @@ from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec
 from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed
-from search.training import Checkpoint, LoopState, evaluate_model, lr_schedule_from_history, train_model
+from search.trial.training import Checkpoint, LoopState, evaluate_model, lr_schedule_from_history, train_model
 
 
 def _data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +77,7 @@ def test_the_train_step_is_traced_once() -> None:
     """The optimizer's variables exist before the first step, so tf.function traces the step once, not
     twice (a second trace is seconds of every trial's start-up on a real model: BENCHMARKS.md B12b)."""
     from data import train_dataset
-    from search.training import compile_model
+    from search.trial.training import compile_model
 
     specs = _specs(size=32, levels=2, filters=4)
     model = compile_model(specs)
@@ -101,7 +101,7 @@ def test_evaluate_model_reports_soft_dice_and_loss_as_training_logs_them() -> No
     (soft dice: the mean over batches; loss: weighted by batch size), not pooled over the split (review §14)."""
     from data import eval_dataset
     from models import soft_dice
-    from search.training import compile_model, predict_probabilities
+    from search.trial.training import compile_model, predict_probabilities
 
     vi, vm = _data(8, 32, seed=4)
     vm = _with_empty_masks(vm, 2)  # batches with and without foreground: pooled and per-batch dice differ

@@ -1,4 +1,4 @@
-"""One trial in-process (search/trial.py run_task): pruned and resumed outcomes are recorded truthfully."""
+"""One trial in-process (search/trial/task.py run_task): pruned and resumed outcomes are recorded truthfully."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from data import synthetic_arrays
 from search.config import config_from_dict
 from search.config.specs import specs_from_values
 from search.errors import TrialPruned
-from search.trial import ModelSource, TrialOutputs, TrialTask, run_task
+from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
 
 
 class _Killed(BaseException):
@@ -95,7 +95,7 @@ def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Pa
     from search.progress import Progress
     from search.results import StudyDir
     from search.study_data import PreparedData
-    from search.trial import TrialOutcome
+    from search.trial.task import TrialOutcome
     from search.trial_executor import TrialExecutor
 
     epochs = [  # (judgeable, this epoch's score, running best)

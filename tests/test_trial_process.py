@@ -1,4 +1,4 @@
-"""The trial process (search/trial_process.py): the driver's log level reaches it, and a crash leaves its traceback."""
+"""The trial process (search/trial/process.py): the driver's log level reaches it, and a crash leaves its traceback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from search.results import write_traceback
 from search.results.layout import TRACEBACK_FILE
-from search.runtime import configure_logging
-from search.trial_process import TrialProcess
+from search.trial.process import TrialProcess
+from search.trial.runtime import configure_logging
 
 PACKAGES = ("search", "data", "models")
 
@@ -97,17 +97,17 @@ def test_cli_debug_and_verbose_set_the_level_the_worker_inherits(restore_logging
 def test_worker_logging_shows_debug_records_of_the_packages_only(
     restore_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What the worker process does with the level (search.runtime.configure_logging, called by configure_runtime)."""
+    """What the worker process does with the level (search.trial.runtime.configure_logging, called by configure_runtime)."""
     for h in list(logging.getLogger().handlers):
         logging.getLogger().removeHandler(h)
     configure_logging(logging.DEBUG)
-    logging.getLogger("search.trial").debug("trial 3 crashed: details")
+    logging.getLogger("search.trial.task").debug("trial 3 crashed: details")
     logging.getLogger("tensorflow.something").debug("third-party chatter")
     err = capsys.readouterr().err
     assert "trial 3 crashed: details" in err
     assert "third-party chatter" not in err
     configure_logging(logging.WARNING)
-    logging.getLogger("search.trial").debug("hidden at WARNING")
+    logging.getLogger("search.trial.task").debug("hidden at WARNING")
     assert "hidden at WARNING" not in capsys.readouterr().err
 
 

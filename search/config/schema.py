@@ -107,7 +107,7 @@ class TrainConfig:
     warmup_samples: int | Literal["auto"] = "auto"  # no judgement before this; auto: from the budget, else 4000
     # The first rung's image side: the warm-up (up to a trial's first judgement) trains and validates at
     # this size, then the trial continues at data.image_size with its weights. auto: half of
-    # data.image_size from 128 up; null (the default): off (search/training.py, FirstRung). Off by
+    # data.image_size from 128 up; null (the default): off (search/trial/training.py, FirstRung). Off by
     # default: in B12 it judged no more configurations in 600 s (a trial's start-up dominates, and the
     # deep configurations do not fit the reduced size) and its final dice were not better.
     first_rung_size: int | None | Literal["auto"] = None
@@ -286,7 +286,7 @@ class Config:
     def prune_warmup(self) -> int:
         """Epochs before a pruner may stop a trial: study.prune_warmup_epochs, else the epochs in the training
         warm-up; with one pass per epoch (whose size the pruner cannot know) max(3, max_epochs // 10). The
-        trial itself is never judged before its training warm-up either way (search/training.py)."""
+        trial itself is never judged before its training warm-up either way (search/trial/training.py)."""
         if self.study.prune_warmup_epochs is not None:
             return self.study.prune_warmup_epochs
         if self.steps_per_epoch is None:

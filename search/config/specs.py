@@ -42,7 +42,7 @@ class TrainSpec:
     seed: int = 0
     jit_compile: bool = False
     mixed_precision: bool = False
-    first_rung_size: int | None = None  # the warm-up trains at this image side (search/training.py, FirstRung)
+    first_rung_size: int | None = None  # the warm-up trains at this image side (search/trial/training.py, FirstRung)
 
 
     def warmup_epochs(self, n_train: int) -> int:

@@ -18,7 +18,7 @@
         final/                final.json, test_metrics.json, model.keras, best_config.yaml, predictions/,
                               selection.json and reeval/ (re-evaluation), candidate_test.json (on request)
 
-The checkpoint folder's own files belong to its format (search/training.py: Checkpoint).
+The checkpoint folder's own files belong to its format (search/trial/training.py: Checkpoint).
 """
 
 from __future__ import annotations

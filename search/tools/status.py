@@ -17,7 +17,7 @@ from search.budget import anytime_curve, fidelity_sentence, read_runs, run_sente
 from search.progress import SHOWN, format_value
 from search.results import StudyDir, TrialRecord, read_final, read_test_metrics
 from search.study_folder import StudyLock
-from search.trial import row_score
+from search.trial.task import row_score
 from search.vocabulary import TrialState
 
 __all__ = ["budget_lines", "status_text", "trials_frame"]

@@ -193,7 +193,7 @@ def _execute(trial: optuna.trial.Trial, cfg: Config, executor: Executor) -> Tria
 
     def should_prune(epoch: int, score: float, ask: bool = True) -> bool:
         # Every epoch is reported (the dashboard's intermediate values); the pruner is asked only
-        # when the trial may be judged (search/training.py: warm-up, zero-score progress).
+        # when the trial may be judged (search/trial/training.py: warm-up, zero-score progress).
         nonlocal lost
         if lost:
             return True

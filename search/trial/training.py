@@ -27,10 +27,10 @@ When a trial may be judged (README, "Budgets, warm-up and when a trial is judged
 - The pruner sees the running best score and is asked only when the epoch is judgeable
   (:meth:`LoopState.end_epoch`): after the warm-up, not while a trial with no score yet is still
   progressing, never for a collapsed one.
-- A :class:`~search.budget.StopSignal` (the run's deadline, Ctrl-C) is checked after every optimizer
+- A :class:`~search.trial.stop.StopSignal` (the run's deadline, Ctrl-C) is checked after every optimizer
   step: the partial epoch is dropped and the trial keeps its last completed epoch (its checkpoint).
   At the deadline a trial already judged ends there with its best epoch (``stop_reason`` "budget");
-  otherwise :class:`~search.budget.StepStop` goes on to the caller and the trial stays resumable.
+  otherwise :class:`~search.trial.stop.StepStop` goes on to the caller and the trial stays resumable.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from search.budget import StepStop, StopSignal
 from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
+from search.trial.stop import StepStop, StopSignal
 from search.vocabulary import OBJECTIVE
 
 __all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "compile_model", "evaluate_model",

@@ -6,7 +6,7 @@ a pipe and the driver answers each one with an :class:`~search.vocabulary.EpochD
 (continue, prune, stop: pruning and Ctrl-C). A process that dies (OOM killer, segfault, kill -9)
 becomes a failed trial with that reason.
 
-Training also stops at the next optimizer step (search/budget.py, :class:`~search.budget.StopSignal`)
+Training also stops at the next optimizer step (:class:`~search.trial.stop.StopSignal`)
 when the task's deadline (``TrialTask.stop_at``) passes or on Ctrl-C, which the driver signals through
 an event shared with the process, so that nobody waits for the end of a long epoch.
 
@@ -25,11 +25,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from search.errors import Interrupted
-from search.runtime import temporary_environ
+from search.trial.runtime import temporary_environ
 from search.vocabulary import EpochDecision, TrialState
 
-if TYPE_CHECKING:  # search.trial (TensorFlow) is imported in the child process only
-    from search.trial import TrialOutcome, TrialTask
+if TYPE_CHECKING:  # search.trial.task (TensorFlow) is imported in the child process only
+    from search.trial.task import TrialOutcome, TrialTask
 
 __all__ = ["DecideEpoch", "TrialProcess"]
 
@@ -42,13 +42,13 @@ def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> N
     """The trial process: receive tasks, run them, stream epochs back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _exit_with_parent(os.getppid())
-    from search.runtime import configure_runtime
+    from search.trial.runtime import configure_runtime
 
     configure_runtime(**runtime)
     from data import open_cache
-    from search.budget import StopSignal
     from search.errors import TrialPruned
-    from search.trial import TrialOutcome, run_task
+    from search.trial.stop import StopSignal
+    from search.trial.task import TrialOutcome, run_task
 
     caches: dict[str, Any] = {}
     while True:
@@ -178,7 +178,7 @@ class TrialProcess:
 
         An outcome ``running`` means the trial stopped on request and resumes from its checkpoint.
         """
-        from search.trial import TrialOutcome
+        from search.trial.task import TrialOutcome
 
         if self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive()):
             self.close()

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from search.budget import StopSignal
 from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
-from search.trial import TrialOutcome, TrialTask, fit_and_score
+from search.trial.stop import StopSignal
+from search.trial.task import TrialOutcome, TrialTask, fit_and_score
 from search.vocabulary import TrialState
 
 __all__ = ["run_kfold_trial"]

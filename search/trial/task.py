@@ -2,8 +2,8 @@
 
 The driver turns a trial's values into frozen specs (``search/config/specs.py``) and sends them in a
 :class:`TrialTask`: nothing here reads the study config. Holdout trials train on the train split and
-are scored on the valid split; k-fold trials are in ``search/kfold.py``; the final stage (test the
-chosen model and the baseline) is ``search/final_task.py``. Each writes only inside its own folder.
+are scored on the valid split; k-fold trials are in ``search/trial/kfold.py``; the final stage (test the
+chosen model and the baseline) is ``search/trial/final.py``. Each writes only inside its own folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from search.budget import BUDGET_STOP, StepStop, StopSignal
 from search.config.specs import TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_json, write_history_csv, write_traceback
@@ -29,6 +28,7 @@ from search.results.layout import (
     SCORES_FILE,
     TENSORBOARD_DIR,
 )
+from search.trial.stop import BUDGET_STOP, StepStop, StopSignal
 from search.vocabulary import OBJECTIVE, TrialState
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
     with its best epoch, otherwise the outcome is ``running`` (resumable) with ``stopped_by`` set.
     """
     if task.kind == "probe":  # writes nothing (a dry run has no study folder)
-        from search.throughput import run_probe
+        from search.trial.probe import run_probe
 
         return run_probe(task, data)
     t0 = time.perf_counter()
@@ -143,11 +143,11 @@ def run_task(task: TrialTask, data: Any, on_epoch: Callable[[int, dict[str, floa
 
     try:
         if task.kind == "final":
-            from search.final_task import run_final_task
+            from search.trial.final import run_final_task
 
             outcome = run_final_task(task, data, hook, out, stop, on_epoch=on_epoch)
         elif task.folds is not None:
-            from search.kfold import run_kfold_trial
+            from search.trial.kfold import run_kfold_trial
 
             outcome = run_kfold_trial(task, data, hook, out, history, stop)
         else:
@@ -246,7 +246,7 @@ def fit_and_score(
     may need a pruned baseline's model) before the exception goes on.
     """
     from search.evaluation import Units, mean_se
-    from search.training import Checkpoint, train_model
+    from search.trial.training import Checkpoint, train_model
 
     ckpt = Checkpoint(out / CHECKPOINT_DIR) if task.outputs.checkpoint else None
     if ckpt is not None and ckpt.exists():
@@ -284,7 +284,7 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     from models import hard_dice_per_image
     from search.evaluation import Units
     from search.results.images import save_predictions
-    from search.training import predict_probabilities
+    from search.trial.training import predict_probabilities
 
     prob = predict_probabilities(model, images, batch_size=task.specs.train.batch_size)
     dice = hard_dice_per_image(np.asarray(masks).astype(np.float32), prob, threshold=0.5)

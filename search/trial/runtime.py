@@ -1,6 +1,6 @@
 """Runtime setup of a process that trains: the one place that touches devices and TF settings.
 
-Called by the trial process (search/trial_process.py) and tests, never on import.
+Called by the trial process (search/trial/process.py) and tests, never on import.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from search.budget import StopSignal
 from search.results import atomic_write_json
 from search.results.layout import BASELINE_HISTORY_CSV, MODEL_KERAS, PREDICTIONS_DIR, TEST_METRICS_JSON
-from search.trial import ModelSource, TrialOutcome, TrialTask
+from search.trial.stop import StopSignal
+from search.trial.task import ModelSource, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
 __all__ = ["load_source", "run_final_task"]
@@ -39,7 +39,7 @@ def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopS
     run's deadline: a retrain cut short keeps its last completed epoch (``stopped_by_budget_after_epochs``).
     """
     from search.results.images import save_predictions
-    from search.training import evaluate_model, predict_probabilities
+    from search.trial.training import evaluate_model, predict_probabilities
 
     valid, test = data.split("valid"), data.split("test")
     batch, loss = task.specs.train.batch_size, task.specs.train.loss
@@ -94,7 +94,7 @@ def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ..
              verbose: int, stop: StopSignal | None) -> Any:
     """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on),
     replaying ``lr_schedule``, the per-epoch learning rates of the trial it retrains."""
-    from search.training import train_model
+    from search.trial.training import train_model
 
     train, valid = data.split("train"), data.split("valid")
     return train_model(
@@ -115,7 +115,7 @@ def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any, stop: S
     """The baseline's per-image test dice: its trial's weights, or (``baseline_fixed_epochs``) a retrain
     on train+valid like the chosen model's, so that the verdict compares like with like."""
     from search.results import write_history_csv
-    from search.training import evaluate_model
+    from search.trial.training import evaluate_model
 
     assert task.baseline is not None
     source = task.baseline
