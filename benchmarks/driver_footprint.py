@@ -18,13 +18,13 @@ from pathlib import Path
 def main() -> int:
     label = sys.argv[1] if len(sys.argv) > 1 else "this checkout"
     t0 = time.perf_counter()
-    for name in ("search.runner", "search.engines.optuna_engine"):
+    for name in ("search.study.runner", "search.engines.optuna_engine"):
         importlib.import_module(name)
     from search.config import load_config
     try:
         from search.results.environment import environment_info
     except ImportError:  # a checkout from before search/results/environment.py
-        from search.runner import environment_info  # type: ignore[attr-defined, no-redef]
+        from search.study.runner import environment_info  # type: ignore[attr-defined, no-redef]
     from search.config.specs import specs_from_values
 
     cfg = load_config("search_space.yaml")

@@ -2,7 +2,7 @@
 
 Strategies (default): Keras Tuner ``random``, ``bayesian``, ``hyperband`` (pruner none: Keras Tuner cannot
 prune mid-training, the config refuses anything but none/auto for them) and Optuna ``tpe``, ``cmaes`` with
-pruner ``asha``. Each (dataset, seed, strategy) is one study run through ``search.runner.run_study`` in its
+pruner ``asha``. Each (dataset, seed, strategy) is one study run through ``search.study.runner.run_study`` in its
 own Python process (``--run-one``), with ``study.timeout_s`` = the budget, no baseline trial (so every
 strategy starts from its own samples), no final retrain. The clock starts just before ``run_study`` (after
 TensorFlow, Keras Tuner and Optuna are imported and the dataset cache is built, for every strategy alike), so
@@ -131,7 +131,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     from search.config import config_from_dict
     from search.results import StudyDir
-    from search.runner import run_study
+    from search.study.runner import run_study
 
     cfg = config_from_dict(job["raw"])
     results_root = Path(job["results_root"])
@@ -288,7 +288,7 @@ def main() -> int:
                          "(pip install cmaes, or put it on PYTHONPATH for this benchmark)"})
 
     from search.config import config_from_dict
-    from search.study_data import prepare_data
+    from search.study.dataset import prepare_data
 
     runs: list[dict[str, Any]] = []
     stamp = time.strftime("%Y%m%d-%H%M%S")

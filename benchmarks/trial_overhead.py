@@ -1,7 +1,7 @@
 """B4 + B5: per-trial overhead of the search machinery, and the driver's memory over many trials.
 
 Runs one study of N identical-cost trials (random-optuna, pruner none, only the learning rate sampled, no
-early stopping) through ``search.runner.run_study(show_progress=False)`` on a synthetic CT-like dataset, with
+early stopping) through ``search.study.runner.run_study(show_progress=False)`` on a synthetic CT-like dataset, with
 a ``TrialProcess`` subclass that timestamps every ``run`` and reads VmRSS from /proc (psutil is not a
 dependency). The number of epochs is calibrated first (in a separate process) so a trial trains for about
 ``--trial-s`` seconds.
@@ -173,8 +173,9 @@ def main() -> int:
     from data import write_synthetic_dataset
     from search.config import config_from_dict
     from search.results import StudyDir
-    from search.runner import run_study
-    from search.study_data import prepare_data
+    from search.study.dataset import prepare_data
+    from search.study.runner import run_study
+    from search.tools.report import refresh_report
 
     emit(machine_info(tensorflow=False))
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,8 @@ def main() -> int:
     poller.start()
     t_start = time.time()
     try:
-        run_study(cfg, results_root=results_root, show_progress=False, trial_process=pool)
+        run_study(cfg, results_root=results_root, show_progress=False, trial_process=pool,
+                  on_trial_end=refresh_report)  # as `run` does
         t_end = time.time()
         rss_after_study = vmrss_mib()
     finally:

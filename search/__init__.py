@@ -22,9 +22,9 @@ if TYPE_CHECKING:
         TrialFailed,
         TrialPruned,
     )
-    from search.final import run_final
     from search.results import StudyDir, TrialRecord, open_study
-    from search.runner import RunPlan, run_study
+    from search.study.final import run_final
+    from search.study.runner import RunPlan, run_study
     from search.tools.export import export_study
     from search.tools.predict import predict_folder
     from search.tools.report import write_report
@@ -69,11 +69,11 @@ _LAZY = {
     **dict.fromkeys(("ConfigError", "Interrupted", "SearchAborted", "TrialCollapsed", "TrialFailed", "TrialPruned"),
                     "search.errors"),
     "export_study": "search.tools.export",
-    "run_final": "search.final",
+    "run_final": "search.study.final",
     "predict_folder": "search.tools.predict",
     "write_report": "search.tools.report",
     **dict.fromkeys(("StudyDir", "TrialRecord", "open_study"), "search.results"),
-    **dict.fromkeys(("RunPlan", "run_study"), "search.runner"),
+    **dict.fromkeys(("RunPlan", "run_study"), "search.study.runner"),
     **dict.fromkeys(("TrainSpec", "TrialSpecs", "specs_from_values"), "search.config.specs"),
     "status_text": "search.tools.status",
     "TrialProcess": "search.trial.process",

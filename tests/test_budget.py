@@ -1,4 +1,4 @@
-"""The budget contract's pure parts: the plan (search/budget.py), the deadline, the stop signal, the
+"""The budget contract's pure parts: the plan (search/study/budget.py), the deadline, the stop signal, the
 calibration, and how a study keeps the rules it was created with. No TensorFlow, no processes."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import threading
 
 import pytest
 
-from search.budget import (
+from search.config import AUTO, NO_BUDGET_RULES, load_config
+from search.errors import ConfigError
+from search.study.budget import (
     DEADLINE_ENV,
     FIRST_JUDGEMENT_SHARE,
     TRIAL_SHARE,
@@ -23,9 +25,7 @@ from search.budget import (
     plan_budget,
     requested_rules,
 )
-from search.config import AUTO, NO_BUDGET_RULES, load_config
-from search.errors import ConfigError
-from search.study_folder import blocking_differences
+from search.study.folder import blocking_differences
 from search.trial.stop import StepStop, StopSignal
 
 AUTO_RULES = {"samples_per_epoch": AUTO, "warmup_samples": AUTO, "patience": AUTO, "max_epochs": AUTO}
@@ -184,7 +184,7 @@ def test_calibration_scales_each_trial_by_its_cost_and_keeps_the_probe_s_fixed_c
 def test_a_study_keeps_the_rules_it_was_created_with() -> None:
     new = load_config(overrides=["data.image_size=64"])  # every rule auto
     assert requested_rules(new) == AUTO_RULES
-    from search.budget import Rules
+    from search.study.budget import Rules
 
     created = apply_rules(new, Rules(samples_per_epoch=40, warmup_samples=200, patience=10, max_epochs=23))
     assert (created.train.samples_per_epoch, created.train.max_epochs) == (40, 23)

@@ -14,7 +14,11 @@ from conftest import tiny_raw_config
 from test_budget import AUTO_RULES, CHD, CPU
 
 from models import estimate_cost
-from search.budget import (
+from search.config import config_from_dict
+from search.config.space import baseline_values, complete_values
+from search.config.specs import specs_from_values
+from search.results import StudyDir, TrialRecord
+from search.study.budget import (
     NOT_STARTED,
     Deadline,
     anytime_curve,
@@ -23,10 +27,6 @@ from search.budget import (
     run_sentence,
     training_seconds_by_fidelity,
 )
-from search.config import config_from_dict
-from search.config.space import baseline_values, complete_values
-from search.config.specs import specs_from_values
-from search.results import StudyDir, TrialRecord
 from search.vocabulary import TrialState
 
 CHEAP = {"base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
@@ -67,9 +67,9 @@ class _Pool:
 
 
 def _executor(tmp_path: Path, search_left_s: float, **train: Any) -> tuple[Any, _Pool, Any]:
-    from search.progress import Progress
-    from search.study_data import PreparedData
-    from search.trial_executor import TrialExecutor
+    from search.study.dataset import PreparedData
+    from search.study.executor import TrialExecutor
+    from search.study.progress import Progress
 
     cfg = config_from_dict(tiny_raw_config(Path("unused"), train=train))
     now = [1000.0]
@@ -111,7 +111,7 @@ def test_a_configuration_the_time_left_cannot_judge_is_not_started_but_a_cheaper
 
 
 def test_after_three_configurations_in_a_row_that_do_not_fit_the_search_ends(tmp_path: Path) -> None:
-    from search.trial_executor import NOT_STARTED_LIMIT
+    from search.study.executor import NOT_STARTED_LIMIT
 
     cfg = config_from_dict(tiny_raw_config(Path("unused")))
     costly = baseline_values(cfg)
@@ -142,9 +142,9 @@ def test_a_configuration_that_fits_starts_and_records_its_training_seconds_and_f
 
 
 def test_without_a_budget_every_configuration_starts(tmp_path: Path) -> None:
-    from search.progress import Progress
-    from search.study_data import PreparedData
-    from search.trial_executor import TrialExecutor
+    from search.study.dataset import PreparedData
+    from search.study.executor import TrialExecutor
+    from search.study.progress import Progress
 
     cfg = config_from_dict(tiny_raw_config(Path("unused")))
     study = StudyDir(tmp_path / "study")

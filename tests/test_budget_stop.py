@@ -119,14 +119,14 @@ def test_a_trial_stopped_before_its_first_judgement_is_reported_running_and_keep
 
 
 def test_the_executor_records_a_budget_stop_and_keeps_the_search_going_to_its_end(tmp_path: Path) -> None:
-    from search.budget import Deadline
     from search.config import config_from_dict
     from search.errors import Interrupted
-    from search.progress import Progress
     from search.results import StudyDir
-    from search.study_data import PreparedData
+    from search.study.budget import Deadline
+    from search.study.dataset import PreparedData
+    from search.study.executor import TrialExecutor
+    from search.study.progress import Progress
     from search.trial.task import TrialOutcome
-    from search.trial_executor import TrialExecutor
 
     now = [100.0]
     deadline = Deadline(60.0, start=100.0, clock=lambda: now[0])
@@ -167,7 +167,7 @@ def test_the_first_ctrl_c_stops_a_long_epoch_at_the_next_step(tmp_path: Path) ->
 
     from data import write_synthetic_dataset
     from search.config import config_from_dict
-    from search.study_data import prepare_data
+    from search.study.dataset import prepare_data
     from search.trial.process import TrialProcess
     from search.vocabulary import EpochDecision
 

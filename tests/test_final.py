@@ -1,4 +1,4 @@
-"""The final stage's driver side (search/final.py) with a fake trial process: what the baseline is,
+"""The final stage's driver side (search/study/final.py) with a fake trial process: what the baseline is,
 how it is tested, what final.json and the verdict say about it."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from conftest import tiny_raw_config
 from search.config import Config, config_from_dict
 from search.config.space import baseline_deviations, baseline_values, complete_values
 from search.config.specs import trial_seed
-from search.final import run_final
 from search.results import StudyDir, TrialRecord, atomic_write_text, write_history_csv
-from search.study_data import PreparedData
+from search.study.dataset import PreparedData
+from search.study.final import run_final
 from search.trial.task import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 

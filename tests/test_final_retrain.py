@@ -10,8 +10,8 @@ import yaml
 from fake_study import build_study
 
 from search.config import config_from_dict
-from search.final import _final_task
 from search.results import write_history_csv
+from search.study.final import _final_task
 
 
 def test_train_on_valid_replays_the_chosen_trials_learning_rates(tmp_path: Path) -> None:

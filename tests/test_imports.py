@@ -11,7 +11,7 @@ from conftest import REPO
 def test_the_optuna_driver_path_imports_no_tensorflow() -> None:
     code = (
         "import sys\n"
-        "import search.cli, search.runner, search.engines.optuna_engine, search.trial.process, search.trial.task\n"
+        "import search.cli, search.study.runner, search.engines.optuna_engine, search.trial.process, search.trial.task\n"
         "from models import UNetSpec, estimate_training_memory_bytes\n"
         "from search.results.environment import environment_info\n"
         "from search.config import load_config\n"

@@ -17,7 +17,7 @@ from search.config import config_from_dict
 from search.config.specs import specs_from_values
 from search.errors import ConfigError
 from search.evaluation import Units, fold_prune_reason, group_images, image_units, make_folds, mean_se
-from search.study_data import PreparedData, fold_plan
+from search.study.dataset import PreparedData, fold_plan
 from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
 
 

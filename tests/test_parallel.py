@@ -14,9 +14,9 @@ from conftest import finish_process, spawn_search, tiny_raw_config
 
 from search.cli import main
 from search.config import config_from_dict
-from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots
 from search.results import StudyDir
-from search.study_folder import StudyLock
+from search.study.folder import StudyLock
+from search.study.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **study: Any) -> Path:
@@ -79,7 +79,7 @@ def test_extra_drivers_get_the_drivers_verbosity_and_debug(
         def __init__(self, cmd: list[str], **kwargs: Any) -> None:
             started.append(cmd)
 
-    monkeypatch.setattr("search.parallel.subprocess.Popen", _Proc)
+    monkeypatch.setattr("search.study.parallel.subprocess.Popen", _Proc)
     search_logger = logging.getLogger("search")
     saved = search_logger.level
     search_logger.setLevel(level)

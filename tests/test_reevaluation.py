@@ -16,8 +16,8 @@ from search.config import config_from_dict
 from search.config.specs import trial_seed
 from search.errors import ConfigError
 from search.evaluation import Units
-from search.reevaluation import Candidate, pick, reeval_seed, selection_sentence
 from search.results import StudyDir
+from search.study.reevaluation import Candidate, pick, reeval_seed, selection_sentence
 
 
 def _run(per_image: dict[str, float]) -> dict[str, object]:

@@ -132,8 +132,8 @@ def test_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_report_shows_the_reevaluation_and_the_verdict_escaped_once(tmp_path: Path) -> None:
-    from search.reevaluation import selection_sentence
     from search.results import atomic_write_json
+    from search.study.reevaluation import selection_sentence
     from search.tools.report import write_report
 
     study = build_study(tmp_path)
@@ -180,7 +180,7 @@ def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_f
 
 
 def test_the_report_shows_the_best_score_against_time_and_how_each_run_used_its_budget(tmp_path: Path) -> None:
-    from search.budget import anytime_curve, record_run
+    from search.study.budget import anytime_curve, record_run
     from search.tools.report import build_report_html
 
     study = build_study(tmp_path)

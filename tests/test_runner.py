@@ -16,8 +16,8 @@ from search.cli import EXIT_CONFIG, EXIT_DATA, main
 from search.config import Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir
-from search.runner import run_study
-from search.study_folder import StudyLock
+from search.study.folder import StudyLock
+from search.study.runner import run_study
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **train: object) -> Path:
@@ -114,7 +114,7 @@ def test_the_run_plan_is_decided_once_from_role_lock_and_environment(
     strategy: str, workers: int, role: Literal["main", "worker"], owner: bool, kt_env: Literal["chief", "worker"] | None,
     expected: tuple[object, ...],
 ) -> None:
-    from search.runner import plan_run
+    from search.study.runner import plan_run
 
     plan = plan_run(_plan_config(strategy, workers), role=role, owner=owner, existed=True, kt_env_role=kt_env,
                     worker_index=2)
@@ -128,7 +128,7 @@ def test_the_run_plan_is_decided_once_from_role_lock_and_environment(
 def test_a_keras_tuner_study_refuses_a_second_driver_outside_chief_worker_mode(
     role: Literal["main", "worker"], owner: bool, kt_env: Literal["chief", "worker"] | None
 ) -> None:
-    from search.runner import plan_run
+    from search.study.runner import plan_run
 
     with pytest.raises(ConfigError, match="Keras Tuner"):
         plan_run(_plan_config("random", 1), role=role, owner=owner, existed=True, kt_env_role=kt_env)
@@ -136,9 +136,9 @@ def test_a_keras_tuner_study_refuses_a_second_driver_outside_chief_worker_mode(
 
 def _executor(tmp_path: Path, raw: dict[str, object], *, memory_budget: int | None) -> object:
     """A TrialExecutor whose trial process must never run (every trial here is rejected before training)."""
-    from search.progress import Progress
-    from search.study_data import PreparedData
-    from search.trial_executor import TrialExecutor
+    from search.study.dataset import PreparedData
+    from search.study.executor import TrialExecutor
+    from search.study.progress import Progress
 
     class NoProcess:
         stop_requested = 0
@@ -188,7 +188,7 @@ def test_a_second_run_on_a_running_study_says_it_joins(
     """A second `run` on a running Optuna study joined it silently (issue 19.16b); a `worker` joins by design."""
     import logging
 
-    from search.runner import plan_run
+    from search.study.runner import plan_run
 
     with caplog.at_level(logging.INFO, logger="search"):
         plan_run(_plan_config("tpe", 1), role=role, owner=owner, existed=True, kt_env_role=None, holder="4242")

@@ -17,7 +17,7 @@ from conftest import tiny_raw_config
 from search.cli import main
 from search.config import config_from_dict
 from search.results import StudyDir
-from search.runner import run_study
+from search.study.runner import run_study
 from search.trial.process import TrialProcess
 from search.trial.task import TrialOutcome, TrialTask
 

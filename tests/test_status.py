@@ -48,7 +48,7 @@ def test_status_without_debug_points_at_the_traceback(tmp_path: Path, capsys: py
 
 def test_an_interrupted_trial_shows_its_progress_so_far_and_says_interrupted(tmp_path: Path) -> None:
     """After Ctrl-C or a killed driver a trial stayed 'running' with empty columns (issue 19.16a)."""
-    from search.study_folder import StudyLock
+    from search.study.folder import StudyLock
     from search.tools.status import status_text, trials_frame
 
     study = build_study(tmp_path, n_complete=1, n_pruned=0, n_failed=0, n_running=1, final=False, predictions=False)

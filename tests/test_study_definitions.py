@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fake_study import build_study
 
-from search.reevaluation import top_candidates
 from search.results import StudyDir, chosen_trial
+from search.study.reevaluation import top_candidates
 from search.tools.export import export_json
 from search.tools.report.context import ReportContext
 from search.tools.status import status_text

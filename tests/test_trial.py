@@ -92,11 +92,11 @@ def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) 
 
 def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Path) -> None:
     """TrialExecutor's per-epoch decision: warm-up/zero-score epochs skip the pruner; a dip is not reported."""
-    from search.progress import Progress
     from search.results import StudyDir
-    from search.study_data import PreparedData
+    from search.study.dataset import PreparedData
+    from search.study.executor import TrialExecutor
+    from search.study.progress import Progress
     from search.trial.task import TrialOutcome
-    from search.trial_executor import TrialExecutor
 
     epochs = [  # (judgeable, this epoch's score, running best)
         (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (1.0, 0.6, 0.6), (1.0, 0.2, 0.6), (1.0, 0.7, 0.7)]

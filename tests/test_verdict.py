@@ -143,8 +143,8 @@ def test_the_p_value_is_exact_when_zeros_and_ties_would_make_scipy_approximate()
 
 def test_the_final_stage_gives_the_verdict_the_test_images_patients() -> None:
     from search.evaluation import Units
-    from search.final import _verdict
     from search.results import TrialRecord
+    from search.study.final import _verdict
 
     stems = [f"{p}_{i:04d}" for p in ("P1", "P2") for i in range(3)]
     metrics = {"hard_dice": 0.8, "per_image": {"hard_dice": [0.8] * 6, "stems": stems},

@@ -122,8 +122,9 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.budget import Deadline
-    from search.runner import dry_run, run_study
+    from search.study.budget import Deadline
+    from search.study.runner import dry_run, run_study
+    from search.tools.report import refresh_report
 
     started = time.time()  # the budget counts from here: preparing the data is part of the run
     cfg = resolve_config(args)
@@ -138,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(dry_run(cfg, results_root=Path(args.results), deadline=deadline).describe())
         return 0
     summary = run_study(cfg, results_root=Path(args.results), allow_changes=args.allow_changes, verbose=args.verbose,
-                        deadline=deadline)
+                        deadline=deadline, on_trial_end=refresh_report)
     best = summary.get("best")
     if best is None:
         hint = ("; the budget ended first: run again with a larger --timeout to continue the study"
@@ -157,8 +158,8 @@ def cmd_final(args: argparse.Namespace) -> int:
     import yaml
 
     from search.config import config_from_dict
-    from search.final import run_final
     from search.results import StudyDir
+    from search.study.final import run_final
 
     study = StudyDir(Path(args.results) / args.name)
     if not study.exists():

@@ -86,7 +86,7 @@ def _interrupt_now(signum: int, frame: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.runner import run_study
+    from search.study.runner import run_study
 
     if args.parent is not None:
         # An extra driver of `run --workers N`: Ctrl-C reaches it from the main driver as SIGUSR1
@@ -98,8 +98,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg = resolve_worker_config(args)
     print(f"worker for study {cfg.study.name} ({cfg.study.strategy}) → {Path(args.results) / cfg.study.name}",
           file=sys.stderr)
+    from search.tools.report import refresh_report
+
     summary = run_study(
         cfg,
+        on_trial_end=refresh_report,
         results_root=Path(args.results),
         allow_changes=args.allow_changes,
         verbose=args.verbose,

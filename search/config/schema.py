@@ -30,7 +30,7 @@ PRUNERS = ("auto", "none", "median", "asha", "hyperband")
 FIRST_RUNG_FROM = 128  # train.first_rung_size auto: a first rung at half the size from this image side up
 AUTO = "auto"  # a value the study works out itself (num_layers.max from the image size, train rules from the budget)
 
-# train.* rules left at "auto" come from the time budget (search/budget.py); without one, the reference
+# train.* rules left at "auto" come from the time budget (search/study/budget.py); without one, the reference
 # tool's scale: an epoch of 800 samples (400 steps x batch 2), a 4000-sample warm-up, patience 10, 100 epochs.
 NO_BUDGET_RULES: dict[str, Any] = {"samples_per_epoch": 800, "warmup_samples": 4000, "patience": 10, "max_epochs": 100}
 
@@ -97,7 +97,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int | Literal["auto"] = "auto"  # auto: from the budget (search/budget.py), else 100
+    max_epochs: int | Literal["auto"] = "auto"  # auto: from the budget (search/study/budget.py), else 100
     patience: int | Literal["auto"] = "auto"  # epochs; auto: twice the warm-up, else 10
     min_epochs: int = 1
     reducer: ReducerConfig = field(default_factory=ReducerConfig)
@@ -126,7 +126,7 @@ class FinalConfig:
     retrain: bool = True
     train_on_valid: bool = False
     num_predictions: int = 6
-    # Re-evaluation before the final pick (search/reevaluation.py): the k best trials and the baseline
+    # Re-evaluation before the final pick (search/study/reevaluation.py): the k best trials and the baseline
     # trained again with `seeds` fresh seeds each, picked by the mean or the lower bound (mean - se)
     # of the fresh scores. 0 = off: the search's best is the final configuration.
     reevaluate_top_k: int = 0

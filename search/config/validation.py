@@ -141,7 +141,7 @@ def validate_config(cfg: Config, source: str) -> None:
         ("final.reevaluate_top_k", cfg.final.reevaluate_top_k, 0),
         ("final.seeds", cfg.final.seeds, 1),
     ):
-        if isinstance(v, str):  # AUTO: a train rule left to the budget (search/budget.py)
+        if isinstance(v, str):  # AUTO: a train rule left to the budget (search/study/budget.py)
             continue
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")

@@ -15,7 +15,7 @@ __all__ = ["Executor"]
 
 
 class Executor(Protocol):
-    """What an engine calls to run and record trials (implemented by search/trial_executor.py)."""
+    """What an engine calls to run and record trials (implemented by search/study/executor.py)."""
 
     baselines: bool  # whether trial 0 is the reference configuration
 

@@ -16,7 +16,7 @@ from search.evaluation.stats import (
     signed_rank_p,
     unit_sums,
 )
-from search.evaluation.units import FoldPlan, Units, group_images, image_units, make_folds, study_units
+from search.evaluation.units import FoldPlan, Units, group_images, image_units, make_folds
 from search.evaluation.verdict import Verdict, outcomes, paired_verdict, union_interval
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "outcomes",
     "paired_verdict",
     "signed_rank_p",
-    "study_units",
     "union_interval",
     "unit_sums",
 ]

@@ -32,17 +32,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from search.errors import ConfigError
 
-if TYPE_CHECKING:
-    from search.config import Config
-    from search.study_data import PreparedData
-
-__all__ = ["FoldPlan", "Units", "group_images", "image_units", "make_folds", "study_units"]
+__all__ = ["FoldPlan", "Units", "group_images", "image_units", "make_folds"]
 
 _TRAILING_INDEX = re.compile(r"^(.+?)[_-]\d+$")
 
@@ -107,12 +103,6 @@ def image_units(stems: Iterable[str], rule: str, *, data_root: Path | None) -> U
     """The units of the statistics for these images under ``study.groups`` (module docstring)."""
     patients, how = _patient_ids(sorted(set(stems)), rule, data_root)
     return Units(patients=patients, grouping=how if patients is not None else f"images as units ({how})")
-
-
-def study_units(cfg: Config, data: PreparedData) -> Units:
-    """The study's units, from every split's image names (one rule for valid, folds and test)."""
-    return image_units((s for split in data.stems.values() for s in split), cfg.study.groups,
-                       data_root=Path(cfg.data.root))
 
 
 def _patient_ids(stems: list[str], rule: str, data_root: Path | None) -> tuple[dict[str, str] | None, str]:

@@ -5,10 +5,10 @@
         environment.json      versions and machine of every run
         data_fingerprint.json what the data was (files, sizes, mask rule)
         folds.json            k-fold: the recorded fold plan
-        budget.json           throughput and a record of every run (search/budget.py)
+        budget.json           throughput and a record of every run (search/study/budget.py)
         trials.csv            one row per trial, rebuilt from the trial.json files
         report.html
-        .lock                 held by the driver (search/study_folder.py)
+        .lock                 held by the driver (search/study/folder.py)
         engine/               the engine's own storage (Optuna journal and its locks, Keras Tuner oracle,
                               dashboard.journal)
         trials/<nnnn>/        trial.json, values.json, history.csv, scores.json, best.weights.h5,

@@ -97,7 +97,7 @@ def _study_image_bits(study: StudyDir) -> int | None:
 
 def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
     """A trial's model: its best weights, or (k-fold) the mean of its fold models, as the final stage builds it."""
-    from search.final import model_source
+    from search.study.final import model_source
     from search.trial.final import load_source
 
     rec = study.read_trial(number)

@@ -1,5 +1,5 @@
 """The throughput probe, in the trial process: a few timed optimizer steps of the baseline configuration on
-the study's own images (augmentation included) and a timed validation pass; search/throughput.py plans
+the study's own images (augmentation included) and a timed validation pass; search/study/throughput.py plans
 the budget with the result.
 """
 

@@ -1,6 +1,6 @@
 """Stopping a training at the next optimizer step: the run's deadline or Ctrl-C (issue 20).
 
-The driver plans the deadline (search/budget.py) and hands the trial process its time; the training loop
+The driver plans the deadline (search/study/budget.py) and hands the trial process its time; the training loop
 (search/trial/training.py) checks a :class:`StopSignal` after every step.
 """
 

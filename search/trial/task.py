@@ -71,8 +71,8 @@ class TrialTask:
     retrained on train+valid), and ``baseline`` is tested on the same images for the verdict (with
     ``baseline_fixed_epochs``, its specs retrained on train+valid first, like the chosen model);
     ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
-    ``stop_at``: the deadline (``time.time()``) at which training stops at the next step (search/budget.py).
-    ``kind="probe"``: measure how fast ``specs`` trains here (search/throughput.py); nothing is written.
+    ``stop_at``: the deadline (``time.time()``) at which training stops at the next step (search/study/budget.py).
+    ``kind="probe"``: measure how fast ``specs`` trains here (search/study/throughput.py); nothing is written.
     """
 
     number: int

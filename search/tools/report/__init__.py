@@ -49,6 +49,15 @@ def write_report(study: StudyDir) -> Path:
     return study.report_html
 
 
+def refresh_report(study: StudyDir) -> None:
+    """Rewrite the report after a trial or at the end of a run; a problem is logged, never raised (a report
+    must not stop a search). ``run`` and ``worker`` hand it to the driver (search/study/runner.py)."""
+    try:
+        write_report(study)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not refresh %s", study.report_html, exc_info=True)
+
+
 def build_report_html(study: StudyDir) -> str:
     """The report page of ``study`` as one HTML string."""
     ctx = ReportContext.load(study)

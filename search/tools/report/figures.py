@@ -74,7 +74,7 @@ def history(ctx: ReportContext, page: Page) -> str:
 def anytime(ctx: ReportContext, page: Page) -> str:
     """The best validation dice against the runs' wall-clock seconds, the runs' use of their budget and
     the training time at each fidelity (budget.json and the trial records)."""
-    from search.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
+    from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 
     runs = read_runs(ctx.study.root)
     curve = anytime_curve(ctx.trials, runs)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from search.config import HYPERPARAMETER_DEFAULTS
-from search.reevaluation import selection_sentence
 from search.results import TrialRecord
+from search.study.reevaluation import selection_sentence
 from search.tools.report.context import ReportContext
 from search.tools.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.tools.status import poor_model_caution

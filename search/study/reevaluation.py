@@ -17,7 +17,7 @@ scores 0 on every image: the configuration gave no usable model with that seed. 
 ``final/reeval/<nnnn>-s<j>/`` with checkpoints and records ``run.json`` when it ends, so an
 interrupted re-evaluation resumes at the run it was in. The selection, with every candidate's fresh
 scores, is ``final/selection.json`` (and ``final.json``'s ``selection``). It holds no test score:
-only the pick is tested (search/final.py), unless ``final --show-candidate-test`` asks otherwise.
+only the pick is tested (search/study/final.py), unless ``final --show-candidate-test`` asks otherwise.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from search.budget import BudgetEnded
 from search.config import Config
 from search.config.specs import specs_from_values, trial_seed
 from search.errors import Interrupted, TrialFailed
-from search.evaluation import FoldPlan, Units, mean_se, study_units
+from search.evaluation import FoldPlan, Units, mean_se
 from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, read_json
 from search.results.layout import REEVAL_DIR, RUN_FILE, SCORES_FILE, SELECTION_FILE
-from search.study_data import PreparedData
+from search.study.budget import BudgetEnded
+from search.study.dataset import PreparedData, study_units
 from search.trial.process import TrialProcess
 from search.trial.task import TrialOutputs, TrialTask
 from search.vocabulary import EpochDecision, TrialState

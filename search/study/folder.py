@@ -2,7 +2,7 @@
 
 A new folder is only a candidate until its driver holds the :class:`StudyLock`; ``study.yaml`` (what
 "the study exists" means) is written once the data is prepared, and only the lock holder may remove
-a folder it created (search/runner.py).
+a folder it created (search/study/runner.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The final stage: the chosen trial's model tested on the test split (or retrained on train+valid first).
 
 The driver side: choose the trial (the search's best, or the pick of the top-k re-evaluation in
-``search/reevaluation.py``), write ``final/best_config.yaml``, run the task in a trial process and
+``search/study/reevaluation.py``), write ``final/best_config.yaml``, run the task in a trial process and
 write ``final/final.json``. The trial process side (load the weights or retrain, test, save
 ``final/model.keras``) is ``search/trial/final.py``.
 """
@@ -12,13 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from search.budget import BudgetEnded, Deadline
 from search.config import AUGMENTATIONS, Config, best_config
 from search.config.space import baseline_deviations
 from search.config.specs import specs_from_values, trial_seed
 from search.errors import ConfigError, Interrupted, SearchAborted
-from search.evaluation import Units, paired_verdict, study_units
-from search.reevaluation import reevaluate
+from search.evaluation import Units, paired_verdict
 from search.results import (
     StudyDir,
     TrialRecord,
@@ -34,7 +32,9 @@ from search.results.layout import (
     SELECTION_FILE,
     fold_dir,
 )
-from search.study_data import PreparedData, fold_plan, prepare_data
+from search.study.budget import BudgetEnded, Deadline
+from search.study.dataset import PreparedData, fold_plan, prepare_data, study_units
+from search.study.reevaluation import reevaluate
 from search.trial.process import TrialProcess
 from search.trial.runtime import trial_runtime
 from search.trial.stop import stopped_by_budget
@@ -66,13 +66,13 @@ def run_final(
     """Pick the final configuration (the search's best, or after re-evaluation) and test its model.
 
     With ``final.reevaluate_top_k`` the top-k trials and the baseline are first trained again with
-    fresh seeds (search/reevaluation.py) and the pick is made on those scores. The chosen model and
+    fresh seeds (search/study/reevaluation.py) and the pick is made on those scores. The chosen model and
     the baseline's are tested on the same test images for the verdict. The other candidates are not
     tested: their test scores would invite re-running the pick with another ``final.select`` rule,
     which makes it test-informed. ``show_candidate_test`` tests them anyway, after the pick, into
     ``final/candidate_test.json`` (never into selection.json or final.json).
 
-    ``deadline``: the run's end (search/budget.py). Training here (a retrain, fresh runs) stops at it;
+    ``deadline``: the run's end (search/study/budget.py). Training here (a retrain, fresh runs) stops at it;
     a re-evaluation it cuts short is dropped (the search's best is tested), a retrain keeps its last
     completed epoch.
     """

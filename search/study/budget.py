@@ -14,7 +14,7 @@ final stage. Before the search starts, :func:`plan_budget` (a pure function) spl
   budget the next run has.
 
 The estimates need the machine's speed: :class:`Throughput`, measured once per study by a short probe
-of the baseline configuration (search/throughput.py) and refined from the trials already run, kept in
+of the baseline configuration (search/study/throughput.py) and refined from the trials already run, kept in
 ``results/<study>/budget.json`` with a record of every run (its plan, what ended it, what each phase
 used).
 
@@ -722,7 +722,7 @@ class RunLedger:
     final_s: float = 0.0
     trials_started: int = 0
     trials_judged: int = 0
-    not_started: int = 0  # configurations the time left could not judge (search/trial_executor.py)
+    not_started: int = 0  # configurations the time left could not judge (search/study/executor.py)
     stopped_by_budget: list[int] = field(default_factory=list)
 
     def sentence(self) -> str:

@@ -16,16 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from search.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.config import Config
 from search.config.space import complete_values
 from search.config.specs import check_memory, specs_from_values, trial_seed
 from search.errors import Interrupted, SearchAborted, TrialFailed
-from search.evaluation import FoldPlan, study_units
-from search.progress import Progress
+from search.evaluation import FoldPlan
 from search.results import StudyDir, TrialRecord, atomic_write_json
 from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold_dir
-from search.study_data import PreparedData
+from search.study.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
+from search.study.dataset import PreparedData, study_units
+from search.study.progress import Progress
 from search.trial.process import TrialProcess
 from search.trial.runtime import device_memory_budget
 from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
@@ -80,7 +80,7 @@ class TrialExecutor:
         self.units = study_units(cfg, data)
 
     def budget_left(self) -> bool:
-        """Whether the search's share of the time budget has time left (search/budget.py)."""
+        """Whether the search's share of the time budget has time left (search/study/budget.py)."""
         return not self._search_over and (self.deadline is None or self.deadline.search_left())
 
     @property
@@ -264,7 +264,7 @@ class TrialExecutor:
 
     def _throughput(self) -> Throughput | None:
         """The plan's measured speed, refined by this study's trials so far."""
-        from search.throughput import trial_speeds
+        from search.study.throughput import trial_speeds
 
         assert self.budget is not None
         return calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))

@@ -3,7 +3,7 @@
 What this driver does in the study is decided once, in :func:`plan_run`: whether it owns the study
 or joins one that is running, whether it starts extra drivers, its Keras Tuner chief/worker role.
 How it spends its time budget (``--timeout``) is planned before the search starts
-(:func:`search.budget.plan_budget`): the final stage's share, and the training rules left at ``auto``.
+(:func:`search.study.budget.plan_budget`): the final stage's share, and the training rules left at ``auto``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from search.budget import (
+from search.config import Config, config_from_dict
+from search.errors import ConfigError, Interrupted, SearchAborted
+from search.evaluation import FoldPlan
+from search.results import StudyDir, atomic_write_json, atomic_write_text
+from search.results.environment import environment_info
+from search.study.budget import (
     DEADLINE_ENV,
     BudgetPlan,
     DataSizes,
@@ -32,26 +37,21 @@ from search.budget import (
     requested_rules,
     write_throughput,
 )
-from search.config import Config, config_from_dict
-from search.errors import ConfigError, Interrupted, SearchAborted
-from search.evaluation import FoldPlan, study_units
-from search.final import run_final
-from search.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
-from search.progress import Progress
-from search.results import StudyDir, atomic_write_json, atomic_write_text
-from search.results.environment import environment_info
-from search.study_data import PreparedData, fold_plan, prepare_data, resolved_config
-from search.study_folder import (
+from search.study.dataset import PreparedData, fold_plan, prepare_data, resolved_config, study_units
+from search.study.executor import TrialExecutor
+from search.study.final import run_final
+from search.study.folder import (
     StudyLock,
     check_same_dataset,
     check_stored_config,
     open_study_dir,
     sweep_temp_files,
 )
+from search.study.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
+from search.study.progress import Progress
 from search.trial.process import TrialProcess
 from search.trial.runtime import temporary_environ, trial_runtime
 from search.trial.stop import stopped_by_budget
-from search.trial_executor import TrialExecutor
 from search.vocabulary import TrialState
 
 __all__ = ["RunPlan", "dry_run", "kt_distributed_role", "plan_run", "run_study"]
@@ -161,6 +161,7 @@ def run_study(
     worker_index: int | None = None,
     parent_pid: int | None = None,
     deadline: Deadline | None = None,
+    on_trial_end: Callable[[StudyDir], None] | None = None,
 ) -> dict[str, Any]:
     """Create or resume a study, run the search, then the final stage. Returns a summary.
 
@@ -174,6 +175,8 @@ def run_study(
         parent_pid: an extra driver stops (at the next step) once this process is gone.
         deadline: the run's time budget, started when the command started (default: now, with
             ``study.timeout_s``; an extra driver of ``run --workers N`` takes the main driver's).
+        on_trial_end: called with the study after each trial and at the end of the run (the CLI
+            refreshes report.html; the report is a tool above this layer).
     """
     deadline = deadline or Deadline.from_env(cfg.study.timeout_s)
     if cfg.study.storage:
@@ -240,7 +243,7 @@ def run_study(
         try:
             return _drive(cfg, plan, study=study, data=data, folds=folds, results_root=results_root,
                           verbose=verbose, show_progress=show_progress, process=process, slots=slots,
-                          parent_pid=parent_pid, deadline=deadline, budget=budget)
+                          parent_pid=parent_pid, deadline=deadline, budget=budget, on_trial_end=on_trial_end)
         finally:
             if trial_process is None:
                 process.close()
@@ -268,7 +271,7 @@ def plan_study_budget(cfg: Config, study: StudyDir, data: PreparedData, process:
                       *, stored_rules: bool, probe: bool, persist: bool) -> BudgetPlan:
     """The study's speed (budget.json, its trials, or a probe now), then the plan; the final stage's
     share is reserved on ``deadline``. Raises ConfigError for a budget below one judged trial."""
-    from search.throughput import study_throughput
+    from search.study.throughput import study_throughput
 
     throughput, probed = study_throughput(study, cfg, data, process, probe=probe)
     if probed is not None and persist:
@@ -316,6 +319,7 @@ def _drive(
     parent_pid: int | None,
     deadline: Deadline,
     budget: BudgetPlan | None = None,
+    on_trial_end: Callable[[StudyDir], None] | None = None,
 ) -> dict[str, Any]:
     """Run the strategy loop (and the extra drivers of the plan), then the final stage."""
     extra_slots = slots[1:]
@@ -331,7 +335,7 @@ def _drive(
     progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
         [r for r in study.trials() if r.status != TrialState.RUNNING]), deadline=deadline)
     executor = TrialExecutor(
-        cfg, study, data, process, progress, deadline=deadline, on_trial_end=lambda: _refresh_report(study),
+        cfg, study, data, process, progress, deadline=deadline, on_trial_end=(lambda: on_trial_end(study)) if on_trial_end else None,
         verbose=verbose, folds=folds, budget=budget,
     )
     extras = ExtraDrivers(study_name=cfg.study.name, results_root=results_root,
@@ -365,7 +369,8 @@ def _drive(
                                              deadline=deadline)
             finally:
                 ledger.final_s = deadline.elapsed() - final_start
-        _refresh_report(study)
+        if on_trial_end is not None:
+            on_trial_end(study)
         summary["run"] = ledger.to_dict()
         return summary
     finally:
@@ -427,7 +432,7 @@ def _count_trials(ledger: RunLedger, study: StudyDir, *, since: float) -> None:
 def _install_sigint(
     process: TrialProcess, extras: ExtraDrivers | None = None, *, extra_driver: bool = False
 ) -> Callable[[], None]:
-    """First Ctrl-C: stop the running trial at its next optimizer step (search/budget.py), keeping its last
+    """First Ctrl-C: stop the running trial at its next optimizer step (search/study/budget.py), keeping its last
     completed epoch's checkpoint; then stop. Second: stop at once.
 
     Either way the study stays resumable (the trial continues from its last completed epoch).
@@ -471,12 +476,3 @@ def _best_summary(study: StudyDir) -> dict[str, Any] | None:
     return {"number": best.number, "score": best.score, "values": best.values}
 
 
-def _refresh_report(study: StudyDir) -> None:
-    try:
-        from search.tools.report import write_report
-    except ImportError:
-        return
-    try:
-        write_report(study)
-    except Exception:  # noqa: BLE001 - a report problem must never stop a search
-        logger.warning("could not refresh %s", study.report_html, exc_info=True)

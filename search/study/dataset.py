@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from search.config import Config
+from search.evaluation import FoldPlan, Units, image_units
 from search.results.layout import FOLDS_FILE
 
-if TYPE_CHECKING:
-    from search.evaluation import FoldPlan
-
-__all__ = ["PreparedData", "fold_plan", "prepare_data", "resolved_config"]
+__all__ = ["PreparedData", "fold_plan", "prepare_data", "resolved_config", "study_units"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +82,7 @@ def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | N
     import json
 
     from search.errors import ConfigError
-    from search.evaluation import FoldPlan, group_images, make_folds
+    from search.evaluation import group_images, make_folds
     from search.results import atomic_write_json
 
     if cfg.study.evaluation != "kfold":
@@ -104,3 +102,9 @@ def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | N
     logger.info("k-fold: %d folds of %s images, grouped by %s (%d groups); recorded in %s", s.folds,
                 "/".join(str(len(f)) for f in plan.folds), how, len(set(groups.values())), path)
     return plan
+
+
+def study_units(cfg: Config, data: PreparedData) -> Units:
+    """The study's units, from every split's image names (one rule for valid, folds and test)."""
+    return image_units((s for split in data.stems.values() for s in split), cfg.study.groups,
+                       data_root=Path(cfg.data.root))

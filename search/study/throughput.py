@@ -1,6 +1,6 @@
 """How fast this machine trains: a short probe of the baseline configuration, and the trials' own speed.
 
-The budget's plan (search/budget.py) needs seconds per training sample before the first trial starts.
+The budget's plan (search/study/budget.py) needs seconds per training sample before the first trial starts.
 A new study measures them once with a probe in its trial process (:func:`measure_throughput`; the
 process then runs the trials): a few timed optimizer steps of the baseline configuration on the
 study's own images (augmentation included), and a timed validation pass. It costs a few seconds
@@ -15,9 +15,9 @@ import statistics
 import time
 from typing import Any
 
-from search.budget import Throughput, TrialSpeed, calibrate, read_budget_file
 from search.config import Config
 from search.results import StudyDir
+from search.study.budget import Throughput, TrialSpeed, calibrate, read_budget_file
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["measure_throughput", "study_throughput", "trial_speeds"]

@@ -1,7 +1,7 @@
 """Study progress: one log line per finished trial and a study-level bar (trials, best, ETA).
 
 With a time budget the ETA counts down to the run's deadline when that comes before the trial budget
-is spent (search/budget.py)."""
+is spent (search/study/budget.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from search.results import TrialRecord
 
 if TYPE_CHECKING:
-    from search.budget import Deadline
+    from search.study.budget import Deadline
 
 __all__ = ["SHOWN", "Progress", "format_value"]
 
 
-logger = logging.getLogger("search.progress")
+logger = logging.getLogger("search.study.progress")
 
 # Hyperparameters worth showing in the one-line trial summary.
 SHOWN = ("base_filters", "base_kernels", "num_layers", "learning_rate", "dropout_rate", "dilation")
