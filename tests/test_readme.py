@@ -9,7 +9,8 @@ import pytest
 
 from search.cli import build_parser, main
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
 
 
 def _subcommands() -> set[str]:
@@ -56,3 +57,26 @@ def test_bad_usage_is_one_line_exit_2(capsys: pytest.CaptureFixture) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "--max-trials" in err
     assert main(["nosuchcommand"]) == 2
+
+
+def test_the_package_map_names_every_module_where_it_is() -> None:
+    """README "Development": each package row names modules that exist in it, and every module is named."""
+    text = (REPO / "README.md").read_text()
+    rows = [line for line in text[text.index("| package | answers | its modules |"):].splitlines()[2:]
+            if line.startswith("| `")]
+    named: set[Path] = set()
+    for row in rows:
+        package = re.match(r"\| `([a-z_]+)/`", row)
+        if package is None:
+            continue
+        folder = REPO / "search" / package.group(1)
+        assert folder.is_dir(), row
+        for name in re.findall(r"`([a-z_]+(?:\.py|/))`", row.split("|")[3]):
+            path = folder / name.rstrip("/")
+            assert path.exists(), f"README names {path.relative_to(REPO)}, which does not exist"
+            named.add(path)
+    assert len(rows) >= 8
+    modules = {p for p in (REPO / "search").glob("*/*") if (p.suffix == ".py" and p.name != "__init__.py") or
+               (p.is_dir() and (p / "__init__.py").is_file())}
+    missing = sorted(str(p.relative_to(REPO)) for p in modules - named)
+    assert not missing, f"modules the README's package map does not name: {missing}"
