@@ -86,3 +86,14 @@ def step_counter() -> tuple[Any, list[int]]:
             counts[-1] += 1
 
     return Count(), counts
+
+
+def final_task_of(task: Any, **fields: Any) -> Any:
+    """The final stage's task with ``task``'s common fields (number, specs, folder, outputs, units, ...)."""
+    import dataclasses
+
+    from search.trial.final import FinalTask
+    from search.trial.task import TrialTask
+
+    common = {f.name: getattr(task, f.name) for f in dataclasses.fields(TrialTask)}
+    return FinalTask(**common, **fields)

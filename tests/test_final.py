@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tiny_raw_config
+from conftest import final_task_of, tiny_raw_config
 
 from search.config import Config, config_from_dict
 from search.config.space import baseline_deviations, baseline_values, complete_values
@@ -17,6 +17,7 @@ from search.config.specs import trial_seed
 from search.results import StudyDir, TrialRecord, atomic_write_text, write_history_csv
 from search.study.dataset import PreparedData
 from search.study.final import run_final
+from search.trial.final import FinalTask
 from search.trial.task import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
@@ -32,7 +33,7 @@ class FakeProcess:
 
     def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
         self.tasks.append(task)
-        if task.kind == "trial":  # a re-evaluation run: per-image validation dice by trial
+        if not isinstance(task, FinalTask):  # a re-evaluation run: per-image validation dice by trial
             per_image = {f"v{i}": 0.5 + 0.05 * task.number for i in range(4)}
             atomic_write_text(Path(task.out_dir) / "scores.json", json.dumps({"per_image": per_image}))
             return TrialOutcome(status=TrialState.COMPLETE, score=0.5 + 0.05 * task.number, epochs_run=1)
@@ -166,7 +167,7 @@ def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path)
     task = _task(tmp_path / "final")
     base_specs = replace(task.specs, train=replace(task.specs.train, seed=11))
     seen: list[dict[str, float]] = []
-    outcome = run_task(replace(task, kind="final", fixed_epochs=1, baseline_fixed_epochs=2,
+    outcome = run_task(final_task_of(task, fixed_epochs=1, baseline_fixed_epochs=2,
                                baseline=ModelSource(base_specs, (), label="the baseline (trial 0)")),
                        _data(), lambda epoch, logs: seen.append(logs))
     assert outcome.status == "complete", outcome.reason
@@ -190,7 +191,7 @@ def test_only_the_pick_is_tested_unless_the_candidates_test_scores_are_asked_for
     assert [c["trial"] for c in selection["candidates"]] == [1, 0]  # the best, then the baseline
     for record in (selection, final["selection"]):
         assert not any("test" in key for c in record["candidates"] for key in c) and "test_note" not in record
-    assert process.tasks[-1].kind == "final" and process.tasks[-1].candidates == ()  # nothing else tested
+    assert isinstance(process.tasks[-1], FinalTask) and process.tasks[-1].candidates == ()  # nothing else tested
     assert not (study.final_dir / "candidate_test.json").exists()
     # asked for: tested after the pick, into a file of their own that says what reading it costs
     final, process = _final(study, cfg, show_candidate_test=True)

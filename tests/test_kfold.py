@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import tiny_raw_config
+from conftest import final_task_of, tiny_raw_config
 
 from data import synthetic_arrays
 from search.config import config_from_dict
@@ -18,6 +18,8 @@ from search.config.specs import specs_from_values
 from search.errors import ConfigError
 from search.evaluation import Units, fold_prune_reason, group_images, image_units, make_folds, mean_se
 from search.study.dataset import PreparedData, fold_plan
+from search.trial.holdout import HoldoutTask
+from search.trial.kfold import KFoldTask
 from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
 
 
@@ -163,8 +165,9 @@ UNITS = Units(patients={s: f"pt{i // 2}" for i, s in enumerate(s for f in FOLDS 
 def _task(out: Path, folds: tuple[tuple[str, ...], ...] | None) -> TrialTask:
     cfg = config_from_dict(tiny_raw_config(Path("unused"), train={"max_epochs": 2, "patience": 2}))
     values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
-    return TrialTask(number=0, specs=specs_from_values(cfg, values, seed=5), out_dir=str(out), cache_path="",
-                     outputs=TrialOutputs(predictions=0), folds=folds, units=UNITS)
+    common: dict[str, Any] = dict(number=0, specs=specs_from_values(cfg, values, seed=5), out_dir=str(out),
+                                  cache_path="", outputs=TrialOutputs(predictions=0), units=UNITS)
+    return KFoldTask(**common, folds=folds) if folds is not None else HoldoutTask(**common)
 
 
 def _cluster_se(per_image: dict[str, float]) -> float:
@@ -228,7 +231,7 @@ def test_a_kfold_trial_scores_out_of_fold_resumes_by_fold_and_feeds_an_ensemble(
     # the final stage: the ensemble of the fold models, tested with the baseline on the same images
     task = _task(tmp_path / "final", FOLDS)
     weights = tuple(str(out / f"fold{f}" / "best.weights.h5") for f in range(3))
-    final = run_task(replace(task, kind="final", folds=None, model=ModelSource(task.specs, weights),
+    final = run_task(final_task_of(task, model=ModelSource(task.specs, weights),
                              baseline=ModelSource(task.specs, weights[:1], label="ref")), data, lambda e, logs: None)
     assert final.status == "complete", final.reason
     metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())

@@ -27,7 +27,7 @@ def _fold_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trial_seed_: in
 
     monkeypatch.setattr(kfold, "fit_and_score", record)
     specs = TrialSpecs(model=UNetSpec.tiny(), augment=AugmentSpec.none(), train=TrainSpec(seed=trial_seed_))
-    task = TrialTask(number=0, specs=specs, out_dir=str(tmp_path), cache_path="")
+    task = kfold.KFoldTask(number=0, specs=specs, out_dir=str(tmp_path), cache_path="")
     images, masks = np.zeros((2 * k, 4, 4, 1), np.uint8), np.zeros((2 * k, 4, 4), np.uint8)
     index = {f"s{i}": i for i in range(2 * k)}
     for f in range(k):

@@ -14,6 +14,7 @@ from data import synthetic_arrays
 from search.config import config_from_dict
 from search.config.specs import specs_from_values
 from search.errors import TrialPruned
+from search.trial.holdout import HoldoutTask
 from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
 
 
@@ -34,7 +35,7 @@ def _task(out: Path, *, epochs: int = 6) -> TrialTask:
     cfg = config_from_dict(raw)
     values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
     specs = specs_from_values(cfg, values, seed=5)
-    return TrialTask(number=0, specs=specs, out_dir=str(out), cache_path="", outputs=TrialOutputs(predictions=2))
+    return HoldoutTask(number=0, specs=specs, out_dir=str(out), cache_path="", outputs=TrialOutputs(predictions=2))
 
 
 def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
@@ -135,7 +136,8 @@ def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Pa
 
 def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it_is(tmp_path: Path) -> None:
     import json
-    from dataclasses import replace
+
+    from conftest import final_task_of
 
     data = _data()
     trial = run_task(_task(tmp_path / "trial", epochs=3), data, lambda e, logs: None)
@@ -143,14 +145,14 @@ def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it
     weights = tmp_path / "trial" / "best.weights.h5"
 
     task = _task(tmp_path / "final")
-    final = run_task(replace(task, kind="final", model=ModelSource(task.specs, (str(weights),))), data,
+    final = run_task(final_task_of(task, model=ModelSource(task.specs, (str(weights),))), data,
                      lambda e, logs: None)
     metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
     assert final.status == "complete" and final.epochs_run == 0  # nothing trained again
     assert metrics["model_from"] == "trial_weights"
     assert metrics["valid_score"] == pytest.approx(trial.score, abs=1e-5)  # the very model the trial scored
 
-    retrain = run_task(replace(_task(tmp_path / "retrain"), kind="final", fixed_epochs=2), data,
+    retrain = run_task(final_task_of(_task(tmp_path / "retrain"), fixed_epochs=2), data,
                        lambda e, logs: None)
     metrics = json.loads((tmp_path / "retrain" / "test_metrics.json").read_text())
     assert retrain.status == "complete" and retrain.epochs_run == 2

@@ -26,6 +26,8 @@ from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold
 from search.study.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.study.dataset import PreparedData, study_units
 from search.study.progress import Progress
+from search.trial.holdout import HoldoutTask
+from search.trial.kfold import KFoldTask
 from search.trial.process import TrialProcess
 from search.trial.runtime import device_memory_budget
 from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
@@ -352,7 +354,7 @@ class TrialExecutor:
             check_memory(specs, budget_bytes=self.memory_budget)
         except TrialFailed as e:
             return TrialOutcome(status=TrialState.FAILED, reason=e.reason, infeasible=e.infeasible)
-        task = TrialTask(
+        common: dict[str, Any] = dict(
             number=number,
             specs=specs,
             out_dir=str(self.study.trial_dir(number)),
@@ -363,11 +365,10 @@ class TrialExecutor:
             verbose=self.verbose,
             stop_at=self.deadline.search_ends_at if self.deadline is not None else None,
         )
-        if self.folds is not None:
-            task.folds = self.folds.folds
-            task.fold_prune_p = cfg.study.fold_prune_p
-            task.fold_reference = self._fold_reference(number)
-        return task
+        if self.folds is None:
+            return HoldoutTask(**common)
+        return KFoldTask(**common, folds=self.folds.folds, fold_prune_p=cfg.study.fold_prune_p,
+                         fold_reference=self._fold_reference(number))
 
     def _fold_reference(self, number: int) -> dict[str, float] | None:
         """Per-image out-of-fold dice of the best complete trial (fold pruning compares with it)."""

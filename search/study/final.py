@@ -35,10 +35,11 @@ from search.results.layout import (
 from search.study.budget import BudgetEnded, Deadline
 from search.study.dataset import PreparedData, fold_plan, prepare_data, study_units
 from search.study.reevaluation import reevaluate
+from search.trial.final import FinalTask
 from search.trial.process import TrialProcess
 from search.trial.runtime import trial_runtime
 from search.trial.stop import stopped_by_budget
-from search.trial.task import ModelSource, TrialOutputs, TrialTask
+from search.trial.task import ModelSource, TrialOutputs
 from search.trial.training import lr_schedule_from_history
 from search.vocabulary import EpochDecision, TrialState
 
@@ -169,7 +170,7 @@ def fidelity_words(fidelity: dict[str, Any]) -> str:
 
 
 def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRecord,
-                selection: dict[str, Any] | None, verbose: int) -> TrialTask:
+                selection: dict[str, Any] | None, verbose: int) -> FinalTask:
     """The trial process's task: the chosen model (or a retrain), the baseline, the re-evaluated candidates."""
     final_dir = study.final_dir
     atomic_write_text(final_dir / BEST_CONFIG_YAML, best_config(cfg, best.values).to_yaml())
@@ -196,12 +197,11 @@ def _final_task(study: StudyDir, cfg: Config, data: PreparedData, best: TrialRec
         source = model_source(study, cfg, rec, label=f"trial {rec.number}") if rec is not None else None
         if source is not None:
             candidates.append(source)
-    return TrialTask(
+    return FinalTask(
         number=best.number,
         specs=specs_from_values(cfg, best.values, seed=trial_seed(cfg.study.seed, best.number)),
         out_dir=str(final_dir),
         cache_path=data.cache_path,
-        kind="final",
         outputs=TrialOutputs(predictions=cfg.final.num_predictions, checkpoint=False),
         fixed_epochs=fixed,
         # the chosen trial's learning rates, reductions included (the retrain has no reducer to fire)

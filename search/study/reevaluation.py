@@ -39,6 +39,8 @@ from search.results import StudyDir, TrialRecord, atomic_write_json, ranked, rea
 from search.results.layout import REEVAL_DIR, RUN_FILE, SCORES_FILE, SELECTION_FILE
 from search.study.budget import BudgetEnded
 from search.study.dataset import PreparedData, study_units
+from search.trial.holdout import HoldoutTask
+from search.trial.kfold import KFoldTask
 from search.trial.process import TrialProcess
 from search.trial.task import TrialOutputs, TrialTask
 from search.vocabulary import EpochDecision, TrialState
@@ -184,11 +186,11 @@ def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan
     except TrialFailed as e:
         return {**base, "status": TrialState.FAILED.value, "score": 0.0, "per_image": None, "epochs_run": 0,
                 "duration_s": 0.0, "reason": e.reason}
-    task = TrialTask(
+    common: dict[str, Any] = dict(
         number=rec.number, specs=specs, out_dir=str(run_dir), cache_path=data.cache_path,
-        outputs=TrialOutputs(predictions=0, checkpoint=cfg.train.checkpoint_every_epoch),
-        folds=folds.folds if folds is not None else None, fold_prune_p=0.0, units=units, stop_at=stop_at,
+        outputs=TrialOutputs(predictions=0, checkpoint=cfg.train.checkpoint_every_epoch), units=units, stop_at=stop_at,
     )
+    task: TrialTask = KFoldTask(**common, folds=folds.folds) if folds is not None else HoldoutTask(**common)
     outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     if outcome.interrupted and outcome.stopped_by == "budget":
         raise BudgetEnded(f"the budget ended during the re-evaluation of trial {rec.number}")

@@ -31,14 +31,14 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
     from search.config.space import baseline_values, complete_values
     from search.config.specs import specs_from_values, trial_seed
     from search.errors import TrialFailed
-    from search.trial.task import TrialTask
+    from search.trial.probe import ProbeTask
 
     try:
         specs = specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=trial_seed(cfg.study.seed, 0))
     except TrialFailed as e:
         logger.warning("throughput probe: the baseline configuration cannot be built (%s)", e.reason)
         return None
-    task = TrialTask(number=-1, specs=specs, out_dir="", cache_path=data.cache_path, kind="probe")
+    task = ProbeTask(number=-1, specs=specs, out_dir="", cache_path=data.cache_path)
     t0 = time.perf_counter()
     outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
     wall = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,36 @@ import numpy as np
 from search.results import atomic_write_json
 from search.results.layout import BASELINE_HISTORY_CSV, MODEL_KERAS, PREDICTIONS_DIR, TEST_METRICS_JSON
 from search.trial.stop import StopSignal
-from search.trial.task import ModelSource, TrialOutcome, TrialTask
+from search.trial.task import ModelSource, TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
-__all__ = ["load_source", "run_final_task"]
+__all__ = ["FinalTask", "load_source"]
 
 logger = logging.getLogger(__name__)
 
 
-def run_final_task(task: TrialTask, data: Any, hook: Any, out: Path, stop: StopSignal | None = None, *,
-                   on_epoch: Any = None) -> TrialOutcome:
+@dataclass
+class FinalTask(TrialTask):
+    """The final stage: ``model`` is tested (or, with ``fixed_epochs``, ``specs`` is retrained on train+valid
+    first, replaying ``lr_schedule``), and ``baseline`` is tested on the same images for the verdict (with
+    ``baseline_fixed_epochs``, its specs retrained on train+valid first, like the chosen model);
+    ``candidates`` (the re-evaluated configurations' trial weights) are tested for the record only.
+    """
+
+    model: ModelSource | None = None
+    fixed_epochs: int | None = None
+    lr_schedule: tuple[float, ...] | None = None  # with fixed_epochs: each epoch's learning rate (replayed)
+    baseline: ModelSource | None = None
+    baseline_fixed_epochs: int | None = None
+    baseline_lr_schedule: tuple[float, ...] | None = None  # with baseline_fixed_epochs: its trial's learning rates
+    candidates: tuple[ModelSource, ...] = ()  # tested too, for the record (not for the pick)
+
+    def train(self, run: TaskRun) -> TrialOutcome:
+        return _final_stage(self, run.data, run.hook, run.out, run.stop, on_epoch=run.on_epoch)
+
+
+def _final_stage(task: FinalTask, data: Any, hook: Any, out: Path, stop: StopSignal | None = None, *,
+                 on_epoch: Any = None) -> TrialOutcome:
     """Test the chosen model (or retrain it first) and the baseline on the test split.
 
     ``hook`` records the chosen model's retrain epochs (``history.csv``); a retrained baseline's go to
@@ -111,7 +132,7 @@ def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ..
     )
 
 
-def _test_baseline(task: TrialTask, data: Any, out: Path, on_epoch: Any, stop: StopSignal | None) -> dict[str, Any]:
+def _test_baseline(task: FinalTask, data: Any, out: Path, on_epoch: Any, stop: StopSignal | None) -> dict[str, Any]:
     """The baseline's per-image test dice: its trial's weights, or (``baseline_fixed_epochs``) a retrain
     on train+valid like the chosen model's, so that the verdict compares like with like."""
     from search.results import write_history_csv

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,36 @@ from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
+from search.trial.fit import fit_and_score
 from search.trial.stop import StopSignal
-from search.trial.task import TrialOutcome, TrialTask, fit_and_score
+from search.trial.task import TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
-__all__ = ["run_kfold_trial"]
+__all__ = ["KFoldTask"]
 
 logger = logging.getLogger(__name__)
 
 
-def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]],
-                    stop: StopSignal | None = None) -> TrialOutcome:
-    assert task.folds is not None
+@dataclass
+class KFoldTask(TrialTask):
+    """One configuration trained once per fold of train+valid and scored out of fold (module docstring).
+
+    ``folds``: the validation stems of each fold (the study's folds.json); ``fold_reference``: the best
+    complete trial's per-image out-of-fold dice, for fold pruning at ``fold_prune_p``.
+    """
+
+    folds: tuple[tuple[str, ...], ...] = ()
+    fold_reference: dict[str, float] | None = None
+    fold_prune_p: float = 0.0
+
+    def train(self, run: TaskRun) -> TrialOutcome:
+        if len(self.folds) < 2:
+            raise ValueError(f"KFoldTask: expected at least 2 folds. Received: {len(self.folds)}")
+        return _run_folds(self, run.data, run.hook, run.out, run.history, run.stop)
+
+
+def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[dict[str, Any]],
+               stop: StopSignal | None) -> TrialOutcome:
     # A fold cut short by the deadline would be scored with fewer epochs than the others: the trial
     # stays resumable instead (it continues in that fold in the next run).
     stop = dataclasses.replace(stop, finish_judged=False) if stop is not None else None
@@ -72,7 +91,7 @@ def run_kfold_trial(task: TrialTask, data: Any, hook: Any, out: Path, history: l
     return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units)
 
 
-def _run_fold(task: TrialTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
+def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
               val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]],
               stop: StopSignal | None) -> dict[str, Any]:
     val_idx = [index[s] for s in val_stems]

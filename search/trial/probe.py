@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from search.trial.task import TrialOutcome
+from search.trial.task import TrialOutcome, TrialTask
 from search.vocabulary import TrialState
 
-__all__ = ["run_probe"]
+__all__ = ["ProbeTask", "run_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,16 @@ PROBE_MAX_STEPS = 32
 PROBE_VALID_IMAGES = 16
 
 
+@dataclass
+class ProbeTask(TrialTask):
+    """Measure how fast ``specs`` trains and validates here; nothing is written (a dry run has no study folder)."""
 
-def run_probe(task: Any, data: Any) -> Any:
+    def run(self, data: Any, on_epoch: Any = None, stop: Any = None) -> TrialOutcome:
+        """A TrialOutcome whose metrics hold the measured speeds."""
+        return run_probe(self, data)
+
+
+def run_probe(task: TrialTask, data: Any) -> TrialOutcome:
     """The probe in the trial process: a TrialOutcome whose metrics hold the measured speeds."""
     t0 = time.perf_counter()
     try:
@@ -34,7 +43,7 @@ def run_probe(task: Any, data: Any) -> Any:
     return TrialOutcome(status=TrialState.COMPLETE, metrics=metrics, duration_s=metrics["total_s"])
 
 
-def _measure(task: Any, data: Any) -> dict[str, float]:
+def _measure(task: TrialTask, data: Any) -> dict[str, float]:
     import numpy as np
 
     from data import eval_dataset, train_dataset
