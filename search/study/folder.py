@@ -7,7 +7,6 @@ a folder it created (search/study/runner.py).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -19,6 +18,7 @@ import yaml
 from search.config import AUTO, Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir, read_json
+from search.results.locks import lock_file, unlock_file
 
 __all__ = [
     "RESUMABLE_CHANGES",
@@ -163,17 +163,19 @@ class StudyLock:
 
     def try_acquire(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = lock_file(self.path, blocking=False)
         except FileNotFoundError:  # the folder was just removed by the driver that failed to create it
             return False
+        if fd is None:
+            return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # A creator that fails removes the folder, lock file included, while holding the lock:
             # a lock on the removed file would claim nothing.
-            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
-                raise BlockingIOError
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
+            removed = os.fstat(fd).st_ino != os.stat(self.path).st_ino
+        except FileNotFoundError:
+            removed = True
+        if removed:
+            unlock_file(fd)
             return False
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -224,8 +226,7 @@ class StudyLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            unlock_file(self._fd)
             self._fd = None
 
 

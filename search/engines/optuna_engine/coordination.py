@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import logging
 import os
@@ -25,6 +24,7 @@ from search.config import Config
 from search.engines import Executor
 from search.engines.optuna_engine.storage import sql_engine, study_storage
 from search.results.layout import STUDY_LOCK
+from search.results.locks import locked
 
 __all__ = ["DRIVER_ATTR", "budget_used", "driver_alive", "driver_token", "next_trial", "study_lock"]
 
@@ -89,13 +89,8 @@ def study_lock(study: optuna.Study, engine_dir: Path) -> Iterator[None]:
                 conn.commit()
         return
     engine_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(engine_dir / STUDY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(engine_dir / STUDY_LOCK):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def budget_used(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:

@@ -9,7 +9,6 @@ beating is failed and retried as a new trial number. Messages name a URL without
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import warnings
@@ -22,6 +21,7 @@ from search.config import Config
 from search.engines.optuna_engine.sampling import make_pruner, make_sampler
 from search.errors import ConfigError
 from search.results.layout import JOURNAL_FILE, JOURNAL_LOCK
+from search.results.locks import lock_file, unlock_file
 
 __all__ = [
     "HEARTBEAT_S",
@@ -132,16 +132,13 @@ class _FlockLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd = fd
+        self._fd = lock_file(self.path)
         return True
 
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            unlock_file(fd)
 
 
 def make_storage(cfg: Config, engine_dir: Path) -> Any:
