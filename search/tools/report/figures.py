@@ -171,16 +171,11 @@ def _axis(name: str, values: list[Any], *, log: bool) -> tuple[str, list[float],
     return name, [where[json.dumps(v)] for v in values], [(where[c], str(json.loads(c))) for c in cats]
 
 
-_VIRIDIS = ((68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
-            (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37))
-
-
 def _viridis(t: float) -> str:
-    t = min(max(t, 0.0), 1.0) * (len(_VIRIDIS) - 1)
-    i = min(int(t), len(_VIRIDIS) - 2)
-    f = t - i
-    r, g, b = (round(a + (c - a) * f) for a, c in zip(_VIRIDIS[i], _VIRIDIS[i + 1], strict=True))
-    return f"rgb({r},{g},{b})"
+    """Viridis at ``t`` in [0, 1] (clipped), as plotly writes it ("rgb(r, g, b)")."""
+    import plotly.colors
+
+    return str(plotly.colors.sample_colorscale("Viridis", [min(max(t, 0.0), 1.0)])[0])
 
 
 def importance(ctx: ReportContext, page: Page) -> str:
