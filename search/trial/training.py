@@ -305,138 +305,181 @@ def train_model(
         StepStop: stopped at a step boundary and not finished here (Ctrl-C, or the deadline before
             the trial was judged); the checkpoint holds the last completed epoch.
     """
-    import keras
-
-    from data import eval_dataset, train_dataset
-
-    t = specs.train
     if lr_schedule is not None and (fixed_epochs is None or len(lr_schedule) == 0):
         raise ValueError("train_model: lr_schedule needs fixed_epochs and at least one learning rate")
-    model = compile_model(specs)
-    state = LoopState(lr=t.learning_rate)
-    best_weights: list[np.ndarray] | None = None
-    if checkpoint is not None and checkpoint.exists():
-        state, best_weights = checkpoint.load(model)
-        model.optimizer.learning_rate.assign(state.lr)
-        logger.info("resuming from epoch %d (best %.4f at epoch %d)", state.epoch, state.best_score, state.best_epoch)
+    loop = _EpochLoop(specs, (train_images, train_masks, valid_images, valid_masks), on_epoch=on_epoch,
+                      checkpoint=checkpoint, fixed_epochs=fixed_epochs, verbose=verbose, callbacks=callbacks,
+                      lr_schedule=lr_schedule, stop=stop)
+    return loop.run()
 
-    has_valid = fixed_epochs is None and len(valid_images) > 0
-    valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size) if has_valid else None
-    max_epochs = fixed_epochs if fixed_epochs is not None else t.max_epochs
-    stop_reason = "max_epochs"
-    cbs = [keras.callbacks.TerminateOnNaN(), *(callbacks or []), *([_stop_callback(stop)] if stop else [])]
-    judge_from = max(t.min_epochs, t.warmup_epochs(len(train_images)))  # no early stop before this epoch
-    # "No score yet" asks the images with foreground; a split without any falls back to the objective.
-    valid_has_fg = has_valid and bool(np.any(np.asarray(valid_masks)))
-    full_model, full_arrays = model, (train_images, train_masks, valid_images, valid_masks)
-    rung = FirstRung.of(specs, until=judge_from) if has_valid and fixed_epochs is None else None
-    if rung is not None and state.epoch < rung.until:
-        model = rung.model_from(full_model, lr=state.lr)
-        train_images, train_masks, valid_images, valid_masks = rung.resize(*full_arrays)
-        valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size)
-        state.rung_size = rung.size
 
-    if state.epoch >= max_epochs or (fixed_epochs is None and state.wait >= t.patience and state.epoch >= judge_from):
-        stop_reason = "resumed_finished"
-    epoch = state.epoch
-    while epoch < max_epochs and stop_reason != "resumed_finished":
-        if rung is not None and epoch >= rung.until and state.rung_size:  # judged at the first rung: full size
-            if model is not full_model:
-                _move_weights(model, full_model)
-                model = full_model
-            train_images, train_masks, valid_images, valid_masks = full_arrays
-            valid_ds = eval_dataset(valid_images, valid_masks, batch_size=t.batch_size)
-            state.start_full_size()
-            best_weights = None
-            logger.info("epoch %d: first rung (%d²) done; continuing at %d²", epoch, rung.size, specs.model.image_size)
-        t0 = time.perf_counter()
-        if lr_schedule is not None:  # before the row records state.lr
-            state.lr = float(lr_schedule[min(epoch, len(lr_schedule) - 1)])
-            model.optimizer.learning_rate.assign(state.lr)
-        try:
-            if stop is not None:
-                stop.check()
-            # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
-            train_ds = train_dataset(
-                train_images, train_masks, batch_size=t.batch_size, augment=specs.augment, seed=t.seed,
-                epoch=epoch, steps=t.steps_per_epoch,
-            )
-            fit = model.fit(
-                train_ds,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                validation_data=valid_ds,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded
-                verbose=verbose,
-                callbacks=cbs,
-            )
-        except StepStop as e:  # the partial epoch is dropped: the last completed epoch stands
-            was_judged = state.best_epoch >= 0 and (fixed_epochs is not None or state.epoch >= judge_from)
-            if e.reason != "budget" or stop is None or not stop.finish_judged or not was_judged:
-                raise
-            stop_reason = "budget"
-            logger.info("deadline during epoch %d: stopped; best epoch %d kept", epoch, state.best_epoch)
-            break
-        elapsed = time.perf_counter() - t0
-        logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
+Arrays = tuple[np.ndarray, ...]  # train images, train masks, valid images, valid masks
+
+
+class _EpochLoop:
+    """One :func:`train_model` call: one ``model.fit`` per epoch (a seeded dataset per epoch), the rules of
+    :meth:`LoopState.end_epoch` after each, the checkpoint, the epoch hook, and the first rung's switch to
+    the full size. Keras's EarlyStopping and ReduceLROnPlateau cannot serve: they reset at every ``fit``."""
+
+    def __init__(self, specs: TrialSpecs, arrays: Arrays, *, on_epoch: EpochHook | None,
+                 checkpoint: Checkpoint | None, fixed_epochs: int | None, verbose: int,
+                 callbacks: list[Any] | None, lr_schedule: Sequence[float] | None, stop: StopSignal | None) -> None:
+        import keras
+
+        self.specs, self.t = specs, specs.train
+        self.on_epoch, self.checkpoint, self.fixed_epochs = on_epoch, checkpoint, fixed_epochs
+        self.verbose, self.lr_schedule, self.stop = verbose, lr_schedule, stop
+        self.full_model = self.model = compile_model(specs)
+        self.state = LoopState(lr=self.t.learning_rate)
+        self.best_weights: list[np.ndarray] | None = None
+        if checkpoint is not None and checkpoint.exists():
+            self.state, self.best_weights = checkpoint.load(self.model)
+            self.model.optimizer.learning_rate.assign(self.state.lr)
+            logger.info("resuming from epoch %d (best %.4f at epoch %d)", self.state.epoch, self.state.best_score,
+                        self.state.best_epoch)
+        self.has_valid = fixed_epochs is None and len(arrays[2]) > 0
+        self.max_epochs = fixed_epochs if fixed_epochs is not None else self.t.max_epochs
+        self.callbacks = [keras.callbacks.TerminateOnNaN(), *(callbacks or []),
+                          *([_stop_callback(stop)] if stop else [])]
+        self.judge_from = max(self.t.min_epochs, self.t.warmup_epochs(len(arrays[0])))  # no early stop before
+        # "No score yet" asks the images with foreground; a split without any falls back to the objective.
+        self.valid_has_fg = self.has_valid and bool(np.any(np.asarray(arrays[3])))
+        self.full_arrays = arrays
+        self._use(arrays)
+        self.rung = FirstRung.of(specs, until=self.judge_from) if self.has_valid and fixed_epochs is None else None
+        if self.rung is not None and self.state.epoch < self.rung.until:
+            self.model = self.rung.model_from(self.full_model, lr=self.state.lr)
+            self._use(self.rung.resize(*arrays))
+            self.state.rung_size = self.rung.size
+
+    def _use(self, arrays: Arrays) -> None:
+        """Train and validate on ``arrays`` from the next epoch (the first rung's, or the full size's)."""
+        from data import eval_dataset
+
+        self.arrays = arrays
+        self.valid_ds = eval_dataset(arrays[2], arrays[3], batch_size=self.t.batch_size) if self.has_valid else None
+
+    def run(self) -> TrainResult:
+        state, t = self.state, self.t
+        finished = state.epoch >= self.max_epochs or (
+            self.fixed_epochs is None and state.wait >= t.patience and state.epoch >= self.judge_from)
+        stop_reason = "resumed_finished" if finished else "max_epochs"
+        epoch = state.epoch
+        while epoch < self.max_epochs and stop_reason != "resumed_finished":
+            self._leave_the_first_rung(epoch)
+            t0 = time.perf_counter()
+            self._apply_schedule(epoch)
+            try:
+                fit = self._fit(epoch)
+            except StepStop as e:  # the partial epoch is dropped: the last completed epoch stands
+                if not self._ends_judged(e):
+                    raise
+                stop_reason = "budget"
+                logger.info("deadline during epoch %d: stopped; best epoch %d kept", epoch, state.best_epoch)
+                break
+            row, score, judged = self._judge(epoch, fit.history, time.perf_counter() - t0)
+            epoch += 1
+            if self.checkpoint is not None:
+                self.checkpoint.save(self.model, state, best_improved=judged.improved)
+            self._report(epoch - 1, row, score, judged)
+            if self.fixed_epochs is None and state.wait >= t.patience and epoch >= self.judge_from:
+                stop_reason = "early_stopping"
+                break
+        self._restore_best()
+        return TrainResult(model=self.model, history=state.history, best_score=float(state.best_score),
+                           best_epoch=int(state.best_epoch), epochs_run=int(state.epoch), stop_reason=stop_reason,
+                           train_s=state.train_s)
+
+    def _leave_the_first_rung(self, epoch: int) -> None:
+        """Judged at the first rung: the trial goes on at the full size with the rung's weights."""
+        if self.rung is None or epoch < self.rung.until or not self.state.rung_size:
+            return
+        self._to_full_model()
+        self._use(self.full_arrays)
+        self.state.start_full_size()
+        self.best_weights = None
+        logger.info("epoch %d: first rung (%d²) done; continuing at %d²", epoch, self.rung.size,
+                    self.specs.model.image_size)
+
+    def _to_full_model(self) -> None:
+        if self.model is not self.full_model:
+            _move_weights(self.model, self.full_model)
+            self.model = self.full_model
+
+    def _restore_best(self) -> None:
+        """The full-size model (the caller scores at the full size) with the best epoch's weights."""
+        self._to_full_model()
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def _apply_schedule(self, epoch: int) -> None:
+        if self.lr_schedule is not None:  # before the row records state.lr
+            self.state.lr = float(self.lr_schedule[min(epoch, len(self.lr_schedule) - 1)])
+            self.model.optimizer.learning_rate.assign(self.state.lr)
+
+    def _fit(self, epoch: int) -> Any:
+        from data import train_dataset
+
+        if self.stop is not None:
+            self.stop.check()
+        # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
+        t = self.t
+        train_ds = train_dataset(self.arrays[0], self.arrays[1], batch_size=t.batch_size, augment=self.specs.augment,
+                                 seed=t.seed, epoch=epoch, steps=t.steps_per_epoch)
+        return self.model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=self.valid_ds,
+                              shuffle=False,  # the tf.data pipeline shuffles, seeded
+                              verbose=self.verbose, callbacks=self.callbacks)
+
+    def _ends_judged(self, stop: StepStop) -> bool:
+        """Whether a stop at the deadline ends this run with its best epoch (else the caller resumes it)."""
+        state = self.state
+        was_judged = state.best_epoch >= 0 and (self.fixed_epochs is not None or state.epoch >= self.judge_from)
+        return stop.reason == "budget" and self.stop is not None and self.stop.finish_judged and was_judged
+
+    def _judge(self, epoch: int, history: dict[str, list[float]],
+               elapsed: float) -> tuple[dict[str, float], float, EpochJudgement]:
+        """Record epoch ``epoch`` and apply the rules; keep its weights if it is the best."""
+        state = self.state
+        logs = {k: float(v[-1]) for k, v in history.items() if v}
         loss = logs.get("loss", float("nan"))
         if not math.isfinite(loss):
-            raise TrialFailed(f"loss became {loss} at epoch {epoch} (learning_rate={t.learning_rate:g})")
-        score = logs.get(OBJECTIVE, logs.get("hard_dice", float("nan"))) if has_valid else logs.get("hard_dice", 0.0)
+            raise TrialFailed(f"loss became {loss} at epoch {epoch} (learning_rate={self.t.learning_rate:g})")
+        score = (logs.get(OBJECTIVE, logs.get("hard_dice", float("nan"))) if self.has_valid
+                 else logs.get("hard_dice", 0.0))
         if not math.isfinite(score):
             raise TrialFailed(f"validation score became {score} at epoch {epoch}")
         row = {"epoch": epoch, **logs, "lr": float(state.lr), "epoch_s": round(elapsed, 3),
-               "image_size": float(state.rung_size or specs.model.image_size)}
+               "image_size": float(state.rung_size or self.specs.model.image_size)}
         state.history.append(row)
         state.train_s += elapsed
-        if fixed_epochs is not None:
+        if self.fixed_epochs is not None:
             state.best_score, state.best_epoch = score, epoch
             state.epoch = epoch + 1
             judged = EpochJudgement(improved=True, progressed=True,
-                                    judgeable=state.epoch >= judge_from and score > ZERO_SCORE)
+                                    judgeable=state.epoch >= self.judge_from and score > ZERO_SCORE)
         else:
-            fg = logs.get("val_fg_dice", score) if valid_has_fg else score
-            judged = state.end_epoch(logs, score=score, fg=fg, spec=t, judge_from=judge_from, check_collapse=has_valid)
+            fg = logs.get("val_fg_dice", score) if self.valid_has_fg else score
+            judged = state.end_epoch(logs, score=score, fg=fg, spec=self.t, judge_from=self.judge_from,
+                                     check_collapse=self.has_valid)
             if judged.lr_reduced:
-                model.optimizer.learning_rate.assign(state.lr)
+                self.model.optimizer.learning_rate.assign(state.lr)
                 logger.debug("epoch %d: learning rate reduced to %.3g", epoch, state.lr)
         if judged.improved:
-            best_weights = [w.copy() for w in model.get_weights()]
-        epoch += 1
-        if checkpoint is not None:
-            checkpoint.save(model, state, best_improved=judged.improved)
-        try:
-            if on_epoch is not None:
-                on_epoch(epoch - 1, {**row, "score": score, "best_score": float(state.best_score),
-                                     "judgeable": float(judged.judgeable)})
-            if judged.collapse is not None:
-                raise TrialCollapsed(judged.collapse, epochs_run=epoch, best_score=max(state.best_score, 0.0))
-        except TrialPruned as e:  # hand the caller the best epoch's model (saved for the verdict)
-            if model is not full_model:  # the caller scores at the full size
-                _move_weights(model, full_model)
-                model = full_model
-            if best_weights is not None:
-                model.set_weights(best_weights)
-            e.model = model
-            raise
-        if fixed_epochs is None and state.wait >= t.patience and epoch >= judge_from:
-            stop_reason = "early_stopping"
-            break
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+        return row, score, judged
 
-    if model is not full_model:  # stopped at the first rung (the deadline): the full-size model carries on
-        _move_weights(model, full_model)
-        model = full_model
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return TrainResult(
-        model=model,
-        history=state.history,
-        best_score=float(state.best_score),
-        best_epoch=int(state.best_epoch),
-        epochs_run=int(state.epoch),
-        stop_reason=stop_reason,
-        train_s=state.train_s,
-    )
+    def _report(self, epoch: int, row: dict[str, float], score: float, judged: EpochJudgement) -> None:
+        """Tell the hook (which may prune); a pruned or collapsed run hands over its best epoch's model."""
+        try:
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, {**row, "score": score, "best_score": float(self.state.best_score),
+                                      "judgeable": float(judged.judgeable)})
+            if judged.collapse is not None:
+                raise TrialCollapsed(judged.collapse, epochs_run=epoch + 1, best_score=max(self.state.best_score, 0.0))
+        except TrialPruned as e:  # hand the caller the best epoch's model (saved for the verdict)
+            self._restore_best()
+            e.model = self.model
+            raise
 
 
 @dataclass(frozen=True)
