@@ -397,7 +397,6 @@ def test_a_kill_before_the_commit_leaves_the_committed_best_weights(tmp_path: Pa
     # a later epoch improved and wrote its best file, then the process died before state.json was written
     Path(ckpt.folder / "best7.npz").write_bytes(b"not a committed file")
     np.savez(ckpt.folder / "best.npz", *[w + 1 for w in best_before])  # an old-style file: ignored too
-    assert json.loads(ckpt.state_path.read_text()) == committed
     _, best_after = ckpt.load(result.model)
     assert best_after is not None and committed["best_file"] == f"best{committed['best_epoch']}.npz"
     for a, b in zip(best_before, best_after, strict=True):
