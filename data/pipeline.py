@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -73,16 +73,7 @@ def train_dataset(
 
     n, height, width, channels = _check_arrays(images, masks)
     _check_batch_size(batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"train_dataset: expected seed to be an int >= 0. Received: seed={seed!r}")
-    if num_parallel_calls is not None and (
-        isinstance(num_parallel_calls, bool) or not isinstance(num_parallel_calls, int)
-        or (num_parallel_calls < 1 and num_parallel_calls != tf.data.AUTOTUNE)
-    ):
-        raise ValueError(
-            "train_dataset: expected num_parallel_calls to be None, tf.data.AUTOTUNE or an int >= 1. "
-            f"Received: num_parallel_calls={num_parallel_calls!r}"
-        )
+    _check_train_args(seed=seed, num_parallel_calls=num_parallel_calls, steps=steps)
     augmenter: Augmenter | None = None
     if augment is not None and augment.enabled:
         if height != width:
@@ -96,8 +87,6 @@ def train_dataset(
         n, height, width, channels, batch_size, seed, shuffle, augment.to_dict() if augment is not None else None,
     )
 
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1):
-        raise ValueError(f"train_dataset: expected steps to be None or an int >= 1. Received: steps={steps!r}")
     passes = 1 if steps is None else -(-int(steps) * batch_size // n)
 
     def pass_order(key: np.ndarray) -> np.ndarray:
@@ -142,6 +131,24 @@ def train_dataset(
         deterministic=True,
     )
     return _finish(ds.batch(batch_size))
+
+
+def _check_train_args(*, seed: Any, num_parallel_calls: Any, steps: Any) -> None:
+    """train_dataset's scalar arguments, in the Keras wording (ValueError naming the argument)."""
+    import tensorflow as tf
+
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"train_dataset: expected seed to be an int >= 0. Received: seed={seed!r}")
+    if num_parallel_calls is not None and (
+        isinstance(num_parallel_calls, bool) or not isinstance(num_parallel_calls, int)
+        or (num_parallel_calls < 1 and num_parallel_calls != tf.data.AUTOTUNE)
+    ):
+        raise ValueError(
+            "train_dataset: expected num_parallel_calls to be None, tf.data.AUTOTUNE or an int >= 1. "
+            f"Received: num_parallel_calls={num_parallel_calls!r}"
+        )
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1):
+        raise ValueError(f"train_dataset: expected steps to be None or an int >= 1. Received: steps={steps!r}")
 
 
 # The purposes of the random streams (the second word of a stream's key).

@@ -124,6 +124,19 @@ class UNetSpec:
         Raises:
             ValueError: naming the first invalid field, the received value and what is expected.
         """
+        self._validate_types()
+        self._validate_geometry()
+        self._validate_dropout()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Expected `activation` to be one of {list(ACTIVATIONS)}. Received: activation={self.activation!r}"
+            )
+        if self.variant not in VARIANT_NAMES:
+            raise ValueError(
+                f"Expected `variant` to be one of {sorted(VARIANT_NAMES)}. Received: variant={self.variant!r}"
+            )
+
+    def _validate_types(self) -> None:
         for name in _POSITIVE_INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -132,6 +145,8 @@ class UNetSpec:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
+
+    def _validate_geometry(self) -> None:
         if self.base_kernels % 2 == 0:
             raise ValueError(
                 "Expected `base_kernels` to be odd (1, 3, 5, …) so 'same' padding stays centred. "
@@ -155,6 +170,8 @@ class UNetSpec:
                 f"Received: num_layers={self.num_layers} with image_size={self.image_size} "
                 f"(bottleneck {self.bottleneck_size})"
             )
+
+    def _validate_dropout(self) -> None:
         rate = self.dropout_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
             raise ValueError(f"Expected `dropout_rate` in [0, 1). Received: dropout_rate={rate!r}")
@@ -162,14 +179,6 @@ class UNetSpec:
             raise ValueError(
                 "Expected `dropout_rate * (num_layers - 1)` < 1 (the deepest level uses Dropout(rate * level)). "
                 f"Received: dropout_rate={rate} with num_layers={self.num_layers}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"Expected `activation` to be one of {list(ACTIVATIONS)}. Received: activation={self.activation!r}"
-            )
-        if self.variant not in VARIANT_NAMES:
-            raise ValueError(
-                f"Expected `variant` to be one of {sorted(VARIANT_NAMES)}. Received: variant={self.variant!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
