@@ -28,7 +28,7 @@ from search.study.dataset import PreparedData, study_units
 from search.study.progress import Progress
 from search.trial.holdout import HoldoutTask
 from search.trial.kfold import KFoldTask
-from search.trial.process import TrialProcess
+from search.trial.process import DecideEpoch, TrialProcess
 from search.trial.runtime import device_memory_budget
 from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
@@ -162,14 +162,39 @@ class TrialExecutor:
         max_epochs: int | None = None,
         should_prune: PruneHook | None = None,
     ) -> TrialRecord:
-        cfg = self.cfg
         if self.process.stop_requested:
             raise Interrupted("stopped before starting another trial")
-        values = complete_values(cfg, sampled)
+        values = complete_values(self.cfg, sampled)
         previous = self.study.read_trial(number)
         if previous is not None and previous.status != TrialState.RUNNING:
             logger.warning("trial %d was already recorded as %s; keeping that record", number, previous.status)
             return previous
+        rec = self._running_record(number, values, baseline=baseline, max_epochs=max_epochs, previous=previous)
+        if previous is None and (too_slow := self._not_started_reason(values)) is not None:
+            return self._not_started(rec, too_slow)
+        self.study.write_trial(rec)
+        atomic_write_json(self.study.trial_dir(number) / VALUES_JSON, values)
+        self.study.refresh_trials_csv()
+        self.progress.trial_started(number)
+        task = self._task(number, values, rec.seed, max_epochs)
+        if previous is not None and should_prune is not None:
+            self._catch_up_reports(number, should_prune)
+        if isinstance(task, TrialOutcome):  # infeasible values: rejected here, no trial process round trip
+            outcome = task
+        else:
+            self._not_started_in_a_row = 0
+            outcome = self.process.run(task, self._decider(number, should_prune))
+        if outcome.interrupted and outcome.stopped_by != "budget":
+            raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
+        self._finish(rec, outcome)
+        self._count_failures(rec, outcome)
+        if rec.status == TrialState.RUNNING:  # the deadline came before its first judgement: resumable
+            logger.info("trial %d: %s", number, rec.reason)
+        return rec
+
+    def _running_record(self, number: int, values: dict[str, Any], *, baseline: bool, max_epochs: int | None,
+                        previous: TrialRecord | None) -> TrialRecord:
+        cfg = self.cfg
         rec = TrialRecord(
             number=number,
             status=TrialState.RUNNING,
@@ -182,16 +207,10 @@ class TrialExecutor:
         )
         if previous is not None:
             rec.started_at = previous.started_at
-        elif (too_slow := self._not_started_reason(values)) is not None:
-            return self._not_started(rec, too_slow)
-        self.study.write_trial(rec)
-        atomic_write_json(self.study.trial_dir(number) / VALUES_JSON, values)
-        self.study.refresh_trials_csv()
-        self.progress.trial_started(number)
-        task = self._task(number, values, rec.seed, max_epochs)
+        return rec
 
-        if previous is not None and should_prune is not None:
-            self._catch_up_reports(number, should_prune)
+    def _decider(self, number: int, should_prune: PruneHook | None) -> DecideEpoch:
+        """The driver's answer after each epoch of trial ``number``: progress, then the engine's pruner."""
 
         def decide(epoch: int, logs: dict[str, float]) -> EpochDecision:
             self.progress.epoch(number, epoch, logs)
@@ -210,13 +229,10 @@ class TrialExecutor:
                 return EpochDecision.CONTINUE
             return EpochDecision.PRUNE if prune else EpochDecision.CONTINUE
 
-        if isinstance(task, TrialOutcome):  # infeasible values: rejected here, no trial process round trip
-            outcome = task
-        else:
-            self._not_started_in_a_row = 0
-            outcome = self.process.run(task, decide)
-        if outcome.interrupted and outcome.stopped_by != "budget":
-            raise Interrupted(f"stopped during trial {number}; it resumes from its last completed epoch")
+        return decide
+
+    def _finish(self, rec: TrialRecord, outcome: TrialOutcome) -> None:
+        """Record the outcome (trial.json, trials.csv), tell progress and the report."""
         rec.status = outcome.status
         rec.score = outcome.score
         rec.score_se = outcome.score_se
@@ -230,24 +246,23 @@ class TrialExecutor:
         rec.finished_at = time.time() if rec.status != TrialState.RUNNING else None
         self.study.write_trial(rec)
         self.study.refresh_trials_csv()
-        best = self.study.best_trial()
-        self.progress.trial_finished(rec, best)
+        self.progress.trial_finished(rec, self.study.best_trial())
         if self.on_trial_end is not None:
             self.on_trial_end()
+
+    def _count_failures(self, rec: TrialRecord, outcome: TrialOutcome) -> None:
+        """Failures in a row end the search; rejected (infeasible) values cost nothing and do not count."""
         if rec.status == TrialState.FAILED and outcome.infeasible:
             self._check_space_is_feasible(rec.reason)
-        if rec.status == TrialState.FAILED and not outcome.infeasible:  # rejected values cost nothing; don't abort
+        if rec.status == TrialState.FAILED and not outcome.infeasible:
             self.consecutive_failures += 1
-            if self.consecutive_failures >= cfg.study.max_consecutive_failures:
+            if self.consecutive_failures >= self.cfg.study.max_consecutive_failures:
                 raise SearchAborted(
                     f"{self.consecutive_failures} trials failed in a row (study.max_consecutive_failures); "
-                    f"last reason: {rec.reason}. See `python -m search status {cfg.study.name}`"
+                    f"last reason: {rec.reason}. See `python -m search status {self.cfg.study.name}`"
                 )
         elif rec.status != TrialState.FAILED:
             self.consecutive_failures = 0
-        if rec.status == TrialState.RUNNING:  # the deadline came before its first judgement: resumable
-            logger.info("trial %d: %s", number, rec.reason)
-        return rec
 
     # ------------------------------------------------------------------ cost-aware: not started for the budget
 
