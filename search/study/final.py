@@ -39,7 +39,7 @@ from search.trial.final import FinalTask
 from search.trial.process import TrialProcess
 from search.trial.runtime import trial_runtime
 from search.trial.stop import stopped_by_budget
-from search.trial.task import ModelSource, TrialOutputs
+from search.trial.task import ModelSource, TrialOutcome, TrialOutputs
 from search.trial.training import lr_schedule_from_history
 from search.vocabulary import EpochDecision, TrialState
 
@@ -85,24 +85,14 @@ def run_final(
     if data is None:
         data = prepare_data(cfg, results_root or study.root.parent)
     units = study_units(cfg, data)  # before any training: a study.groups that does not fit fails here
-    final_dir = study.final_dir
-    final_dir.mkdir(parents=True, exist_ok=True)
+    study.final_dir.mkdir(parents=True, exist_ok=True)
     own = trial_process is None
     process = trial_process or TrialProcess(recycle_after=max(1, cfg.study.recycle_after), runtime=trial_runtime(cfg))
+    stop_at = deadline.ends_at if deadline is not None else None
     try:
-        selection = None
         for earlier in (SELECTION_FILE, CANDIDATE_TEST_FILE):  # of an earlier final stage
-            (final_dir / earlier).unlink(missing_ok=True)
-        stop_at = deadline.ends_at if deadline is not None else None
-        if cfg.final.reevaluate_top_k > 0:
-            try:
-                selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root), stop_at=stop_at)
-            except BudgetEnded as e:
-                logger.warning("final: %s; testing the search's best, trial %d, instead", e, best.number)
-            if selection is not None:
-                chosen_rec = study.read_trial(int(selection["chosen"]))
-                assert chosen_rec is not None
-                best = chosen_rec
+            (study.final_dir / earlier).unlink(missing_ok=True)
+        best, selection = _pick(study, cfg, data, process, best, stop_at=stop_at)
         task = _final_task(study, cfg, data, best, selection if show_candidate_test else None, verbose)
         task.stop_at = stop_at
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
@@ -111,6 +101,28 @@ def run_final(
     finally:
         if own:
             process.close()
+    _check_final_outcome(outcome, study, best)
+    return _record_final(study, cfg, best, selection, outcome, units=units, show_candidate_test=show_candidate_test)
+
+
+def _pick(study: StudyDir, cfg: Config, data: PreparedData, process: TrialProcess, best: TrialRecord, *,
+          stop_at: float | None) -> tuple[TrialRecord, dict[str, Any] | None]:
+    """The trial to test: the search's best, or the re-evaluation's pick (``final.reevaluate_top_k``)."""
+    if cfg.final.reevaluate_top_k <= 0:
+        return best, None
+    try:
+        selection = reevaluate(study, cfg, data, process, fold_plan(cfg, data, study.root), stop_at=stop_at)
+    except BudgetEnded as e:
+        logger.warning("final: %s; testing the search's best, trial %d, instead", e, best.number)
+        return best, None
+    if selection is None:
+        return best, None
+    chosen = study.read_trial(int(selection["chosen"]))
+    assert chosen is not None
+    return chosen, selection
+
+
+def _check_final_outcome(outcome: TrialOutcome, study: StudyDir, best: TrialRecord) -> None:
     if outcome.interrupted and outcome.stopped_by == "budget":
         raise SearchAborted("the budget ended before the final retrain finished one epoch; run "
                             f"`python -m search final {study.name}` to redo it")
@@ -118,6 +130,11 @@ def run_final(
         raise Interrupted("final retrain interrupted; run `python -m search final NAME` to redo it")
     if outcome.status != TrialState.COMPLETE:
         raise SearchAborted(f"final retrain of trial {best.number} failed: {outcome.reason}")
+
+
+def _record_final(study: StudyDir, cfg: Config, best: TrialRecord, selection: dict[str, Any] | None,
+                  outcome: TrialOutcome, *, units: Units, show_candidate_test: bool) -> dict[str, Any]:
+    """The verdict against the baseline, final.json, and the run's summary of the final stage."""
     metrics = read_json(study.test_metrics_json)
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
     baseline_rec = study.baseline_trial()
@@ -129,7 +146,7 @@ def run_final(
         if baseline_rec is not None and baseline_rec.number != best.number:
             verdict["sentence"] += f"; {fidelity_words(fidelity)}"
     if selection is not None and show_candidate_test:
-        _write_candidate_test(final_dir, selection, metrics)
+        _write_candidate_test(study.final_dir, selection, metrics)
     logger.info("final: %s", verdict["sentence"])
     atomic_write_json(
         study.final_json,
