@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from search.config import Config, config_from_dict
+from search.config import Config
 from search.errors import ConfigError, Interrupted, SearchAborted
 from search.evaluation import FoldPlan
-from search.results import StudyDir, atomic_write_json, atomic_write_text
+from search.results import StudyDir, atomic_write_json, atomic_write_text, read_study_config
 from search.results.environment import environment_info
 from search.study.budget import (
     DEADLINE_ENV,
@@ -181,19 +181,7 @@ def run_study(
     deadline = deadline or Deadline.from_env(cfg.study.timeout_s)
     if cfg.study.storage:
         check_stored_config(cfg, allow_changes=allow_changes)  # reads only; before anything is created
-    study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
-    lock = StudyLock(study)
-    # The lock is the claim on a new study, taken before its data is prepared: study.yaml (what
-    # "exists" means) is written only after that, and only the lock holder may remove the folder.
-    owner = role != "worker" and lock.try_acquire()
-    if not existed and study.exists():  # created by another driver between the check and the lock
-        study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
-    if not existed and role != "worker" and not owner:
-        raise ConfigError(
-            f"study {cfg.study.name!r} is being created by another driver (pid {lock.holder()}), which is "
-            f"preparing its data; run this again once `python -m search status {cfg.study.name}` shows it, "
-            f"or use another --study name"
-        )
+    study, existed, lock, owner = _claim(cfg, results_root, role=role, allow_changes=allow_changes)
     process: TrialProcess | None = None
     budget: BudgetPlan | None = None
     try:
@@ -204,7 +192,7 @@ def run_study(
             cfg = resolved_config(cfg, data)  # data.channels: auto -> the dataset's channels (study.yaml records it)
             if existed:
                 check_same_dataset(study, data.fingerprint, allow_changes=allow_changes)
-                cfg = adopt_stored_rules(cfg, _stored_config(study))  # a study keeps the rules it began with
+                cfg = adopt_stored_rules(cfg, read_study_config(study))  # a study keeps the rules it began with
             folds = fold_plan(cfg, data, study.root)
             study_units(cfg, data)  # study.groups must fit every split's names (the statistics use it)
             slots = plan_slots(plan.drivers) if plan.drivers > 1 else [DriverSlot(0, threads=threads)]
@@ -219,20 +207,11 @@ def run_study(
                 cfg = apply_rules(cfg, budget.rules)
                 if plan.kt_local_chief:
                     process.close()  # the chief trains nothing: free the probe's memory (the final stage restarts it)
-                for line in budget.describe().splitlines():
-                    if line.startswith("warning: "):
-                        logger.warning("plan: %s", line.removeprefix("warning: "))
-                    else:
-                        logger.info("plan: %s", line)
+                _log_plan(budget)
         except BaseException:
             if process is not None and trial_process is None:
                 process.close()
-            if owner and not existed:  # nothing changed: drop the folder this call claimed, still holding it
-                shutil.rmtree(study.root, ignore_errors=True)
-                lock.release()
-            elif not existed:  # a worker's new local folder: removed only if nothing is in it
-                with contextlib.suppress(OSError):
-                    study.root.rmdir()
+            _give_up_claim(study, lock, owner=owner, existed=existed)
             raise
         if plan.owner:
             sweep_temp_files(study)
@@ -251,10 +230,43 @@ def run_study(
         lock.release()
 
 
-def _stored_config(study: StudyDir) -> Config:
-    import yaml
+def _claim(cfg: Config, results_root: Path, *, role: str,
+           allow_changes: bool) -> tuple[StudyDir, bool, StudyLock, bool]:
+    """The study folder, whether it existed, its lock and whether this driver holds it.
 
-    return config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
+    The lock is the claim on a new study, taken before its data is prepared: study.yaml (what "exists"
+    means) is written only after that, and only the lock holder may remove the folder.
+    """
+    study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
+    lock = StudyLock(study)
+    owner = role != "worker" and lock.try_acquire()
+    if not existed and study.exists():  # created by another driver between the check and the lock
+        study, existed = open_study_dir(cfg, results_root, allow_changes=allow_changes)
+    if not existed and role != "worker" and not owner:
+        raise ConfigError(
+            f"study {cfg.study.name!r} is being created by another driver (pid {lock.holder()}), which is "
+            f"preparing its data; run this again once `python -m search status {cfg.study.name}` shows it, "
+            f"or use another --study name"
+        )
+    return study, existed, lock, owner
+
+
+def _give_up_claim(study: StudyDir, lock: StudyLock, *, owner: bool, existed: bool) -> None:
+    """Set-up failed: a new study this driver claimed is removed (still holding its lock), as if never made."""
+    if owner and not existed:
+        shutil.rmtree(study.root, ignore_errors=True)
+        lock.release()
+    elif not existed:  # a worker's new local folder: removed only if nothing is in it
+        with contextlib.suppress(OSError):
+            study.root.rmdir()
+
+
+def _log_plan(budget: BudgetPlan) -> None:
+    for line in budget.describe().splitlines():
+        if line.startswith("warning: "):
+            logger.warning("plan: %s", line.removeprefix("warning: "))
+        else:
+            logger.info("plan: %s", line)
 
 
 def _data_sizes(cfg: Config, data: PreparedData) -> DataSizes:
@@ -294,7 +306,7 @@ def dry_run(cfg: Config, *, results_root: Path, deadline: Deadline) -> BudgetPla
     (unless the study has measured it), but no study folder is created and nothing is trained."""
     study = StudyDir(results_root / cfg.study.name)
     if study.exists():
-        cfg = adopt_stored_rules(cfg, _stored_config(study))
+        cfg = adopt_stored_rules(cfg, read_study_config(study))
     data = prepare_data(cfg, results_root)
     process = TrialProcess(recycle_after=1, runtime=trial_runtime(cfg))
     try:
@@ -322,16 +334,7 @@ def _drive(
     on_trial_end: Callable[[StudyDir], None] | None = None,
 ) -> dict[str, Any]:
     """Run the strategy loop (and the extra drivers of the plan), then the final stage."""
-    extra_slots = slots[1:]
-    chief_env: dict[str, str] = {}
-    if plan.kt_local_chief:
-        chief_env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1",
-                     "KERASTUNER_ORACLE_PORT": str(free_port())}
-        extra_slots = [DriverSlot(s.index, env={**s.env, **chief_env, "KERASTUNER_TUNER_ID": f"tuner{s.index}"},
-                                  threads=s.threads) for s in slots]
-    if deadline.search_ends_at is not None:  # extra drivers end their search with this one's
-        extra_slots = [DriverSlot(s.index, env={**s.env, DEADLINE_ENV: repr(deadline.search_ends_at)},
-                                  threads=s.threads) for s in extra_slots]
+    extra_slots, chief_env = _extra_slots(plan, slots, deadline)
     progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
         [r for r in study.trials() if r.status != TrialState.RUNNING]), deadline=deadline)
     executor = TrialExecutor(
@@ -363,12 +366,7 @@ def _drive(
         progress.close()
         summary: dict[str, Any] = {"study": str(study.root), "best": _best_summary(study)}
         if cfg.final.retrain and plan.runs_final and summary["best"] is not None:
-            final_start = deadline.elapsed()
-            try:
-                summary["final"] = run_final(study, cfg=cfg, data=data, trial_process=process, verbose=verbose,
-                                             deadline=deadline)
-            finally:
-                ledger.final_s = deadline.elapsed() - final_start
+            summary["final"] = _final_stage(study, cfg, data, process, verbose=verbose, ledger=ledger)
         if on_trial_end is not None:
             on_trial_end(study)
         summary["run"] = ledger.to_dict()
@@ -382,6 +380,32 @@ def _drive(
             logger.info("%s", ledger.sentence())
             with contextlib.suppress(OSError):
                 record_run(study.root, ledger.to_dict())
+
+
+def _extra_slots(plan: RunPlan, slots: list[DriverSlot],
+                 deadline: Deadline) -> tuple[list[DriverSlot], dict[str, str]]:
+    """The extra drivers' slots (environments) and the Keras Tuner chief's environment (empty without one)."""
+    extra_slots = slots[1:]
+    chief_env: dict[str, str] = {}
+    if plan.kt_local_chief:
+        chief_env = {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                     "KERASTUNER_ORACLE_PORT": str(free_port())}
+        extra_slots = [DriverSlot(s.index, env={**s.env, **chief_env, "KERASTUNER_TUNER_ID": f"tuner{s.index}"},
+                                  threads=s.threads) for s in slots]
+    if deadline.search_ends_at is not None:  # extra drivers end their search with this one's
+        extra_slots = [DriverSlot(s.index, env={**s.env, DEADLINE_ENV: repr(deadline.search_ends_at)},
+                                  threads=s.threads) for s in extra_slots]
+    return extra_slots, chief_env
+
+
+def _final_stage(study: StudyDir, cfg: Config, data: PreparedData, process: TrialProcess, *, verbose: int,
+                 ledger: RunLedger) -> dict[str, Any]:
+    deadline = ledger.deadline
+    final_start = deadline.elapsed()
+    try:
+        return run_final(study, cfg=cfg, data=data, trial_process=process, verbose=verbose, deadline=deadline)
+    finally:
+        ledger.final_s = deadline.elapsed() - final_start
 
 
 def _search(cfg: Config, plan: RunPlan, *, executor: TrialExecutor, study: StudyDir, extras: ExtraDrivers | None,
