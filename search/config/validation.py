@@ -115,10 +115,19 @@ def max_feasible_layers(image_size: int) -> int:
 
 def validate_config(cfg: Config, source: str) -> None:
     """Checks across keys (ranges, engine/pruner/storage combinations, what fits the image)."""
-    s, d, t = cfg.study, cfg.data, cfg.train
+    s = cfg.study
     w = source
     if not s.name or any(c in s.name for c in "/\\ ") or s.name.startswith("."):
         raise ConfigError(f"{w}: study.name: expected a folder-safe name (no spaces or slashes), got {s.name!r}")
+    _check_integer_ranges(cfg, w)
+    _check_values(cfg, w)
+    _check_engine(cfg, w)
+    _check_space(cfg, w)
+
+
+def _check_integer_ranges(cfg: Config, w: str) -> None:
+    """Integer keys and their lower bounds (``auto`` train rules are the budget's)."""
+    s, d, t = cfg.study, cfg.data, cfg.train
     for key, v, lo in (
         ("study.max_trials", s.max_trials, 1),
         ("study.max_consecutive_failures", s.max_consecutive_failures, 1),
@@ -145,6 +154,11 @@ def validate_config(cfg: Config, source: str) -> None:
             continue
         if v < lo:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
+
+
+def _check_values(cfg: Config, w: str) -> None:
+    """Keys with a range or a vocabulary of their own."""
+    s, d, t = cfg.study, cfg.data, cfg.train
     if isinstance(t.first_rung_size, int) and not 8 <= t.first_rung_size < d.image_size:
         raise ConfigError(f"{w}: train.first_rung_size: expected 8 ≤ size < data.image_size ({d.image_size}), "
                           f"auto or null, got {t.first_rung_size}")
@@ -174,6 +188,11 @@ def validate_config(cfg: Config, source: str) -> None:
                               f"(group) for the patient id, got {s.groups!r}")
     if s.timeout_s is not None and not (math.isfinite(s.timeout_s) and s.timeout_s > 0):
         raise ConfigError(f"{w}: study.timeout_s: expected a positive number of seconds, got {s.timeout_s}")
+
+
+def _check_engine(cfg: Config, w: str) -> None:
+    """What the chosen engine can do (storage, pruning)."""
+    s = cfg.study
     if s.storage is not None and cfg.engine != "optuna":
         raise ConfigError(
             f"{w}: study.storage is for Optuna strategies {list(OPTUNA_STRATEGIES)}; "
@@ -185,6 +204,11 @@ def validate_config(cfg: Config, source: str) -> None:
             f"{w}: study.pruner {s.pruner!r} needs an Optuna strategy {list(OPTUNA_STRATEGIES)}; "
             f"Keras Tuner 1.4 cannot prune mid-training (set study.pruner: none)"
         )
+
+
+def _check_space(cfg: Config, w: str) -> None:
+    """Search-space values that no model could use (what fits the image, odd kernels, ranges)."""
+    d = cfg.data
     limit = max_feasible_layers(d.image_size)
     nl = cfg.search_space.get("num_layers")
     layer_values = nl.bounds_values() if nl is not None else (HYPERPARAMETER_DEFAULTS["num_layers"],)
@@ -203,6 +227,11 @@ def validate_config(cfg: Config, source: str) -> None:
                 bad = bad or ["even values between min and max (use a choice or step: 2)"]
             if bad:
                 raise ConfigError(f"{w}: search_space.{name}: kernels must be odd and ≥ 1, got {bad}")
+    _check_space_ranges(cfg, w)
+
+
+def _check_space_ranges(cfg: Config, w: str) -> None:
+    """Filters, dilation, learning rate, dropout and augmentation strengths within their ranges."""
     for name in ("base_filters", "dilation"):
         p = cfg.search_space.get(name)
         if p is not None and any(int(v) < 1 for v in p.bounds_values()):
