@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from search.config.schema import (
     ACTIVATIONS,
@@ -42,13 +42,22 @@ def parse_param(name: str, spec: Any, where: str) -> ParamDef:
     if kind not in ("choice", "int", "float", "pow2"):
         raise ConfigError(f"{where}.type: expected choice, int, float or pow2 (or {{value: X}}), got {kind!r}")
     if kind == "choice":
-        values = spec.get("values")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}.values: expected a non-empty list, got {values!r}")
-        checked = tuple(_check_value(name, v, f"{where}.values") for v in values)
-        if len(set(map(repr, checked))) != len(checked):
-            raise ConfigError(f"{where}.values: duplicate values in {values!r}")
-        return ParamDef(name=name, type="choice", values=checked)
+        return _parse_choice(name, spec, where)
+    return _parse_range(name, kind, spec, where)
+
+
+def _parse_choice(name: str, spec: dict[str, Any], where: str) -> ParamDef:
+    values = spec.get("values")
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}.values: expected a non-empty list, got {values!r}")
+    checked = tuple(_check_value(name, v, f"{where}.values") for v in values)
+    if len(set(map(repr, checked))) != len(checked):
+        raise ConfigError(f"{where}.values: duplicate values in {values!r}")
+    return ParamDef(name=name, type="choice", values=checked)
+
+
+def _parse_range(name: str, kind: Literal["int", "float", "pow2"], spec: dict[str, Any], where: str) -> ParamDef:
+    """An int, float or pow2 range: min, max, and step or log."""
     lo, hi = spec.get("min"), spec.get("max")
     for key, v in (("min", lo), ("max", hi)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -56,14 +65,7 @@ def parse_param(name: str, spec: Any, where: str) -> ParamDef:
     assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))
     if lo > hi:
         raise ConfigError(f"{where}: min ({lo}) is greater than max ({hi})")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}.log: expected true/false, got {log!r}")
-    if log and lo <= 0:
-        raise ConfigError(f"{where}: log sampling needs min > 0, got min={lo}")
-    step = spec.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
-        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}")
+    log, step = _log_and_step(spec, lo, where)
     if kind in ("int", "pow2"):
         if name not in INT_HYPERPARAMETERS:
             raise ConfigError(f"{where}.type: {name} is not an integer hyperparameter; use float or choice")
@@ -71,9 +73,10 @@ def parse_param(name: str, spec: Any, where: str) -> ParamDef:
             raise ConfigError(f"{where}: an {kind} range needs integer min/max, got {lo}..{hi}")
         lo, hi = int(lo), int(hi)
     if kind == "pow2":
-        if lo < 1 or lo & (lo - 1) or hi & (hi - 1):
+        ilo, ihi = int(lo), int(hi)
+        if ilo < 1 or ilo & (ilo - 1) or ihi & (ihi - 1):
             raise ConfigError(f"{where}: pow2 needs powers of two for min/max, got {lo}..{hi}")
-        return ParamDef(name=name, type="pow2", min=lo, max=hi)
+        return ParamDef(name=name, type="pow2", min=ilo, max=ihi)
     if kind == "float" and (name in INT_HYPERPARAMETERS or name in BOOL_HYPERPARAMETERS or name in STR_HYPERPARAMETERS):
         raise ConfigError(f"{where}.type: {name} is not a float hyperparameter; use int or choice")
     if kind == "int" and log and step not in (None, 1):
@@ -82,6 +85,18 @@ def parse_param(name: str, spec: Any, where: str) -> ParamDef:
         # Optuna refuses the pair (ValueError at the first trial); Keras Tuner would read step as a factor.
         raise ConfigError(f"{where}: log sampling of a float range cannot have a step; drop step or log")
     return ParamDef(name=name, type=kind, min=lo, max=hi, step=step, log=log)
+
+
+def _log_and_step(spec: dict[str, Any], lo: float, where: str) -> tuple[bool, Any]:
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}.log: expected true/false, got {log!r}")
+    if log and lo <= 0:
+        raise ConfigError(f"{where}: log sampling needs min > 0, got min={lo}")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}")
+    return log, step
 
 
 def _check_value(name: str, v: Any, where: str) -> Any:
