@@ -254,21 +254,10 @@ _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true/fals
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as the annotation ``tp`` wants it (unions, literals, nested dataclasses, scalars)."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        members = [arg for arg in args if arg is not type(None)]
-        for arg in members[:-1]:  # the first member that takes the value (e.g. int | Literal["auto"])
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                continue
-        if len(members) > 1 and get_origin(members[-1]) is Literal and value not in get_args(members[-1]):
-            kinds = [_KIND.get(m, str(m)) for m in members[:-1]] + [repr(a) for a in get_args(members[-1])]
-            raise ConfigError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
-        return _coerce(value, members[-1], where)
+        return _coerce_union(value, get_args(tp), where)
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -276,6 +265,27 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value if value is not None else {}, where)
+    if tp in (bool, int, float, str):
+        return _coerce_scalar(value, tp, where)
+    return value
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    members = [arg for arg in args if arg is not type(None)]
+    for arg in members[:-1]:  # the first member that takes the value (e.g. int | Literal["auto"])
+        try:
+            return _coerce(value, arg, where)
+        except ConfigError:
+            continue
+    if len(members) > 1 and get_origin(members[-1]) is Literal and value not in get_args(members[-1]):
+        kinds = [_KIND.get(m, str(m)) for m in members[:-1]] + [repr(a) for a in get_args(members[-1])]
+        raise ConfigError(f"{where}: expected {' or '.join(kinds)}, got {value!r}")
+    return _coerce(value, members[-1], where)
+
+
+def _coerce_scalar(value: Any, tp: type, where: str) -> Any:
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -290,8 +300,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
     return value
