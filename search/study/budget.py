@@ -351,21 +351,9 @@ def plan_budget(
     """
     derived = tuple(k for k in RULE_KEYS if requested.get(k) == AUTO)
     if budget_s is None or throughput is None:
-        rules = _fixed_rules(requested)
-        rung = _rung(rules, throughput, sizes, image_size, min_epochs, trial_max_s=None)
-        final_s = _final_seconds(throughput, sizes, final, rules, rung) if throughput is not None else 0.0
-        warnings: tuple[str, ...] = ()
-        search_s = None
-        if budget_s is not None:  # a budget but no measurement: keep the deadline, reserve a tenth
-            final_s = 0.1 * max(0.0, budget_s - spent_s) if final.test else 0.0
-            search_s = budget_s - spent_s - final_s
-            warnings = ("no throughput measurement: the training rules are the reference's and the deadline alone "
-                        "keeps the budget",)
-        return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
-                          derived=derived if budget_s is None else (), rungs=(rung,), throughput=throughput,
-                          minimum_s=None, warnings=warnings, study_rules=study_rules, sizes=sizes,
-                          min_epochs=min_epochs)
-
+        return _unplanned(budget_s=budget_s, spent_s=spent_s, throughput=throughput, sizes=sizes,
+                          image_size=image_size, requested=requested, final=final, min_epochs=min_epochs,
+                          study_rules=study_rules, derived=derived)
     wrap_s = _wrap_seconds(throughput, sizes)
     smallest = _derive_rules(requested, throughput, sizes, target_s=None, min_epochs=min_epochs)
     smallest_rung = _rung(smallest, throughput, sizes, image_size, min_epochs, trial_max_s=None)
@@ -424,6 +412,26 @@ def plan_budget(
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=rungs, throughput=throughput, minimum_s=minimum_s,
                       warnings=tuple(warnings_l), study_rules=study_rules, sizes=sizes, min_epochs=min_epochs)
+
+
+def _unplanned(*, budget_s: float | None, spent_s: float, throughput: Throughput | None, sizes: DataSizes,
+               image_size: int, requested: dict[str, Any], final: FinalStage, min_epochs: int, study_rules: bool,
+               derived: tuple[str, ...]) -> BudgetPlan:
+    """No budget, or no measurement: the reference's rules; with a budget, the deadline alone keeps it."""
+    rules = _fixed_rules(requested)
+    rung = _rung(rules, throughput, sizes, image_size, min_epochs, trial_max_s=None)
+    final_s = _final_seconds(throughput, sizes, final, rules, rung) if throughput is not None else 0.0
+    warnings: tuple[str, ...] = ()
+    search_s = None
+    if budget_s is not None:  # a budget but no measurement: keep the deadline, reserve a tenth
+        final_s = 0.1 * max(0.0, budget_s - spent_s) if final.test else 0.0
+        search_s = budget_s - spent_s - final_s
+        warnings = ("no throughput measurement: the training rules are the reference's and the deadline alone "
+                    "keeps the budget",)
+    return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
+                      derived=derived if budget_s is None else (), rungs=(rung,), throughput=throughput,
+                      minimum_s=None, warnings=warnings, study_rules=study_rules, sizes=sizes,
+                      min_epochs=min_epochs)
 
 
 def _slower(tp: Throughput, cost: float) -> Throughput:
