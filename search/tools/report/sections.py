@@ -25,38 +25,64 @@ FINAL_OVERLAYS = 6
 
 
 def summary(ctx: ReportContext, page: Page) -> str:
+    rows = [*_config_rows(ctx), ("trials", _trial_badges(ctx)), *_final_rows(ctx), *_best_rows(ctx)]
+    durations = [r.duration_s for r in ctx.trials if r.status != TrialState.RUNNING]
+    if durations:
+        rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
+                                   f"{np.median(durations):.0f} s median per trial"))
+    env = ctx.env
+    if env:
+        versions = ", ".join(f"{k} {env[k]}" for k in ("tensorflow", "keras", "keras_tuner", "optuna") if env.get(k))
+        git = f"; git {str(env['git_revision'])[:10]}" if env.get("git_revision") else ""
+        rows.append(("environment", html.escape(f"{versions}; python {env.get('python', '?')}{git}")))
+    rows.append(("report written", time.strftime("%Y-%m-%d %H:%M:%S")))
+    return kv_table([(k, v) for k, v in rows], raw=True) + _best_values(ctx)
+
+
+def _trial_badges(ctx: ReportContext) -> str:
     cfg, trials = ctx.cfg, ctx.trials
     counts = {s: sum(1 for r in trials if r.status == s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING)}
     badges = " ".join(
         f'<span class="badge {s}">{n} {s}</span>' for s, n in counts.items()
     ) + f" <span class=\"muted\">({len(trials)} trials recorded"
     badges += f" of {cfg.study.max_trials} planned)</span>" if cfg is not None else ")</span>"
-    rows: list[tuple[str, str]] = []
-    if cfg is not None:
-        rows += [
-            ("strategy", f"{cfg.study.strategy} ({'Optuna' if cfg.engine == 'optuna' else 'Keras Tuner'}), "
-                         f"pruner {cfg.pruner}, seed {cfg.study.seed}"),
-            ("objective", "validation hard dice (per image, threshold 0.5), maximised"),
-            ("data", f"{html.escape(cfg.data.root)} at {cfg.data.image_size}×{cfg.data.image_size}×{cfg.data.channels}, "
-                     f"batch {cfg.data.batch_size}"),
-            ("training", f"≤ {cfg.rule('max_epochs')} epochs, patience {cfg.rule('patience')}, "
-                         f"clipvalue {cfg.train.clipvalue}"),
-        ]
-    else:
-        rows.append(("configuration", html.escape(ctx.cfg_error or "study.yaml not found")))
-    rows.append(("trials", badges))
-    if ctx.final and isinstance(ctx.final.get("test"), dict):
-        t = ctx.final["test"]
-        rows.append(("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
-                                   f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})"))
-        if isinstance(ctx.final.get("selection"), dict):
-            rows.append(("selection", html.escape(selection_sentence(ctx.final["selection"]))))
-        if isinstance(ctx.final.get("verdict"), dict):
-            rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
-        caution = poor_model_caution(t, ctx.test_metrics or {})
-        if caution:
-            rows.append(("caution", f'<b class="bad">{html.escape(caution)}</b>'))
+    return badges
+
+
+def _config_rows(ctx: ReportContext) -> list[tuple[str, str]]:
+    cfg = ctx.cfg
+    if cfg is None:
+        return [("configuration", html.escape(ctx.cfg_error or "study.yaml not found"))]
+    return [
+        ("strategy", f"{cfg.study.strategy} ({'Optuna' if cfg.engine == 'optuna' else 'Keras Tuner'}), "
+                     f"pruner {cfg.pruner}, seed {cfg.study.seed}"),
+        ("objective", "validation hard dice (per image, threshold 0.5), maximised"),
+        ("data", f"{html.escape(cfg.data.root)} at {cfg.data.image_size}×{cfg.data.image_size}×{cfg.data.channels}, "
+                 f"batch {cfg.data.batch_size}"),
+        ("training", f"≤ {cfg.rule('max_epochs')} epochs, patience {cfg.rule('patience')}, "
+                     f"clipvalue {cfg.train.clipvalue}"),
+    ]
+
+
+def _final_rows(ctx: ReportContext) -> list[tuple[str, str]]:
+    if not ctx.final or not isinstance(ctx.final.get("test"), dict):
+        return []
+    t = ctx.final["test"]
+    rows = [("final test", f"hard dice <b>{fmt(t.get('hard_dice'))}</b>, IoU {fmt(t.get('hard_iou'))} "
+                           f"(trial {ctx.final.get('trial')}, {_model_from(ctx.final)})")]
+    if isinstance(ctx.final.get("selection"), dict):
+        rows.append(("selection", html.escape(selection_sentence(ctx.final["selection"]))))
+    if isinstance(ctx.final.get("verdict"), dict):
+        rows.append(("verdict", f"<b>{html.escape(str(ctx.final['verdict'].get('sentence', '')))}</b>"))
+    caution = poor_model_caution(t, ctx.test_metrics or {})
+    if caution:
+        rows.append(("caution", f'<b class="bad">{html.escape(caution)}</b>'))
+    return rows
+
+
+def _best_rows(ctx: ReportContext) -> list[tuple[str, str]]:
     best, base = ctx.best, ctx.baseline
+    rows: list[tuple[str, str]] = []
     if best is not None:
         rows.append(("best", f"<b>{best.score:.4f}</b> (trial {best.number}, epoch {best.best_epoch}"
                              f"{', baseline' if best.baseline else ''})"))
@@ -72,36 +98,31 @@ def summary(ctx: ReportContext, page: Page) -> str:
                 base_text += (f" → gain on validation {gain:+.4f} (the best of many trials: optimistic; the test "
                               f"verdict is the fair comparison)")
         rows.append(("baseline", base_text))
-    elif any(r.baseline for r in trials):
+    elif any(r.baseline for r in ctx.trials):
         rows.append(("baseline", "none: the baseline trial failed"))
-    durations = [r.duration_s for r in trials if r.status != TrialState.RUNNING]
-    if durations:
-        rows.append(("trial time", f"{sum(durations) / 60:.1f} min in all, "
-                                   f"{np.median(durations):.0f} s median per trial"))
-    env = ctx.env
-    if env:
-        versions = ", ".join(f"{k} {env[k]}" for k in ("tensorflow", "keras", "keras_tuner", "optuna") if env.get(k))
-        git = f"; git {str(env['git_revision'])[:10]}" if env.get("git_revision") else ""
-        rows.append(("environment", html.escape(f"{versions}; python {env.get('python', '?')}{git}")))
-    rows.append(("report written", time.strftime("%Y-%m-%d %H:%M:%S")))
-    out = kv_table([(k, v) for k, v in rows], raw=True)
-    names = [k for k in HYPERPARAMETER_DEFAULTS if any(k in r.values for r in trials)]
-    if best is not None and names:
-        from search.config.space import describe
+    return rows
 
-        space = ctx.cfg.search_space if ctx.cfg is not None else {}
-        head = ["hyperparameter", "best", "baseline", "search space"]
-        body = []
-        for k in names:
-            b = best.values.get(k)
-            body.append([
-                k,
-                fmt(b),
-                fmt(base.values.get(k)) if base is not None else "",
-                describe(space[k]) if k in space else "default",
-            ])
-        out += "<h3>Best values</h3>" + table(head, body)
-    return out
+
+def _best_values(ctx: ReportContext) -> str:
+    """The best trial's values next to the baseline's and the search space."""
+    from search.config.space import describe
+
+    best, base, trials = ctx.best, ctx.baseline, ctx.trials
+    names = [k for k in HYPERPARAMETER_DEFAULTS if any(k in r.values for r in trials)]
+    if best is None or not names:
+        return ""
+    space = ctx.cfg.search_space if ctx.cfg is not None else {}
+    head = ["hyperparameter", "best", "baseline", "search space"]
+    body = []
+    for k in names:
+        b = best.values.get(k)
+        body.append([
+            k,
+            fmt(b),
+            fmt(base.values.get(k)) if base is not None else "",
+            describe(space[k]) if k in space else "default",
+        ])
+    return "<h3>Best values</h3>" + table(head, body)
 
 
 def predictions(ctx: ReportContext, page: Page) -> str:
