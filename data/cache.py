@@ -29,7 +29,7 @@ from data.dataset import AUTO, DatasetIndex, LoadSettings, ReadPlan, image_scale
 from data.errors import DatasetError
 from data.fingerprint import FingerprintBuilder, content_hash, dataset_mask_rule, examine
 
-__all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "load_cached", "open_cache"]
+__all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "fsync_path", "load_cached", "open_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _build(
         _write_json(tmp / _FINGERPRINT, fingerprint)
         files = {path.name: path.stat().st_size for path in sorted(tmp.iterdir())}
         for name in files:
-            _fsync(tmp / name)
+            fsync_path(tmp / name)
         marker = {
             "key": key,
             "cache_version": CACHE_VERSION,
@@ -211,8 +211,8 @@ def _build(
             "files": files,
         }
         _write_json(tmp / _COMPLETE, marker)
-        _fsync(tmp / _COMPLETE)
-        _fsync(tmp)
+        fsync_path(tmp / _COMPLETE)
+        fsync_path(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -221,7 +221,7 @@ def _build(
             # Another process finished first; its cache has the same key, so it holds the same content.
             logger.debug("cache %s appeared while building; discarding this copy", target)
         else:
-            _fsync(cache_dir)
+            fsync_path(cache_dir)
             logger.info("cache %s ready", target)
         return True
     finally:
@@ -367,7 +367,8 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=1))
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (its entries), best effort: a file system that cannot is not an error."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

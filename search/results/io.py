@@ -1,6 +1,7 @@
 """Atomic writes and reads of the study folder's files: a reader sees the old file or the new one, never a torn one.
 
-``data/cache.py`` keeps its own copy of the directory fsync: ``data/`` never imports ``search/``.
+The directory fsync is ``data/cache.py``'s (the dataset cache writes atomically too; ``data/`` never
+imports ``search/``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from data.cache import fsync_path
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json"]
 
@@ -31,20 +34,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
