@@ -64,3 +64,52 @@ def test_the_cycle_check_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.Monke
     graph = grimp.build_graph("cyclic", include_external_packages=False)
     assert graph.find_shortest_chain(importer="cyclic.b", imported="cyclic.a") == ("cyclic.b", "cyclic.a")
     assert graph.find_shortest_chain(importer="cyclic.a", imported="cyclic.b") == ("cyclic.a", "cyclic.b")
+
+
+# Own-module imports inside functions, outside search/cli (whose commands import what they run, so that
+# `--help` stays fast): only these, each keeping a heavy library out of the driver.
+LAZY_IMPORTS = {
+    "models": {  # Keras: losses, metrics, the model builder
+        "ForegroundHardDice", "HardDice", "HardIoU", "PredictedForeground", "SoftDice", "build_model", "get_loss",
+        "hard_dice_per_image", "iou_per_image", "soft_dice",
+    },
+    "data": {"eval_dataset", "train_dataset"},  # tf.data
+    "search.engines.optuna_engine": None,  # Optuna
+    "search.engines.kt_engine": None,  # Keras Tuner (and Keras)
+    "search.tools.dashboard": None,  # Optuna, optuna-dashboard
+}
+
+
+def _imports_inside_functions(path: Path) -> list[tuple[int, str, list[str]]]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = set()
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
+                        "search", "models", "data"):
+                    found.add((node.lineno, node.module, tuple(a.name for a in node.names)))
+    return [(line, module, list(names)) for line, module, names in sorted(found)]
+
+
+def test_own_modules_are_imported_at_the_top_unless_they_keep_a_heavy_library_out() -> None:
+    """Issue 21.2: an import inside a function hides a dependency; only the listed ones have a reason."""
+    offenders = []
+    for path in sorted((REPO / "search").rglob("*.py")):
+        if "cli" in path.relative_to(REPO / "search").parts:
+            continue
+        for line, module, names in _imports_inside_functions(path):
+            allowed = LAZY_IMPORTS.get(module, set())
+            if allowed is None or set(names) <= allowed:
+                continue
+            offenders.append(f"{path.relative_to(REPO)}:{line}: from {module} import {', '.join(names)}")
+    assert not offenders, "import these at the top of the module (or say in LAZY_IMPORTS why not):\n" + "\n".join(
+        offenders)
+
+
+def test_the_lazy_import_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from search.results import StudyDir\n    return StudyDir\n")
+    assert _imports_inside_functions(module) == [(2, "search.results", ["StudyDir"])]

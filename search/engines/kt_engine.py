@@ -31,7 +31,7 @@ from keras_tuner.engine import base_tuner
 from search.config import Config
 from search.config.space import baseline_values, to_keras_tuner
 from search.engines import Executor
-from search.errors import Interrupted, SearchAborted
+from search.errors import ConfigError, Interrupted, SearchAborted
 from search.results import atomic_write_text
 from search.results.layout import BEST_WEIGHTS, KT_TRIAL_JSON, TRIALS_DIR
 from search.vocabulary import KERAS_TUNER_STATES, OBJECTIVE, TrialState
@@ -264,8 +264,6 @@ def serve_oracle(
     try:
         server.add_insecure_port(address)
     except RuntimeError as e:
-        from search.errors import ConfigError
-
         raise ConfigError(f"Keras Tuner chief: cannot listen on {address} ({e})") from None
     server.start()
     logger.info("Keras Tuner chief: serving the oracle at %s to workers (KERASTUNER_TUNER_ID=tuner0, …)", address)

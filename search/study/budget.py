@@ -43,8 +43,10 @@ from typing import Any
 
 from search.config import AUTO, NO_BUDGET_RULES, Config
 from search.errors import ConfigError
+from search.results import atomic_write_json
 from search.results.layout import BUDGET_FILE
 from search.trial.stop import stopped_by_budget
+from search.vocabulary import TrialState
 
 __all__ = [
     "AnytimePoint",
@@ -598,8 +600,6 @@ def anytime_curve(trials: Sequence[Any], runs: Sequence[dict[str, Any]]) -> list
     """Each new best of the complete trials (the best trial's definition, search/results/records.py) against
     the wall-clock seconds of the runs in which they finished. ``runs``: budget.json's records
     (``started_at``, ``wall_s``); without them, one run from the first trial's start."""
-    from search.vocabulary import TrialState
-
     done = sorted((r for r in trials if r.status == TrialState.COMPLETE and r.score is not None
                    and math.isfinite(r.score) and r.finished_at is not None), key=lambda r: (r.finished_at, r.number))
     if not done:
@@ -697,8 +697,6 @@ def read_runs(study_root: Path) -> list[dict[str, Any]]:
 
 
 def write_throughput(study_root: Path, throughput: Throughput) -> None:
-    from search.results import atomic_write_json
-
     data = read_budget_file(study_root)
     data["throughput"] = throughput.to_dict()
     atomic_write_json(Path(study_root) / BUDGET_FILE, data)
@@ -706,8 +704,6 @@ def write_throughput(study_root: Path, throughput: Throughput) -> None:
 
 def record_run(study_root: Path, run: dict[str, Any]) -> None:
     """Append one run's record (its plan, what ended it, the seconds of each phase) to budget.json."""
-    from search.results import atomic_write_json
-
     data = read_budget_file(study_root)
     data.setdefault("runs", []).append(run)
     atomic_write_json(Path(study_root) / BUDGET_FILE, data)

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from data import DatasetError, LoadSettings, discover, foreground_errors, load_cached
 from search.config import Config
-from search.evaluation import FoldPlan, Units, image_units
+from search.errors import ConfigError
+from search.evaluation import FoldPlan, Units, group_images, image_units, make_folds
+from search.results import atomic_write_json
 from search.results.layout import FOLDS_FILE
 
 __all__ = ["PreparedData", "fold_plan", "prepare_data", "resolved_config", "study_units"]
@@ -31,8 +34,6 @@ def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
     Refuses, like `data check`, a train or valid split without any foreground after reading: a model that
     predicts nothing would score about 1.0 on it.
     """
-    from data import DatasetError, LoadSettings, discover, foreground_errors, load_cached
-
     root = Path(cfg.data.root)
     if not root.exists():
         raise DatasetError(
@@ -81,9 +82,6 @@ def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | N
     """
     import json
 
-    from search.errors import ConfigError
-    from search.evaluation import group_images, make_folds
-    from search.results import atomic_write_json
 
     if cfg.study.evaluation != "kfold":
         return None

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from models import estimate_cost
 from search.config import Config
-from search.config.space import complete_values
+from search.config.space import baseline_values, complete_values
 from search.config.specs import check_memory, specs_from_values, trial_seed
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan
@@ -26,11 +27,13 @@ from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold
 from search.study.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.study.dataset import PreparedData, study_units
 from search.study.progress import Progress
+from search.study.throughput import trial_speeds
 from search.trial.holdout import HoldoutTask
 from search.trial.kfold import KFoldTask
 from search.trial.process import DecideEpoch, TrialProcess
 from search.trial.runtime import device_memory_budget
 from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
+from search.trial.training import Checkpoint
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
 __all__ = ["NOT_STARTED_LIMIT", "TrialExecutor"]
@@ -133,8 +136,6 @@ class TrialExecutor:
     def _catch_up_reports(self, number: int, should_prune: PruneHook) -> None:
         """Report the epochs of a resumed trial's checkpoint that the engine may have missed
         (the driver can die between the checkpoint and the report)."""
-        from search.trial.training import Checkpoint
-
         trial_dir = self.study.trial_dir(number)
         ckpt = Checkpoint((fold_dir(trial_dir, 0) if self.folds is not None else trial_dir) / CHECKPOINT_DIR)
         if not ckpt.exists():
@@ -281,22 +282,15 @@ class TrialExecutor:
 
     def _throughput(self) -> Throughput | None:
         """The plan's measured speed, refined by this study's trials so far."""
-        from search.study.throughput import trial_speeds
-
         assert self.budget is not None
         return calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))
 
     @functools.cached_property
     def _reference_macs(self) -> int:
-        from models import estimate_cost
-        from search.config.space import baseline_values
-
         values = complete_values(self.cfg, baseline_values(self.cfg))
         return max(1, estimate_cost(specs_from_values(self.cfg, values, seed=0).model).forward_macs_per_image)
 
     def _first_judgement_s(self, values: dict[str, Any], throughput: Throughput | None) -> float | None:
-        from models import estimate_cost
-
         assert self.budget is not None
         try:
             cost = estimate_cost(specs_from_values(self.cfg, values, seed=0).model)

@@ -49,6 +49,7 @@ from search.study.folder import (
 )
 from search.study.parallel import DriverSlot, ExtraDrivers, free_port, plan_slots, watch_parent
 from search.study.progress import Progress
+from search.study.throughput import study_throughput
 from search.trial.process import TrialProcess
 from search.trial.runtime import temporary_environ, trial_runtime
 from search.trial.stop import stopped_by_budget
@@ -283,8 +284,6 @@ def plan_study_budget(cfg: Config, study: StudyDir, data: PreparedData, process:
                       *, stored_rules: bool, probe: bool, persist: bool) -> BudgetPlan:
     """The study's speed (budget.json, its trials, or a probe now), then the plan; the final stage's
     share is reserved on ``deadline``. Raises ConfigError for a budget below one judged trial."""
-    from search.study.throughput import study_throughput
-
     throughput, probed = study_throughput(study, cfg, data, process, probe=probe)
     if probed is not None and persist:
         write_throughput(study.root, probed)

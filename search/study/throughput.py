@@ -15,9 +15,14 @@ import statistics
 import time
 from typing import Any
 
+from models import estimate_cost
 from search.config import Config
+from search.config.space import baseline_values, complete_values
+from search.config.specs import specs_from_values, trial_seed
+from search.errors import TrialFailed
 from search.results import StudyDir
 from search.study.budget import Throughput, TrialSpeed, calibrate, read_budget_file
+from search.trial.probe import ProbeTask
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["measure_throughput", "study_throughput", "trial_speeds"]
@@ -28,11 +33,6 @@ logger = logging.getLogger(__name__)
 
 def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | None:
     """Probe the baseline configuration in ``process`` (a TrialProcess); None if it cannot train here."""
-    from search.config.space import baseline_values, complete_values
-    from search.config.specs import specs_from_values, trial_seed
-    from search.errors import TrialFailed
-    from search.trial.probe import ProbeTask
-
     try:
         specs = specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=trial_seed(cfg.study.seed, 0))
     except TrialFailed as e:
@@ -58,11 +58,6 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
 def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     """Each finished trial's median epoch seconds (its first epoch, which traces, left out) and its
     cost relative to the baseline configuration (forward MACs per image)."""
-    from models import estimate_cost
-    from search.config.space import baseline_values, complete_values
-    from search.config.specs import specs_from_values
-    from search.errors import TrialFailed
-
     try:
         ref = estimate_cost(specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=0).model)
     except TrialFailed:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import HYPERPARAMETER_DEFAULTS, Config
+from search.config.space import to_optuna
 from search.errors import ConfigError
 from search.results import StudyDir, TrialRecord, read_study_config
 from search.results.layout import DASHBOARD_JOURNAL, JOURNAL_FILE
@@ -47,7 +48,6 @@ def covering_distributions(cfg: Config | None, records: Sequence[TrialRecord]) -
     """
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from search.config.space import to_optuna
 
     dists: dict[str, Any] = to_optuna(cfg) if cfg is not None else {}
     for name in HYPERPARAMETER_DEFAULTS:

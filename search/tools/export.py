@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from search.config import Config
+from search.config import Config, best_config
 from search.errors import ConfigError
 from search.results import (
     StudyDir,
@@ -105,8 +105,6 @@ def _final_metrics(study: StudyDir) -> dict[str, Any] | None:
 
 def export_yaml(study: StudyDir) -> str:
     """The re-runnable config: the study's settings with every hyperparameter fixed to the best values."""
-    from search.config import best_config
-
     cfg = _exported_config(study)
     best = chosen_trial(study)
     text = best_config(cfg, _short(best.values)).to_yaml()

@@ -25,6 +25,8 @@ from search.errors import ConfigError
 from search.results import StudyDir, read_json, read_study_config
 from search.results.images import overlay_image, write_png
 from search.results.layout import BEST_WEIGHTS, MODEL_KERAS
+from search.study.final import model_source
+from search.trial.final import load_source
 from search.vocabulary import TrialState
 
 __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict_folder", "predict_probability"]
@@ -97,9 +99,6 @@ def _study_image_bits(study: StudyDir) -> int | None:
 
 def _trial_model(study: StudyDir, number: int) -> tuple[Any, str]:
     """A trial's model: its best weights, or (k-fold) the mean of its fold models, as the final stage builds it."""
-    from search.study.final import model_source
-    from search.trial.final import load_source
-
     rec = study.read_trial(number)
     if rec is None:
         known = [r.number for r in study.trials()]

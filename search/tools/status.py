@@ -17,6 +17,7 @@ from search.results import StudyDir, TrialRecord, read_final, read_test_metrics
 from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 from search.study.folder import StudyLock
 from search.study.progress import SHOWN, format_value
+from search.study.reevaluation import selection_sentence
 from search.trial.task import row_score
 from search.vocabulary import TrialState
 
@@ -116,8 +117,6 @@ def _final_lines(study: StudyDir) -> list[str]:
     lines = [f"final model: trial {f['trial']}, test hard dice {test['hard_dice']:.4f}, "
              f"IoU {test['hard_iou']:.4f}{images}"]
     if isinstance(f.get("selection"), dict):
-        from search.study.reevaluation import selection_sentence
-
         lines.append(f"selection: {selection_sentence(f['selection'])}")
     if isinstance(f.get("verdict"), dict):
         lines.append(f"verdict: {f['verdict']['sentence']}")

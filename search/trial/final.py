@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from search.results import atomic_write_json
+from search.results import atomic_write_json, write_history_csv
+from search.results.images import save_predictions
 from search.results.layout import BASELINE_HISTORY_CSV, MODEL_KERAS, PREDICTIONS_DIR, TEST_METRICS_JSON
 from search.trial.stop import StopSignal
 from search.trial.task import ModelSource, TaskRun, TrialOutcome, TrialTask
+from search.trial.training import evaluate_model, predict_probabilities, train_model
 from search.vocabulary import TrialState
 
 __all__ = ["FinalTask", "load_source"]
@@ -59,9 +61,6 @@ def _final_stage(task: FinalTask, data: Any, hook: Any, out: Path, stop: StopSig
     ``baseline_history.csv`` and to ``on_epoch`` (the driver: progress and Ctrl-C). ``stop`` is the
     run's deadline: a retrain cut short keeps its last completed epoch (``stopped_by_budget_after_epochs``).
     """
-    from search.results.images import save_predictions
-    from search.trial.training import evaluate_model, predict_probabilities
-
     valid, test = data.split("valid"), data.split("test")
     batch, loss = task.specs.train.batch_size, task.specs.train.loss
     extra: dict[str, Any] = {}
@@ -115,8 +114,6 @@ def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ..
              verbose: int, stop: StopSignal | None) -> Any:
     """Train ``specs`` on train+valid for exactly ``epochs`` epochs (no held-out split is left to stop on),
     replaying ``lr_schedule``, the per-epoch learning rates of the trial it retrains."""
-    from search.trial.training import train_model
-
     train, valid = data.split("train"), data.split("valid")
     return train_model(
         specs,
@@ -135,9 +132,6 @@ def _retrain(specs: Any, epochs: int, data: Any, *, lr_schedule: tuple[float, ..
 def _test_baseline(task: FinalTask, data: Any, out: Path, on_epoch: Any, stop: StopSignal | None) -> dict[str, Any]:
     """The baseline's per-image test dice: its trial's weights, or (``baseline_fixed_epochs``) a retrain
     on train+valid like the chosen model's, so that the verdict compares like with like."""
-    from search.results import write_history_csv
-    from search.trial.training import evaluate_model
-
     assert task.baseline is not None
     source = task.baseline
     stopped_after: int | None = None  # a retrain the deadline cut short: its epochs

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import TrialPruned
+from search.evaluation import Units, mean_se
 from search.results import atomic_write_json
+from search.results.images import save_predictions
 from search.results.layout import BEST_WEIGHTS, CHECKPOINT_DIR, PREDICTIONS_DIR, SCORES_FILE, TENSORBOARD_DIR
 from search.trial.stop import StopSignal
 from search.trial.task import TrialTask, drop_checkpoint
+from search.trial.training import Checkpoint, predict_probabilities, train_model
 
 __all__ = ["ScoredFit", "fit_and_score"]
 
@@ -37,9 +40,6 @@ def fit_and_score(
     A pruned (or collapsed) run saves its best weights and scores too (the verdict and re-evaluation
     may need a pruned baseline's model) before the exception goes on.
     """
-    from search.evaluation import Units, mean_se
-    from search.trial.training import Checkpoint, train_model
-
     ckpt = Checkpoint(out / CHECKPOINT_DIR) if task.outputs.checkpoint else None
     if ckpt is not None and ckpt.exists():
         # Continue the history file from the checkpoint's own history.
@@ -72,9 +72,6 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     import numpy as np
 
     from models import hard_dice_per_image
-    from search.evaluation import Units
-    from search.results.images import save_predictions
-    from search.trial.training import predict_probabilities
 
     prob = predict_probabilities(model, images, batch_size=task.specs.train.batch_size)
     dice = hard_dice_per_image(np.asarray(masks).astype(np.float32), prob, threshold=0.5)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.trial.task import TrialOutcome, TrialTask
+from search.trial.training import compile_model
 from search.vocabulary import TrialState
 
 __all__ = ["ProbeTask", "run_probe"]
@@ -47,7 +48,6 @@ def _measure(task: TrialTask, data: Any) -> dict[str, float]:
     import numpy as np
 
     from data import eval_dataset, train_dataset
-    from search.trial.training import compile_model
 
     specs = task.specs
     t, batch = specs.train, specs.train.batch_size

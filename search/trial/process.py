@@ -22,14 +22,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from search.errors import Interrupted
-from search.trial.runtime import temporary_environ
+from data import open_cache
+from search.errors import Interrupted, TrialPruned
+from search.trial.runtime import configure_runtime, temporary_environ
+from search.trial.stop import StopSignal
+from search.trial.task import TrialOutcome, TrialTask, run_task
 from search.vocabulary import EpochDecision, TrialState
-
-if TYPE_CHECKING:  # search.trial.task (TensorFlow) is imported in the child process only
-    from search.trial.task import TrialOutcome, TrialTask
 
 __all__ = ["DecideEpoch", "TrialProcess"]
 
@@ -42,13 +42,7 @@ def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> N
     """The trial process: receive tasks, run them, stream epochs back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _exit_with_parent(os.getppid())
-    from search.trial.runtime import configure_runtime
-
-    configure_runtime(**runtime)
-    from data import open_cache
-    from search.errors import TrialPruned
-    from search.trial.stop import StopSignal
-    from search.trial.task import TrialOutcome, run_task
+    configure_runtime(**runtime)  # before TensorFlow loads (threads, determinism, GPU memory)
 
     caches: dict[str, Any] = {}
     while True:
@@ -178,8 +172,6 @@ class TrialProcess:
 
         An outcome ``running`` means the trial stopped on request and resumes from its checkpoint.
         """
-        from search.trial.task import TrialOutcome
-
         if self._proc is not None and (self._tasks_done >= self.recycle_after or not self._proc.is_alive()):
             self.close()
         if self._proc is None:

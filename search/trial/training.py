@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from data.dataset import resize_image, resize_mask
 from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
@@ -516,8 +517,6 @@ class FirstRung:
 
     def resize(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Images [N, H, W, C] and masks [N, H, W] at the first rung's size (data/dataset.py's resize)."""
-        from data.dataset import resize_image, resize_mask
-
         out = []
         for a in arrays:
             a = np.asarray(a)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from search.results import TrialRecord
+from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 from search.tools.report.context import ReportContext
 from search.tools.report.page import COLORS, Page, finite, fmt, is_number, note
 from search.vocabulary import OBJECTIVE, TrialState
@@ -74,8 +75,6 @@ def history(ctx: ReportContext, page: Page) -> str:
 def anytime(ctx: ReportContext, page: Page) -> str:
     """The best validation dice against the runs' wall-clock seconds, the runs' use of their budget and
     the training time at each fidelity (budget.json and the trial records)."""
-    from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
-
     runs = read_runs(ctx.study.root)
     curve = anytime_curve(ctx.trials, runs)
     parts = [note(_sentence_case(run_sentence(r))) for r in runs[-3:]]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from search.config import HYPERPARAMETER_DEFAULTS
+from search.config.space import describe
 from search.results import TrialRecord
 from search.study.reevaluation import selection_sentence
 from search.tools.report.context import ReportContext
@@ -105,8 +106,6 @@ def _best_rows(ctx: ReportContext) -> list[tuple[str, str]]:
 
 def _best_values(ctx: ReportContext) -> str:
     """The best trial's values next to the baseline's and the search space."""
-    from search.config.space import describe
-
     best, base, trials = ctx.best, ctx.baseline, ctx.trials
     names = [k for k in HYPERPARAMETER_DEFAULTS if any(k in r.values for r in trials)]
     if best is None or not names:
