@@ -55,3 +55,14 @@ def test_the_scan_finds_a_spelled_name(tmp_path: Path) -> None:
     found = [text for _, text in _string_constants(module)]
     assert "final.json" in found and "/scores.json" in found and "trial.json" not in found
     assert "Writes final.json." not in found
+
+
+def test_the_tests_mirror_the_packages() -> None:
+    """Issue 21.7: tests/<package>_tests/ for each package of search/ (and models/, data/); end-to-end in tests/e2e/.
+    (The suffix keeps tests/models and tests/data from shadowing the real packages on sys.path.)"""
+    packages = {p.name for p in (REPO / "search").iterdir() if (p / "__init__.py").is_file()} | {"models", "data"}
+    folders = {p.name.removesuffix("_tests") for p in (REPO / "tests").iterdir() if p.name.endswith("_tests")}
+    assert packages <= folders, f"no tests/<package>_tests/ for: {sorted(packages - folders)}"
+    assert (REPO / "tests" / "e2e").is_dir()
+    stray = sorted(p.name for p in (REPO / "tests").glob("test_*.py"))
+    assert stray == ["test_imports.py", "test_layout.py", "test_readme.py"], stray  # the house rules, not a package

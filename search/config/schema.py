@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 # Names a config may use. Losses, activations and augmentations are the registries of models/ and
 # data/augment.py (re-exported here); the strategies and pruners are what the engines dispatch on
-# (search/engines/kt_engine.py, optuna_engine/sampling.py; tests/test_config.py ties them together).
+# (search/engines/kt_engine.py, optuna_engine/sampling.py; tests/config_tests/test_config.py ties them together).
 KT_STRATEGIES = ("random", "bayesian", "hyperband")
 OPTUNA_STRATEGIES = ("tpe", "cmaes", "gp", "random-optuna")
 STRATEGIES = KT_STRATEGIES + OPTUNA_STRATEGIES

@@ -15,7 +15,7 @@ differences themselves). Reported:
   whatever its multiplier (under the null, 3 images "won" 25 % of the time); the t interval is as
   wide as the spread of the units allows, and the bootstrap keeps the asymmetry of skewed
   differences. The union is never narrower than either, so "beats" needs both. Seeded null
-  simulations (tests/stats/) hold the false "beats"/"worse" rate at about 5 % for 6–30 units, with
+  simulations (tests/evaluation_tests/test_verdict_null.py) hold the false "beats"/"worse" rate at about 5 % for 6–30 units, with
   and without patient clustering;
 - no verdict below :data:`~search.evaluation.MIN_UNITS` (6) units ("too few test patients to tell"):
   the smallest two-sided signed-rank p of n units is 2/2ⁿ (0.0625 for 5), and the t interval rests

@@ -160,7 +160,8 @@ def test_the_final_task_retrains_the_baseline_on_train_and_valid(tmp_path: Path)
     """The trial-process side: the baseline's specs trained for its epochs on train+valid, then tested."""
     from dataclasses import replace
 
-    from test_trial import _data, _task
+    from tiny import holdout_task as _task
+    from tiny import trial_data as _data
 
     from search.trial.task import ModelSource, run_task
 

@@ -161,7 +161,7 @@ def test_report_shows_the_reevaluation_and_the_verdict_escaped_once(tmp_path: Pa
 
 def test_the_report_leads_with_the_test_result_and_verdict_and_cautions_a_poor_final_model(tmp_path: Path) -> None:
     """The report's summary said "search gain" before the test result, like `status` did (issue 19.16c)."""
-    from test_status import _final
+    from tiny import set_final_result as _final
 
     from search.tools.report import write_report
 

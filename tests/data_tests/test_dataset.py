@@ -9,12 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from data.dataset import SPLITS, DatasetIndex, LoadSettings, Pair, discover, read_pair, split_counts
 from data.errors import DatasetError
 from data.fingerprint import check_dataset, content_hash, fingerprint
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_DATA = SHARED_DATA
 REAL_COUNTS = {"chd-ct-aorta": (25, 5, 6), "isbi-em-membrane": (21, 4, 5)}
 
 

@@ -132,7 +132,7 @@ def test_a_first_rung_size_outside_8_to_the_image_size_is_exit_2_naming_the_key(
 
 
 def test_the_plan_judges_at_the_first_rung_for_about_a_quarter_of_the_cost() -> None:
-    from test_budget import AUTO_RULES, CHD, CPU
+    from tiny import AUTO_RULES, CHD, CPU
 
     from search.study.budget import plan_budget
 

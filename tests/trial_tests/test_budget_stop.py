@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 from conftest import finish_process, spawn_search, step_counter, tiny_raw_config
-from test_trial import _data, _task
+from tiny import holdout_task as _task
+from tiny import trial_data as _data
 
 from data import AugmentSpec, synthetic_arrays
 from models import UNetSpec

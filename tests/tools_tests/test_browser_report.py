@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from fake_study import SECTION_IDS, build_study, report_figures
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 FLAGS = (
     "--headless",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import tiny_raw_config
-from test_budget import AUTO_RULES, CHD, CPU
+from tiny import AUTO_RULES, CHD, CPU
 
 from models import estimate_cost
 from search.config import config_from_dict

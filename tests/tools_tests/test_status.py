@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from fake_study import build_study
+from tiny import set_final_result
 
 from search.cli import main
 from search.results import StudyDir, write_traceback
@@ -72,27 +73,13 @@ def test_an_interrupted_trial_shows_its_progress_so_far_and_says_interrupted(tmp
         lock.release()
 
 
-def _final(study: StudyDir, *, dice: float, pred_fg: float, true_fg: float, sentence: str) -> None:
-    import json
-
-    from search.results import atomic_write_json
-
-    final = json.loads((study.final_dir / "final.json").read_text())
-    final["test"]["hard_dice"] = dice
-    final["verdict"] = {"outcome": "no_difference", "sentence": sentence}
-    atomic_write_json(study.final_dir / "final.json", final)
-    metrics = json.loads((study.final_dir / "test_metrics.json").read_text())
-    atomic_write_json(study.final_dir / "test_metrics.json",
-                      {**metrics, "hard_dice": dice, "pred_fg_fraction": pred_fg, "true_fg_fraction": true_fg})
-
-
 def test_status_leads_with_the_test_result_and_verdict_and_cautions_a_poor_final_model(tmp_path: Path) -> None:
     """`status` led with the search gain while the test said 'no detectable difference' at dice 0.09 (19.16c)."""
     from search.tools.status import status_text
 
     study = build_study(tmp_path, predictions=False)
     sentence = "no detectable difference between the chosen configuration and the reference configuration"
-    _final(study, dice=0.09, pred_fg=0.17, true_fg=0.01, sentence=sentence)
+    set_final_result(study, dice=0.09, pred_fg=0.17, true_fg=0.01, sentence=sentence)
     lines = status_text(study).splitlines()
     first = {key: next(i for i, line in enumerate(lines) if line.startswith(key))
              for key in ("final model:", "verdict:", "caution:", "trials:", "best:", "baseline")}
@@ -102,7 +89,7 @@ def test_status_leads_with_the_test_result_and_verdict_and_cautions_a_poor_final
     assert "0.090 is low" in caution and f"{0.17 / 0.01:.1f}× the true foreground area" in caution
     assert "search gain" not in "\n".join(lines)
 
-    _final(study, dice=0.85, pred_fg=0.011, true_fg=0.01, sentence=sentence)  # a good model: no caution
+    set_final_result(study, dice=0.85, pred_fg=0.011, true_fg=0.01, sentence=sentence)  # a good model: no caution
     assert not any(line.startswith("caution:") for line in status_text(study).splitlines())
 
 

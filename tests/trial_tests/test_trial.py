@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import tiny_raw_config
+from tiny import Killed, holdout_task, trial_data
 
-from data import synthetic_arrays
 from search.config import config_from_dict
-from search.config.specs import specs_from_values
 from search.errors import TrialPruned
-from search.trial.holdout import HoldoutTask
-from search.trial.task import ModelSource, TrialOutputs, TrialTask, run_task
-
-
-class _Killed(BaseException):
-    """Stands in for SIGKILL: escapes run_task like a dead process, leaving the checkpoint behind."""
-
-
-def _data() -> Any:
-    splits = {}
-    for name, (n, seed) in {"train": (16, 1), "valid": (8, 2), "test": (8, 3)}.items():
-        images, masks = synthetic_arrays(n=n, size=32, seed=seed)
-        splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
-    return SimpleNamespace(split=lambda name: splits[name])
-
-
-def _task(out: Path, *, epochs: int = 6) -> TrialTask:
-    raw = tiny_raw_config(Path("unused"), train={"max_epochs": epochs, "patience": epochs})
-    cfg = config_from_dict(raw)
-    values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 2, "learning_rate": 3e-3}
-    specs = specs_from_values(cfg, values, seed=5)
-    return HoldoutTask(number=0, specs=specs, out_dir=str(out), cache_path="", outputs=TrialOutputs(predictions=2))
+from search.trial.task import ModelSource, TrialTask, run_task
 
 
 def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
@@ -46,7 +23,7 @@ def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
         if epoch == 3:
             raise TrialPruned("pruned after epoch 3")
 
-    outcome = run_task(_task(tmp_path / "t"), _data(), prune_at_3)
+    outcome = run_task(holdout_task(tmp_path / "t"), trial_data(), prune_at_3)
     assert outcome.status == "pruned" and outcome.reason == "pruned after epoch 3"
     assert outcome.epochs_run == 4
     assert outcome.score == pytest.approx(max(h["score"] for h in seen))
@@ -72,17 +49,17 @@ def test_a_resumed_trial_that_is_then_pruned_is_recorded_pruned(tmp_path: Path) 
     def killed_after_2(epoch: int, logs: dict[str, float]) -> None:
         first.append(logs)
         if epoch == 1:
-            raise _Killed
+            raise Killed
 
-    with pytest.raises(_Killed):
-        run_task(_task(out), _data(), killed_after_2)
+    with pytest.raises(Killed):
+        run_task(holdout_task(out), trial_data(), killed_after_2)
     assert (out / "checkpoint" / "state.json").is_file()
 
     def prune_now(epoch: int, logs: dict[str, float]) -> None:
         assert epoch == 2  # resumed after the two checkpointed epochs
         raise TrialPruned("pruned after epoch 2")
 
-    outcome = run_task(_task(out), _data(), prune_now)
+    outcome = run_task(holdout_task(out), trial_data(), prune_now)
     assert outcome.status == "pruned", outcome.reason
     assert outcome.epochs_run == 3
     # the duration covers the segment before the kill too, not only the resumed one
@@ -139,12 +116,12 @@ def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it
 
     from conftest import final_task_of
 
-    data = _data()
-    trial = run_task(_task(tmp_path / "trial", epochs=3), data, lambda e, logs: None)
+    data = trial_data()
+    trial = run_task(holdout_task(tmp_path / "trial", epochs=3), data, lambda e, logs: None)
     assert trial.status == "complete"
     weights = tmp_path / "trial" / "best.weights.h5"
 
-    task = _task(tmp_path / "final")
+    task = holdout_task(tmp_path / "final")
     final = run_task(final_task_of(task, model=ModelSource(task.specs, (str(weights),))), data,
                      lambda e, logs: None)
     metrics = json.loads((tmp_path / "final" / "test_metrics.json").read_text())
@@ -152,7 +129,7 @@ def test_the_final_stage_tests_the_trial_weights_or_labels_a_retrain_for_what_it
     assert metrics["model_from"] == "trial_weights"
     assert metrics["valid_score"] == pytest.approx(trial.score, abs=1e-5)  # the very model the trial scored
 
-    retrain = run_task(final_task_of(_task(tmp_path / "retrain"), fixed_epochs=2), data,
+    retrain = run_task(final_task_of(holdout_task(tmp_path / "retrain"), fixed_epochs=2), data,
                        lambda e, logs: None)
     metrics = json.loads((tmp_path / "retrain" / "test_metrics.json").read_text())
     assert retrain.status == "complete" and retrain.epochs_run == 2
@@ -164,7 +141,7 @@ def test_a_crashed_trial_keeps_its_whole_traceback(tmp_path: Path) -> None:
     def crash(epoch: int, logs: dict[str, float]) -> None:
         raise RuntimeError("boom\nsecond line of the message")
 
-    outcome = run_task(_task(tmp_path / "t", epochs=2), _data(), crash)
+    outcome = run_task(holdout_task(tmp_path / "t", epochs=2), trial_data(), crash)
     assert outcome.status == "failed" and outcome.reason == "RuntimeError: boom"  # one line in trials.csv
     text = (tmp_path / "t" / "traceback.txt").read_text()
     assert "Traceback (most recent call last)" in text and "in crash" in text and "second line" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from search.config import (
     HYPERPARAMETER_DEFAULTS,
@@ -16,13 +17,11 @@ from search.config import (
 from search.config.space import baseline_values, complete_values, to_keras_tuner, to_optuna
 from search.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_repo_search_space_loads() -> None:
     cfg = load_config(REPO / "search_space.yaml")
     assert cfg.data.image_size == 512 and cfg.data.batch_size == 2
-    # the epoch, warm-up, patience and trial length come from the run's budget (tests/test_budget.py);
+    # the epoch, warm-up, patience and trial length come from the run's budget (tests/study_tests/test_budget.py);
     # without one they are the reference's
     assert cfg.train.max_epochs == cfg.train.patience == cfg.train.samples_per_epoch == "auto"
     assert cfg.rule("max_epochs") == 100 and cfg.rule("patience") == 10 and cfg.steps_per_epoch == 400

@@ -7,8 +7,9 @@ import math
 import threading
 
 import pytest
+from tiny import AUTO_RULES, CHD, CPU
 
-from search.config import AUTO, NO_BUDGET_RULES, load_config
+from search.config import NO_BUDGET_RULES, load_config
 from search.errors import ConfigError
 from search.study.budget import (
     DEADLINE_ENV,
@@ -27,12 +28,6 @@ from search.study.budget import (
 )
 from search.study.folder import blocking_differences
 from search.trial.stop import StepStop, StopSignal
-
-AUTO_RULES = {"samples_per_epoch": AUTO, "warmup_samples": AUTO, "patience": AUTO, "max_epochs": AUTO}
-# About the chd-ct-aorta baseline at 128² on 2 CPU cores: 7 samples/s, a few seconds to start a trial.
-CPU = Throughput(train_samples_per_s=7.0, eval_samples_per_s=21.0, startup_s=6.0, spawn_s=8.0,
-                 epoch_overhead_s=0.1, image_size=128)
-CHD = DataSizes(train=25, valid=5, test=6, batch_size=2)
 
 
 def plan(budget_s: float | None, *, throughput: Throughput | None = CPU, sizes: DataSizes = CHD,

@@ -7,12 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from fake_study import build_study
 
 from search.cli import main
 from search.results import StudyDir
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "chd-ct-aorta" / "test" / "images"
+SHARED_IMAGES = SHARED_DATA / "chd-ct-aorta" / "test" / "images"
 # name → (height, width, channels, dtype) of the test images: every format, odd sizes, 16-bit and alpha
 IMAGES = {
     "a.png": (50, 70, 1, np.uint8),
