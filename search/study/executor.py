@@ -32,7 +32,7 @@ from search.trial.holdout import HoldoutTask
 from search.trial.kfold import KFoldTask
 from search.trial.process import DecideEpoch, TrialProcess
 from search.trial.runtime import device_memory_budget
-from search.trial.task import TrialOutcome, TrialOutputs, TrialTask
+from search.trial.task import EpochReport, TrialOutcome, TrialOutputs, TrialTask
 from search.trial.training import Checkpoint
 from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
 
@@ -213,20 +213,18 @@ class TrialExecutor:
     def _decider(self, number: int, should_prune: PruneHook | None) -> DecideEpoch:
         """The driver's answer after each epoch of trial ``number``: progress, then the engine's pruner."""
 
-        def decide(epoch: int, logs: dict[str, float]) -> EpochDecision:
-            self.progress.epoch(number, epoch, logs)
-            if should_prune is None or logs.get("fold", 0.0) > 0:  # k-fold: the pruner judges the first fold
+        def decide(report: EpochReport) -> EpochDecision:
+            self.progress.epoch(number, report)
+            if should_prune is None or report.fold > 0:  # k-fold: the pruner judges the first fold
                 return EpochDecision.CONTINUE
-            # Not judgeable: warm-up, or still learning with a zero score (search/trial/training.py): the
-            # value is reported but the pruner is not asked.
-            judgeable = bool(logs.get("judgeable", 1.0))
             try:
                 # The running best: the objective is the best epoch, so a dip at a rung is no reason
-                # to prune, and a pruned trial's Optuna value equals its trials.csv score.
-                score = logs.get("best_score", logs.get("score", float("nan")))
-                prune = should_prune(epoch, float(score), judgeable)
+                # to prune, and a pruned trial's Optuna value equals its trials.csv score. Not judgeable
+                # (warm-up, or still learning with a zero score): the value is reported, the pruner not asked.
+                prune = should_prune(report.epoch, report.best_score, report.judgeable)
             except Exception:  # noqa: BLE001 - a storage hiccup must not wedge the trial process mid-epoch
-                logger.warning("trial %d: the pruner could not be asked at epoch %d", number, epoch, exc_info=True)
+                logger.warning("trial %d: the pruner could not be asked at epoch %d", number, report.epoch,
+                               exc_info=True)
                 return EpochDecision.CONTINUE
             return EpochDecision.PRUNE if prune else EpochDecision.CONTINUE
 

@@ -97,7 +97,7 @@ def run_final(
         task.stop_at = stop_at
         logger.info("final: %s trial %d (validation score %.4f)", "retraining on train+valid" if task.fixed_epochs
                     else "testing the weights of", best.number, best.score or 0)
-        outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
+        outcome = process.run(task, lambda report: EpochDecision.CONTINUE)
     finally:
         if own:
             process.close()

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from search.results import TrialRecord
+from search.trial.task import EpochReport
 
 if TYPE_CHECKING:
     from search.study.budget import Deadline
@@ -44,9 +45,9 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(f"trial {number} starting")
 
-    def epoch(self, number: int, epoch: int, logs: dict[str, float]) -> None:
+    def epoch(self, number: int, report: EpochReport) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(f"trial {number} epoch {epoch} dice {logs.get('score', float('nan')):.3f}")
+            self._bar.set_postfix_str(f"trial {number} epoch {report.epoch} dice {report.score:.3f}")
 
     def trial_finished(self, rec: TrialRecord, best: TrialRecord | None) -> None:
         self.done += 1

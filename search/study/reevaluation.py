@@ -191,7 +191,7 @@ def _run(cfg: Config, data: PreparedData, process: TrialProcess, folds: FoldPlan
         outputs=TrialOutputs(predictions=0, checkpoint=cfg.train.checkpoint_every_epoch), units=units, stop_at=stop_at,
     )
     task: TrialTask = KFoldTask(**common, folds=folds.folds) if folds is not None else HoldoutTask(**common)
-    outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
+    outcome = process.run(task, lambda report: EpochDecision.CONTINUE)
     if outcome.interrupted and outcome.stopped_by == "budget":
         raise BudgetEnded(f"the budget ended during the re-evaluation of trial {rec.number}")
     if outcome.interrupted:

@@ -40,7 +40,7 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
         return None
     task = ProbeTask(number=-1, specs=specs, out_dir="", cache_path=data.cache_path)
     t0 = time.perf_counter()
-    outcome = process.run(task, lambda epoch, logs: EpochDecision.CONTINUE)
+    outcome = process.run(task, lambda report: EpochDecision.CONTINUE)
     wall = time.perf_counter() - t0
     if outcome.status != TrialState.COMPLETE:
         logger.warning("throughput probe failed (%s); the budget is kept by the deadline alone", outcome.reason)

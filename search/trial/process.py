@@ -28,14 +28,14 @@ from data import open_cache
 from search.errors import Interrupted, TrialPruned
 from search.trial.runtime import configure_runtime, temporary_environ
 from search.trial.stop import StopSignal
-from search.trial.task import TrialOutcome, TrialTask, run_task
+from search.trial.task import EpochReport, TrialOutcome, TrialTask, run_task
 from search.vocabulary import EpochDecision, TrialState
 
 __all__ = ["DecideEpoch", "TrialProcess"]
 
 logger = logging.getLogger(__name__)
 
-DecideEpoch = Callable[[int, dict[str, float]], EpochDecision]  # (epoch, logs) -> the driver's answer
+DecideEpoch = Callable[[EpochReport], EpochDecision]  # the driver's answer to an epoch
 
 
 def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> None:
@@ -54,7 +54,7 @@ def _child_main(conn: Any, runtime: dict[str, Any], stop_event: Any = None) -> N
             return
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            conn.send(("epoch", epoch, logs))
+            conn.send(("epoch", EpochReport.of(epoch, logs)))
             reply = conn.recv()
             if reply == EpochDecision.PRUNE:
                 raise TrialPruned(f"pruned after epoch {epoch}")
@@ -201,8 +201,8 @@ class TrialProcess:
                 return TrialOutcome(status=TrialState.FAILED, reason=_death_reason(code),
                                     duration_s=time.perf_counter() - t0)
             if msg[0] == "epoch":
-                _, epoch, logs = msg
-                reply = EpochDecision.STOP if self.stop_requested else decide(epoch, logs)
+                report: EpochReport = msg[1]
+                reply = EpochDecision.STOP if self.stop_requested else decide(report)
                 try:
                     self._conn.send(reply)
                 except (BrokenPipeError, OSError):

@@ -33,7 +33,7 @@ from search.vocabulary import OBJECTIVE, TrialState
 if TYPE_CHECKING:
     from search.evaluation import Units
 
-__all__ = ["ModelSource", "TaskRun", "TrialOutcome", "TrialOutputs", "TrialTask", "drop_checkpoint", "row_score",
+__all__ = ["EpochReport", "ModelSource", "TaskRun", "TrialOutcome", "TrialOutputs", "TrialTask", "drop_checkpoint", "row_score",
            "run_task"]
 
 
@@ -57,6 +57,29 @@ class ModelSource:
     specs: TrialSpecs
     weights: tuple[str, ...]
     label: str = ""
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the trial process tells the driver after an epoch (it crosses the pipe).
+
+    The history row (history.csv) carries the same values as columns; the driver reads these fields,
+    never the row's keys.
+    """
+
+    epoch: int
+    score: float  # this epoch's objective (validation hard dice)
+    best_score: float  # the running best: what the pruner is shown
+    judgeable: bool  # past the warm-up, and not still learning with a zero score: the pruner may be asked
+    fold: int = 0  # k-fold: the fold it belongs to (the pruner judges the first)
+    logs: dict[str, float] = field(default_factory=dict)  # the whole row: Keras's metrics, lr, seconds, size
+
+    @classmethod
+    def of(cls, epoch: int, row: dict[str, float]) -> EpochReport:
+        """The report of a history row written by the training loop (search/trial/training.py)."""
+        score = float(row.get("score", row.get(OBJECTIVE, float("nan"))))
+        return cls(epoch=epoch, score=score, best_score=float(row.get("best_score", score)),
+                   judgeable=bool(row.get("judgeable", 1.0)), fold=int(row.get("fold", 0)), logs=dict(row))
 
 
 @dataclass

@@ -159,10 +159,10 @@ class KillingPool(TrialProcess):
         self.kill_numbers = kill_numbers
 
     def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
-        def killing(epoch: int, logs: dict[str, float]) -> str:
+        def killing(report: Any) -> str:
             if task.number in self.kill_numbers and self.pid is not None:
                 os.kill(self.pid, signal.SIGKILL)
-            return decide(epoch, logs)
+            return decide(report)
 
         return super().run(task, killing)
 

@@ -12,7 +12,7 @@ from tiny import Killed, holdout_task, trial_data
 
 from search.config import config_from_dict
 from search.errors import TrialPruned
-from search.trial.task import ModelSource, TrialTask, run_task
+from search.trial.task import EpochReport, ModelSource, TrialTask, run_task
 
 
 def test_a_pruned_trial_keeps_its_best_score(tmp_path: Path) -> None:
@@ -85,7 +85,8 @@ def test_the_pruner_sees_the_running_best_and_only_judgeable_epochs(tmp_path: Pa
 
         def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
             for epoch, (judgeable, score, best) in enumerate(epochs):
-                answers.append(decide(epoch, {"judgeable": judgeable, "score": score, "best_score": best}))
+                answers.append(decide(EpochReport.of(epoch, {"judgeable": judgeable, "score": score,
+                                                             "best_score": best})))
             return TrialOutcome(status="complete", score=0.7, best_epoch=4, epochs_run=5)
 
     cfg = config_from_dict(tiny_raw_config(Path("unused")))
@@ -145,3 +146,14 @@ def test_a_crashed_trial_keeps_its_whole_traceback(tmp_path: Path) -> None:
     assert outcome.status == "failed" and outcome.reason == "RuntimeError: boom"  # one line in trials.csv
     text = (tmp_path / "t" / "traceback.txt").read_text()
     assert "Traceback (most recent call last)" in text and "in crash" in text and "second line" in text
+
+
+def test_the_epoch_report_reads_the_control_values_of_a_history_row() -> None:
+    """Issue 21.4: the driver reads an EpochReport's fields, never the row's keys."""
+    row = {"epoch": 3.0, "loss": 0.4, "val_hard_dice": 0.31, "score": 0.31, "best_score": 0.52, "judgeable": 0.0,
+           "fold": 2.0}
+    report = EpochReport.of(3, row)
+    assert (report.epoch, report.score, report.best_score, report.judgeable, report.fold) == (3, 0.31, 0.52, False, 2)
+    assert report.logs == row and report.logs is not row  # the row travels whole, as a copy
+    restored = EpochReport.of(0, {"epoch": 0.0, "val_hard_dice": 0.2})  # a checkpoint's row: no hook keys
+    assert (restored.score, restored.best_score, restored.judgeable, restored.fold) == (0.2, 0.2, True, 0)
