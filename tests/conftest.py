@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from data.augment import AUGMENTATIONS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -45,13 +47,20 @@ def tiny_raw_config(data_root: Path, **sections: Any) -> dict[str, Any]:
             "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
             "dropout_rate": {"value": 0.0},
             "dilation": {"value": 1},
-            **{f"augment.{k}": {"value": 0.0} for k in ("hflip", "vflip", "rotation", "shrink", "shear", "elastic",
-                                                        "distortion", "barrel", "pincushion")},
+            **{f"augment.{k}": {"value": 0.0} for k in AUGMENTATIONS},
         },
     }
     for name, section in sections.items():
         raw.setdefault(name, {}).update(section)
     return raw
+
+
+def write_config(path: Path, data_root: Path, **sections: Any) -> Path:
+    """:func:`tiny_raw_config` with ``sections`` merged in, written as YAML to ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_raw_config(data_root, **sections)))
+    return path
 
 
 def spawn_search(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 from conftest import tiny_raw_config
 
+from data.augment import AUGMENTATIONS
 from search.config import Config, config_from_dict
 from search.config.space import complete_values
 from search.results import StudyDir, TrialRecord, atomic_write_json, atomic_write_text, write_history_csv
 
-AUG = ("hflip", "vflip", "rotation", "shrink", "shear", "elastic", "distortion", "barrel", "pincushion")
+AUG = AUGMENTATIONS
 
 
 def raw_config(name: str = "tiny", *, data_root: str = "dataset/tiny", strategy: str = "random-optuna",

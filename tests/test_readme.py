@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import build_parser, main
+from search.cli import commands, main
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
 
 def _subcommands() -> set[str]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return set(sub.choices)  # type: ignore[attr-defined]
+    return set(commands())
 
 
 def test_readme_commands_exist_and_every_command_is_documented() -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "build_parser",
+    "commands",
     "main",
 ]
 
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmds.register(sub)
     results_cmds.register(sub)
     return parser
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    """Each command's name and parser (the README's tests and `--help` checks read them here)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import build_parser
+from search.cli import commands
 
 COMMANDS = {"run", "final", "worker", "status", "export", "report", "dashboard", "predict"}
 
 
 def _commands() -> set[str]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return set(sub.choices)  # type: ignore[arg-type]
+    return set(commands())
 
 
 def test_every_command_is_registered() -> None:

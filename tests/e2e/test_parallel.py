@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import finish_process, spawn_search, tiny_raw_config
+from conftest import finish_process, spawn_search, write_config
 
 from search.cli import main
 from search.config import config_from_dict
@@ -20,11 +20,8 @@ from search.study.parallel import DriverSlot, ExtraDrivers, free_port, plan_slot
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **study: Any) -> Path:
-    raw = tiny_raw_config(data_root, study={"name": name, "strategy": strategy, **study},
-                          train={"max_epochs": 2, "patience": 2})
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path / f"{name}.yaml", data_root, study={"name": name, "strategy": strategy, **study},
+                        train={"max_epochs": 2, "patience": 2})
 
 
 def _numbers(study: StudyDir) -> list[int]:

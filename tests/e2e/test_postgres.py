@@ -14,8 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import finish_process, spawn_search, tiny_raw_config
+from conftest import finish_process, spawn_search, tiny_raw_config, write_config
 
 from search.cli import main
 from search.results import StudyDir
@@ -30,11 +29,8 @@ def _name(prefix: str) -> str:
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, *, max_trials: int, epochs: int = 3) -> Path:
-    raw = tiny_raw_config(data_root, study={"name": name, "max_trials": max_trials},
-                          train={"max_epochs": epochs, "patience": epochs})
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path / f"{name}.yaml", data_root, study={"name": name, "max_trials": max_trials},
+                        train={"max_epochs": epochs, "patience": epochs})
 
 
 def _optuna_trials(name: str) -> list:

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import finish_process, spawn_search, tiny_raw_config
+from conftest import finish_process, spawn_search, write_config
 
 from search.results import StudyDir
 
@@ -28,14 +27,8 @@ TIMEOUT_S = 240
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str) -> Path:
-    raw = tiny_raw_config(
-        data_root,
-        study={"name": name, "strategy": strategy, "max_trials": 3},
-        train={"max_epochs": 6, "patience": 6},
-    )
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path / f"{name}.yaml", data_root, study={"name": name, "strategy": strategy, "max_trials": 3},
+                        train={"max_epochs": 6, "patience": 6})
 
 
 def _start(results: Path, config: Path) -> subprocess.Popen[str]:

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 import yaml
-from conftest import tiny_raw_config
+from conftest import tiny_raw_config, write_config
 
 from search.cli import EXIT_CONFIG, EXIT_DATA, main
 from search.config import Config, config_from_dict
@@ -21,10 +21,8 @@ from search.study.runner import run_study
 
 
 def _config(tmp_path: Path, data_root: Path, name: str, strategy: str = "random-optuna", **train: object) -> Path:
-    raw = tiny_raw_config(data_root, study={"name": name, "strategy": strategy}, train=dict(train))
-    path = tmp_path / f"{name}-{strategy}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_config(tmp_path / f"{name}-{strategy}.yaml", data_root, study={"name": name, "strategy": strategy},
+                        train=dict(train))
 
 
 def _claim_without_study_yaml(results: Path, name: str) -> StudyLock:
