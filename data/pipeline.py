@@ -74,13 +74,7 @@ def train_dataset(
     n, height, width, channels = _check_arrays(images, masks)
     _check_batch_size(batch_size)
     _check_train_args(seed=seed, num_parallel_calls=num_parallel_calls, steps=steps)
-    augmenter: Augmenter | None = None
-    if augment is not None and augment.enabled:
-        if height != width:
-            raise ValueError(
-                f"train_dataset: augmentation needs square images. Received: images shape={images.shape}"
-            )
-        augmenter = _augmenter(augment, height)
+    augmenter = _train_augmenter(augment, images.shape)
     seed = int(seed)
     logger.debug(
         "train_dataset: %d samples %dx%dx%d, batch %d, seed %d, shuffle %s, augment %s",
@@ -131,6 +125,15 @@ def train_dataset(
         deterministic=True,
     )
     return _finish(ds.batch(batch_size))
+
+
+def _train_augmenter(augment: AugmentSpec | None, shape: tuple[int, ...]) -> Augmenter | None:
+    """The shared augmenter of ``augment`` for images of ``shape`` [N, H, W, C]; None when nothing is on."""
+    if augment is None or not augment.enabled:
+        return None
+    if shape[1] != shape[2]:
+        raise ValueError(f"train_dataset: augmentation needs square images. Received: images shape={shape}")
+    return _augmenter(augment, shape[1])
 
 
 def _check_train_args(*, seed: Any, num_parallel_calls: Any, steps: Any) -> None:

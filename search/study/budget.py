@@ -379,15 +379,8 @@ def plan_budget(
     first_s, epoch_s = rung.first_judgement_s, rung.epoch_s
     assert first_s is not None and epoch_s is not None
     final_s = _final_seconds(throughput, sizes, final, rules, rung) + wrap_s
-    warnings_l: list[str] = []
-    if study_rules and rules.samples_per_epoch is not None:
-        fresh = _derive_rules(dict.fromkeys(RULE_KEYS, AUTO), throughput, sizes,
-                              target_s=FIRST_JUDGEMENT_SHARE * budget_s, min_epochs=min_epochs)
-        assert fresh.samples_per_epoch is not None
-        if not 1 / 4 <= rules.samples_per_epoch / fresh.samples_per_epoch <= 4:
-            warnings_l.append(
-                f"this study's epoch ({rules.samples_per_epoch} samples) was planned for another budget; with this "
-                f"one a new study would use {fresh.samples_per_epoch} (a new --study, or set train.* explicitly)")
+    warnings_l = _stored_rules_warning(rules, throughput, sizes, budget_s=budget_s, min_epochs=min_epochs) \
+        if study_rules else []
     search_s = remaining - final_s
     if search_s < first_s:
         short = first_s - search_s
@@ -414,6 +407,20 @@ def plan_budget(
     return BudgetPlan(budget_s=budget_s, spent_s=spent_s, search_s=search_s, final_s=final_s, rules=rules,
                       derived=derived, rungs=rungs, throughput=throughput, minimum_s=minimum_s,
                       warnings=tuple(warnings_l), study_rules=study_rules, sizes=sizes, min_epochs=min_epochs)
+
+
+def _stored_rules_warning(rules: Rules, throughput: Throughput, sizes: DataSizes, *, budget_s: float,
+                          min_epochs: int) -> list[str]:
+    """A resumed study's epoch planned for a very different budget: say what a new study would use."""
+    if rules.samples_per_epoch is None:
+        return []
+    fresh = _derive_rules(dict.fromkeys(RULE_KEYS, AUTO), throughput, sizes,
+                          target_s=FIRST_JUDGEMENT_SHARE * budget_s, min_epochs=min_epochs)
+    assert fresh.samples_per_epoch is not None
+    if 1 / 4 <= rules.samples_per_epoch / fresh.samples_per_epoch <= 4:
+        return []
+    return [f"this study's epoch ({rules.samples_per_epoch} samples) was planned for another budget; with this "
+            f"one a new study would use {fresh.samples_per_epoch} (a new --study, or set train.* explicitly)"]
 
 
 def _unplanned(*, budget_s: float | None, spent_s: float, throughput: Throughput | None, sizes: DataSizes,
