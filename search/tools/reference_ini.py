@@ -59,25 +59,7 @@ def reference_ini_sections(
     if t.activation != "relu":
         logger.warning("activation %r has no key in the reference INI (it always uses relu)", t.activation)
     root = d.root.rstrip("/\\") or "."
-    counts = counts or {}
-    batch = d.batch_size
-
-    train: list[tuple[str, Any]] = [("epochs", cfg.rule("max_epochs")), ("batch_size", batch)]
-    steps = t.steps_per_epoch or (math.ceil(counts["train"] / batch) if counts.get("train") else None)
-    if steps:
-        train.append(("steps_per_epoch", int(steps)))
-    if counts.get("valid"):
-        train.append(("validation_steps", math.ceil(counts["valid"] / batch)))
-    train += [
-        ("patience", cfg.rule("patience")),
-        ("learning_rate_reducer", True),
-        ("reducer_factor", t.reducer.factor),
-        ("reducer_patience", t.reducer.patience),
-        ("image_datapath", reference_data_dir(root, "train", "images")),
-        ("mask_datapath", reference_data_dir(root, "train", "masks")),
-        ("model_dir", "./models"),
-        ("eval_dir", "./eval"),
-    ]
+    train = _train_section(cfg, counts or {}, root)
     kernels, dilation = int(v["base_kernels"]), int(v["dilation"])
     return {
         "model": [
@@ -112,6 +94,33 @@ def reference_ini_sections(
         # data.mask_threshold null (our per-dataset mask rule, data_fingerprint.json) has no INI form: the reference's 128
         "mask": [("blur", False), ("binarize", True), ("threshold", 128 if d.mask_threshold is None else d.mask_threshold)],
         "generator": [("debug", False), ("augmentation", any(x > 0 for x in s.values()))],
+        **_augmentation_sections(s),
+    }
+
+
+def _train_section(cfg: Config, counts: dict[str, int], root: str) -> list[tuple[str, Any]]:
+    t, batch = cfg.train, cfg.data.batch_size
+    train: list[tuple[str, Any]] = [("epochs", cfg.rule("max_epochs")), ("batch_size", batch)]
+    steps = t.steps_per_epoch or (math.ceil(counts["train"] / batch) if counts.get("train") else None)
+    if steps:
+        train.append(("steps_per_epoch", int(steps)))
+    if counts.get("valid"):
+        train.append(("validation_steps", math.ceil(counts["valid"] / batch)))
+    return train + [
+        ("patience", cfg.rule("patience")),
+        ("learning_rate_reducer", True),
+        ("reducer_factor", t.reducer.factor),
+        ("reducer_patience", t.reducer.patience),
+        ("image_datapath", reference_data_dir(root, "train", "images")),
+        ("mask_datapath", reference_data_dir(root, "train", "masks")),
+        ("model_dir", "./models"),
+        ("eval_dir", "./eval"),
+    ]
+
+
+def _augmentation_sections(s: dict[str, float]) -> dict[str, list[tuple[str, Any]]]:
+    """Our augmentation strengths as the reference tool's augmentor parameters (module docstring)."""
+    return {
         "augmentor": [
             ("vflip", s["vflip"] > 0),
             ("hflip", s["hflip"] > 0),
