@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from search.results.io import json_default
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -71,16 +73,8 @@ def machine_info(*, tensorflow: bool = True) -> dict[str, Any]:
 
 def emit(row: dict[str, Any]) -> dict[str, Any]:
     """Print one measurement as one JSON line (flushed) and return it."""
-    print(json.dumps(row, default=_json_default), flush=True)
+    print(json.dumps(row, default=json_default), flush=True)
     return row
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def vmrss_mib(pid: int | str = "self") -> float | None:

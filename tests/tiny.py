@@ -30,10 +30,10 @@ class Killed(BaseException):
     """Stands in for SIGKILL: escapes run_task like a dead process, leaving the checkpoint behind."""
 
 
-def trial_data() -> Any:
-    """Synthetic 32² splits (train 16, valid 8, test 8) as a trial process's data object."""
+def trial_data(train: int = 16, valid: int = 8, test: int = 8) -> Any:
+    """Synthetic 32² splits (stems train0…, valid0…, test0…) as a trial process's data object."""
     splits = {}
-    for name, (n, seed) in {"train": (16, 1), "valid": (8, 2), "test": (8, 3)}.items():
+    for name, (n, seed) in {"train": (train, 1), "valid": (valid, 2), "test": (test, 3)}.items():
         images, masks = synthetic_arrays(n=n, size=32, seed=seed)
         splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
     return SimpleNamespace(split=lambda name: splits[name])

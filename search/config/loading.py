@@ -193,7 +193,6 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Config:
     return cfg
 
 
-
 def _fit_space_to_image(space_raw: dict[str, Any], image_size: int, source: str) -> dict[str, Any]:
     """Resolve what the user left to the data: ``num_layers`` ``max: auto`` (or an omitted num_layers).
 

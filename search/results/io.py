@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from data.cache import fsync_path
+from search.results.layout import WRITE_TEST
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json"]
-
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "ensure_writable", "json_default", "read_json"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -42,15 +42,24 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: numpy scalars as Python numbers, paths as strings."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def ensure_writable(folder: Path) -> None:
+    """Make ``folder`` (and its parents) and prove a file can be written in it; raises OSError otherwise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / WRITE_TEST
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def read_json(path: Path) -> Any:

@@ -34,6 +34,7 @@ BUDGET_FILE = "budget.json"
 TRIALS_CSV = "trials.csv"
 REPORT_HTML = "report.html"
 LOCK_FILE = ".lock"
+WRITE_TEST = ".write-test"  # made and removed at once: is the folder writable? (results/io.py)
 ENGINE_DIR = "engine"
 TRIALS_DIR = "trials"
 FINAL_DIR = "final"

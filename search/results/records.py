@@ -131,10 +131,6 @@ class StudyDir:
         return self.final_dir / layout.TEST_METRICS_JSON
 
     @property
-    def budget_json(self) -> Path:
-        return self.root / layout.BUDGET_FILE
-
-    @property
     def report_html(self) -> Path:
         return self.root / layout.REPORT_HTML
 

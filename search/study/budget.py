@@ -19,9 +19,8 @@ of the baseline configuration (search/study/throughput.py) and refined from the 
 used).
 
 :class:`Deadline` is the plan at run time: the search's end (``search_ends_at``) and the run's end
-(``ends_at``), in ``time.time()`` seconds so that a trial process can check them itself.
-:class:`StopSignal` is what a trial process checks after every optimizer step: the deadline it was
-given and the driver's Ctrl-C flag; :class:`StepStop` is raised when either fires (search/trial/training.py).
+(``ends_at``), in ``time.time()`` seconds so that a trial process can check them itself, with the
+:class:`~search.trial.stop.StopSignal` it is given (search/trial/stop.py).
 
 The plan is made per resolution **rung** (:class:`Rung`); today there is one, the study's image size.
 """

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,6 @@ from search.results.layout import FOLDS_FILE
 __all__ = ["PreparedData", "fold_plan", "prepare_data", "resolved_config", "study_units"]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -65,8 +65,6 @@ def resolved_config(cfg: Config, data: PreparedData) -> Config:
     what the model is built with, what the reference INI exports)."""
     if cfg.data.channels != "auto":
         return cfg
-    from dataclasses import replace
-
     channels: Literal[1, 3] = 1 if data.channels == 1 else 3
     return cfg.replace(data=replace(cfg.data, channels=channels))
 
@@ -80,9 +78,6 @@ def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | N
     Raises:
         ConfigError: fewer patients than folds, a pattern that does not match, or folds.json differs.
     """
-    import json
-
-
     if cfg.study.evaluation != "kfold":
         return None
     s = cfg.study

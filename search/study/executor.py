@@ -18,7 +18,7 @@ from typing import Any
 
 from models import estimate_cost
 from search.config import Config
-from search.config.space import baseline_values, complete_values
+from search.config.space import complete_values
 from search.config.specs import check_memory, specs_from_values, trial_seed
 from search.errors import Interrupted, SearchAborted, TrialFailed
 from search.evaluation import FoldPlan
@@ -27,14 +27,14 @@ from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold
 from search.study.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.study.dataset import PreparedData, study_units
 from search.study.progress import Progress
-from search.study.throughput import trial_speeds
+from search.study.throughput import reference_macs, trial_speeds
 from search.trial.holdout import HoldoutTask
 from search.trial.kfold import KFoldTask
 from search.trial.process import DecideEpoch, TrialProcess
 from search.trial.runtime import device_memory_budget
-from search.trial.task import EpochReport, TrialOutcome, TrialOutputs, TrialTask
+from search.trial.task import EpochReport, TrialOutcome, TrialOutputs, TrialTask, row_score
 from search.trial.training import Checkpoint
-from search.vocabulary import OBJECTIVE, EpochDecision, PruneHook, TrialState
+from search.vocabulary import EpochDecision, PruneHook, TrialState
 
 __all__ = ["NOT_STARTED_LIMIT", "TrialExecutor"]
 
@@ -140,13 +140,9 @@ class TrialExecutor:
         ckpt = Checkpoint((fold_dir(trial_dir, 0) if self.folds is not None else trial_dir) / CHECKPOINT_DIR)
         if not ckpt.exists():
             return
-        try:
-            history = json.loads(ckpt.state_path.read_text()).get("history", [])
-        except (OSError, ValueError):
-            return
         best = float("-inf")
-        for row in history:
-            score = row.get(OBJECTIVE, row.get("hard_dice"))
+        for row in ckpt.history():
+            score = row_score(row)
             if "epoch" in row and score is not None:
                 best = max(best, float(score))  # the running best, as the live reports send it
                 try:
@@ -285,8 +281,7 @@ class TrialExecutor:
 
     @functools.cached_property
     def _reference_macs(self) -> int:
-        values = complete_values(self.cfg, baseline_values(self.cfg))
-        return max(1, estimate_cost(specs_from_values(self.cfg, values, seed=0).model).forward_macs_per_image)
+        return reference_macs(self.cfg)
 
     def _first_judgement_s(self, values: dict[str, Any], throughput: Throughput | None) -> float | None:
         assert self.budget is not None

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search.config import AUTO, Config, config_from_dict
 from search.errors import ConfigError
-from search.results import StudyDir, read_json
+from search.results import StudyDir, read_json, read_study_config
+from search.results.io import ensure_writable
 from search.results.locks import lock_file, unlock_file
 
 __all__ = [
@@ -61,15 +60,12 @@ def open_study_dir(cfg: Config, results_root: Path, *, allow_changes: bool = Fal
     """
     study = StudyDir(results_root / cfg.study.name)
     if study.exists():
-        old = config_from_dict(yaml.safe_load(study.study_yaml.read_text()), source=str(study.study_yaml))
+        old = read_study_config(study)
         if not allow_changes:
             refuse_differences(cfg, old, where=str(study.root))
         return study, True
     try:
-        study.root.mkdir(parents=True, exist_ok=True)
-        probe = study.root / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        ensure_writable(study.root)
     except OSError as e:
         raise ConfigError(f"results folder {study.root} is not writable ({e.strerror})") from None
     return study, False

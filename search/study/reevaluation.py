@@ -51,7 +51,6 @@ __all__ = ["Candidate", "pick", "reevaluate", "reeval_seed", "selection_sentence
 logger = logging.getLogger(__name__)
 
 
-
 def reeval_seed(study_seed: int, number: int, j: int) -> int:
     """The seed of trial ``number``'s ``j``-th fresh run: never a seed of the search's own trials."""
     return trial_seed(int(study_seed) + 7919 * (j + 1), number) ^ 0x5EED

@@ -9,6 +9,7 @@ How it spends its time budget (``--timeout``) is planned before the search start
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -334,10 +335,11 @@ def _drive(
 ) -> dict[str, Any]:
     """Run the strategy loop (and the extra drivers of the plan), then the final stage."""
     extra_slots, chief_env = _extra_slots(plan, slots, deadline)
+    refresh = functools.partial(on_trial_end, study) if on_trial_end is not None else None
     progress = Progress(total=cfg.study.max_trials, enabled=show_progress, done=len(
         [r for r in study.trials() if r.status != TrialState.RUNNING]), deadline=deadline)
     executor = TrialExecutor(
-        cfg, study, data, process, progress, deadline=deadline, on_trial_end=(lambda: on_trial_end(study)) if on_trial_end else None,
+        cfg, study, data, process, progress, deadline=deadline, on_trial_end=refresh,
         verbose=verbose, folds=folds, budget=budget,
     )
     extras = ExtraDrivers(study_name=cfg.study.name, results_root=results_root,
@@ -366,8 +368,8 @@ def _drive(
         summary: dict[str, Any] = {"study": str(study.root), "best": _best_summary(study)}
         if cfg.final.retrain and plan.runs_final and summary["best"] is not None:
             summary["final"] = _final_stage(study, cfg, data, process, verbose=verbose, ledger=ledger)
-        if on_trial_end is not None:
-            on_trial_end(study)
+        if refresh is not None:
+            refresh()
         summary["run"] = ledger.to_dict()
         return summary
     finally:

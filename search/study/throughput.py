@@ -25,10 +25,9 @@ from search.study.budget import Throughput, TrialSpeed, calibrate, read_budget_f
 from search.trial.probe import ProbeTask
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["measure_throughput", "study_throughput", "trial_speeds"]
+__all__ = ["measure_throughput", "reference_macs", "study_throughput", "trial_speeds"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | None:
@@ -55,11 +54,21 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
     return tp
 
 
+def reference_macs(cfg: Config) -> int:
+    """Forward MACs per image of the baseline configuration, the model the throughput is measured on.
+
+    Raises:
+        TrialFailed: the baseline configuration cannot be built at this image size.
+    """
+    values = complete_values(cfg, baseline_values(cfg))
+    return max(1, estimate_cost(specs_from_values(cfg, values, seed=0).model).forward_macs_per_image)
+
+
 def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     """Each finished trial's median epoch seconds (its first epoch, which traces, left out) and its
     cost relative to the baseline configuration (forward MACs per image)."""
     try:
-        ref = estimate_cost(specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=0).model)
+        ref = reference_macs(cfg)
     except TrialFailed:
         return []
     samples = cfg.rule("samples_per_epoch")
@@ -80,7 +89,7 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
         except (TrialFailed, KeyError, ValueError):
             continue
         out.append(TrialSpeed(epoch_s=statistics.median(seconds), samples_per_epoch=int(samples),
-                              macs_ratio=cost.forward_macs_per_image / max(1, ref.forward_macs_per_image)))
+                              macs_ratio=cost.forward_macs_per_image / ref))
     return out
 
 

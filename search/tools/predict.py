@@ -24,6 +24,7 @@ from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, prepare
 from search.errors import ConfigError
 from search.results import StudyDir, read_json, read_study_config
 from search.results.images import overlay_image, write_png
+from search.results.io import ensure_writable
 from search.results.layout import BEST_WEIGHTS, MODEL_KERAS
 from search.study.final import model_source
 from search.trial.final import load_source
@@ -246,10 +247,7 @@ def _chunks(items: list[Path], n: int) -> Iterator[list[Path]]:
 
 def _check_writable(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable(folder)
     except OSError as e:
         raise ConfigError(f"output folder {folder} is not writable ({e.strerror or e})") from None
 

@@ -3,7 +3,6 @@ each fold of a k-fold trial share."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def fit_and_score(
     ckpt = Checkpoint(out / CHECKPOINT_DIR) if task.outputs.checkpoint else None
     if ckpt is not None and ckpt.exists():
         # Continue the history file from the checkpoint's own history.
-        history.extend(json.loads(ckpt.state_path.read_text()).get("history", []))
+        history.extend(ckpt.history())
     images, masks, stems = valid
     try:
         result = train_model(

@@ -40,7 +40,6 @@ __all__ = ["EpochReport", "ModelSource", "TaskRun", "TrialOutcome", "TrialOutput
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TrialOutputs:
     """What a trial writes besides its record: prediction panels, per-epoch checkpoint, TensorBoard."""

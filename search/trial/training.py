@@ -195,6 +195,13 @@ class Checkpoint:
                 old.unlink(missing_ok=True)
 
 
+    def history(self) -> list[dict[str, Any]]:
+        """The committed epochs' history rows ([] when unreadable): what a resumed trial continues from."""
+        try:
+            return list(json.loads(self.state_path.read_text()).get("history", []))
+        except (OSError, ValueError):
+            return []
+
     def load(self, model: Any) -> tuple[LoopState, list[np.ndarray] | None]:
         raw = json.loads(self.state_path.read_text())
         tag = raw.pop("tag")
@@ -346,12 +353,13 @@ class _EpochLoop:
         # "No score yet" asks the images with foreground; a split without any falls back to the objective.
         self.valid_has_fg = self.has_valid and bool(np.any(np.asarray(arrays[3])))
         self.full_arrays = arrays
-        self._use(arrays)
         self.rung = FirstRung.of(specs, until=self.judge_from) if self.has_valid and fixed_epochs is None else None
         if self.rung is not None and self.state.epoch < self.rung.until:
             self.model = self.rung.model_from(self.full_model, lr=self.state.lr)
             self._use(self.rung.resize(*arrays))
             self.state.rung_size = self.rung.size
+        else:
+            self._use(arrays)
 
     def _use(self, arrays: Arrays) -> None:
         """Train and validate on ``arrays`` from the next epoch (the first rung's, or the full size's)."""

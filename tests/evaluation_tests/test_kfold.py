@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import final_task_of, tiny_raw_config
+from tiny import trial_data
 
-from data import synthetic_arrays
 from search.config import config_from_dict
 from search.config.specs import specs_from_values
 from search.errors import ConfigError
@@ -149,11 +148,7 @@ def test_a_patient_rule_with_fewer_patients_than_folds_is_an_error_not_contiguou
 
 
 def _data() -> Any:
-    splits = {}
-    for name, (n, seed) in {"train": (9, 1), "valid": (3, 2), "test": (4, 3)}.items():
-        images, masks = synthetic_arrays(n=n, size=32, seed=seed)
-        splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
-    return SimpleNamespace(split=lambda name: splits[name])
+    return trial_data(train=9, valid=3, test=4)
 
 
 FOLDS = (("train0", "train1", "train2", "train3"), ("train4", "train5", "train6", "train7"),
