@@ -13,21 +13,31 @@ import importlib
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+
+def _first_importable(*names: str) -> Any:
+    for name in names[:-1]:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return importlib.import_module(names[-1])
 
 
 def main() -> int:
     label = sys.argv[1] if len(sys.argv) > 1 else "this checkout"
     t0 = time.perf_counter()
-    for name in ("search.study.runner", "search.engines.optuna_engine"):
-        importlib.import_module(name)
+    # this checkout's modules, or their names before the packages of issue 21 (B9 compares checkouts)
+    importlib.import_module(_first_importable("search.study.runner", "search.runner").__name__)
+    importlib.import_module("search.engines.optuna_engine")
     from search.config import load_config
-    try:
-        from search.results.environment import environment_info
-    except ImportError:  # a checkout from before search/results/environment.py
-        from search.study.runner import environment_info  # type: ignore[attr-defined, no-redef]
-    from search.config.specs import specs_from_values
 
-    cfg = load_config("search_space.yaml")
+    environment_info = _first_importable("search.results.environment", "search.environment",
+                                         "search.runner").environment_info
+    specs_from_values = _first_importable("search.config.specs", "search.specs").specs_from_values
+
+    cfg = load_config("search_space.yaml", overrides=["data.channels=1"])  # auto is resolved from the data
     specs_from_values(cfg, cfg.fixed_values(), seed=0)
     environment_info()
     seconds = time.perf_counter() - t0
