@@ -31,6 +31,7 @@ from data.dataset import (
 )
 from data.errors import DatasetError
 from data.fingerprint import CheckReport, check_dataset, content_hash, foreground_errors
+from data.labels import ClassMap, class_map_from, palette, resize_labels, resolve_class_map
 from data.synthetic import make_phantom, synthetic_arrays, write_synthetic_dataset
 from data.volumes import Manifest, ManifestRow, find_volume_pairs, prepare_volumes
 
@@ -41,6 +42,7 @@ __all__ = [
     "Augmenter",
     "CachedDataset",
     "CheckReport",
+    "ClassMap",
     "DatasetError",
     "DatasetIndex",
     "LoadSettings",
@@ -52,6 +54,7 @@ __all__ = [
     "SplitArrays",
     "cache_key",
     "check_dataset",
+    "class_map_from",
     "content_hash",
     "decode_raw",
     "discover",
@@ -62,12 +65,15 @@ __all__ = [
     "load_cached",
     "make_phantom",
     "open_cache",
+    "palette",
     "prepare_image",
     "prepare_volumes",
     "read_bytes",
     "read_pair",
     "resize_image",
+    "resize_labels",
     "resize_mask",
+    "resolve_class_map",
     "synthetic_arrays",
     "to_channels",
     "train_dataset",

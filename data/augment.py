@@ -35,7 +35,7 @@ flips → rotation → shrink → shear → elastic → distortion → barrel �
 ``A(E(D(B(P(q)))))``: the lens maps (precomputed, absolute) are looked up, the two noise displacements are
 added where the coordinates have moved to (``cv2.remap`` of the low-resolution field), and the composed affine
 matrix ``A`` is applied last with ``cv2.transform``. Image and mask are then resampled exactly once with the
-same map: the image bilinearly, the mask with nearest neighbour (so it stays in {0, 1}); borders are constant 0
+same map: the image bilinearly, the mask with nearest neighbour (so its class indices stay exact: {0, 1}, or 0..K-1 with several classes); borders are constant 0
 (background). The noise fields are generated on a grid ``f`` times coarser (f = ⌊sigma/2⌋, so the smoothing
 sigma there is about 2 cells; e.g. 128² for elastic and 26² for distortion at 512 px), smoothed there and
 bilinearly upsampled by the same ``remap`` that composes them: a smoothed field has no detail finer than its
@@ -342,7 +342,7 @@ class Augmenter:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Augment one sample: image uint8 (or float32, 16-bit data) [H, W, C] and mask uint8 [H, W] in {0, 1},
+        """Augment one sample: image uint8 (or float32, 16-bit data) [H, W, C] and mask uint8 [H, W] of class indices,
         H = W = size.
 
         Returns arrays of the same shapes and dtypes (the inputs themselves when no operation was drawn).
@@ -371,5 +371,3 @@ class Augmenter:
             raise ValueError(
                 f"Augmenter: expected mask uint8 [{size}, {size}]. Received: mask dtype={mask.dtype}, shape={mask.shape}"
             )
-        if mask.size and int(mask.max()) > 1:
-            raise ValueError(f"Augmenter: expected mask values in {{0, 1}}. Received: max={int(mask.max())}")

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from data.dataset import AUTO, DatasetIndex, LoadSettings, ReadPlan, image_scale, resize_mask, resized_pixels
+from data.dataset import AUTO, DatasetIndex, LoadSettings, ReadPlan, image_scale, resized_pixels
 from data.errors import DatasetError
+from data.labels import ClassMap
 from data.fingerprint import FingerprintBuilder, content_hash, dataset_mask_rule, examine
 
 __all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "fsync_path", "load_cached", "open_cache"]
@@ -77,6 +78,16 @@ class CachedDataset:
     def channels(self) -> int:
         """The image channels in the cache (``channels: auto`` resolved)."""
         return self.plan.channels
+
+    @property
+    def classes(self) -> ClassMap | None:
+        """The class map the masks were read with (None: binary masks)."""
+        return self.plan.mask.classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The foreground classes' names (classes 1..K-1) with a class map; () for binary masks."""
+        return self.classes.foreground if self.classes is not None else ()
 
     def split(self, name: str) -> SplitArrays:
         """The arrays of one split; a KeyError lists the cached splits."""
@@ -161,10 +172,18 @@ def _key(content: str, index: DatasetIndex, settings: LoadSettings) -> str:
     payload = {
         "cache_version": CACHE_VERSION,
         "content_hash": content,
-        "settings": asdict(settings),
+        "settings": _settings_key(settings),
         "splits": list(index.splits),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _settings_key(settings: LoadSettings) -> dict[str, Any]:
+    """The settings as they decide the arrays: a class map's ``source`` (config or labels.json) does not."""
+    out = asdict(settings)
+    if out.get("classes"):
+        out["classes"].pop("source", None)
+    return out
 
 
 def _resolved_auto(
@@ -280,7 +299,7 @@ def _write_layout(
             if not wide and info.value_bits > 8:
                 raise _Relayout(channels, True)
             images[i] = resized_pixels(raw, channels=channels, size=size, wide=wide)
-            masks[i] = resize_mask(mask, size)
+            masks[i] = rule.resize(mask, size)
             builder.add(info)
             done += 1
             now = time.monotonic()

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from data.errors import DatasetError
+from data.labels import ClassMap, resize_labels
 
 __all__ = [
     "AUTO",
@@ -74,14 +75,18 @@ class DatasetIndex:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """What the user asked for: square size, image channels (1, 3 or ``"auto"``) and the mask threshold
-    (None: the dataset's mask rule, see :func:`mask_rule`)."""
+    """What the user asked for: square size, image channels (1, 3 or ``"auto"``), the mask threshold
+    (None: the dataset's mask rule, see :func:`mask_rule`) and the class map (None: binary masks; see
+    data/labels.py)."""
 
     image_size: int
     channels: int | str = AUTO
     mask_threshold: int | None = None
+    classes: ClassMap | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.classes, dict):  # read back from JSON (the cache's marker)
+            object.__setattr__(self, "classes", ClassMap.from_dict(self.classes))
         limits = {"image_size": (1, None), "channels": (1, 3), "mask_threshold": (1, 255)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
@@ -100,20 +105,48 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class MaskRule:
-    """How a dataset's mask pixels become {0, 1}: a pixel ``>= threshold`` (on the file's own scale) is foreground.
+    """How a dataset's mask pixels become class indices: binary masks (no ``classes``) become {0, 1}, a pixel
+    ``>= threshold`` (on the file's own scale) being foreground; with a class map, 0..K-1 by the map.
 
-    ``rule`` says in words which rule chose the threshold; it is recorded in the fingerprint and the cache.
+    ``rule`` says in words which rule chose the threshold or the map; it is recorded in the fingerprint and the
+    cache.
     """
 
     threshold: int
     rule: str
+    classes: ClassMap | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """K, the background included (2 for binary masks)."""
+        return 2 if self.classes is None else self.classes.num_classes
 
     def apply(self, gray: np.ndarray) -> np.ndarray:
-        """uint8/uint16 [H, W] → uint8 {0, 1}."""
+        """Binary masks: uint8/uint16 [H, W] → uint8 {0, 1}."""
         return (gray >= self.threshold).astype(np.uint8)
 
+    def labels(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """A decoded mask (grey or BGR) → uint8 class indices [H, W] (DatasetError for a value outside the map)."""
+        if self.classes is None:
+            return self.apply(to_gray(raw))
+        return self.classes.read(raw, path)
+
+    def resize(self, labels: np.ndarray, size: int) -> np.ndarray:
+        """Class indices at ``size`` with the image's geometry."""
+        if self.classes is None:
+            return resize_mask(labels, size)
+        return resize_labels(labels, size, self.classes.num_classes)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "rule": self.rule}
+        out: dict[str, Any] = {"threshold": self.threshold, "rule": self.rule}
+        if self.classes is not None:
+            out["classes"] = self.classes.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskRule:
+        classes = d.get("classes")
+        return cls(int(d["threshold"]), str(d["rule"]), ClassMap.from_dict(classes) if classes else None)
 
 
 def mask_rule(values: np.ndarray, settings: LoadSettings, *, colour: bool = False) -> MaskRule:
@@ -130,6 +163,10 @@ def mask_rule(values: np.ndarray, settings: LoadSettings, *, colour: bool = Fals
 
     Deciding once per dataset keeps an all-background mask empty, whatever values it holds.
     """
+    if settings.classes is not None:
+        k = settings.classes
+        return MaskRule(1, f"class map of {k.num_classes} classes ({k.kind} masks, {k.source}): "
+                           f"{', '.join(k.names)}", classes=k)
     values = np.unique(np.asarray(values, dtype=np.int64))
     wide = bool(values.size) and int(values[-1]) > 255
     factor = WIDE_FACTOR if wide else 1
@@ -168,7 +205,7 @@ class ReadPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReadPlan:
-        return cls(image_size=int(d["image_size"]), channels=int(d["channels"]), mask=MaskRule(**d["mask"]),
+        return cls(image_size=int(d["image_size"]), channels=int(d["channels"]), mask=MaskRule.from_dict(d["mask"]),
                    image_bits=int(d["image_bits"]))
 
     @classmethod
@@ -253,7 +290,7 @@ def read_pair(pair: Pair, plan: ReadPlan | LoadSettings) -> tuple[np.ndarray, np
 
     Returns:
         image: [S, S, C] (RGB when C == 3), uint8, or float32 on 0..255 for 16-bit data (`prepare_image`);
-        mask: uint8 [S, S] with values in {0, 1}.
+        mask: uint8 [S, S], class indices ({0, 1} for binary masks, 0..K-1 with a class map).
 
     Raises:
         DatasetError: a file is unreadable or corrupt, or the image and mask sizes differ.
@@ -264,7 +301,7 @@ def read_pair(pair: Pair, plan: ReadPlan | LoadSettings) -> tuple[np.ndarray, np
     raw_mask = decode_raw(read_bytes(pair.mask, what="mask"), pair.mask, what="mask")
     check_sizes(pair, raw_image, raw_mask)
     image = prepare_image(raw_image, channels=plan.channels, size=plan.image_size, image_bits=plan.image_bits)
-    mask = resize_mask(plan.mask.apply(to_gray(raw_mask)), plan.image_size)
+    mask = plan.mask.resize(plan.mask.labels(raw_mask, pair.mask), plan.image_size)
     return image, mask
 
 

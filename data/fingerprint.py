@@ -116,7 +116,7 @@ def check_dataset(root: Path | str, settings: LoadSettings, *, splits: Sequence[
                 continue
             infos.append(info)
             builder.add(info)
-            if info.mask_values.size > 2:
+            if info.mask_values.size > 2 and rule.classes is None:
                 warnings.append(
                     f"mask {pair.mask} has {describe_values(info.mask_values)}; foreground >= {rule.threshold}"
                 )
@@ -205,14 +205,15 @@ class PairInfo:
     intensity_sumsq: float
     intensity_count: int
     mask_values: np.ndarray  # distinct values of the (grey) mask
+    class_present: np.ndarray  # bool [K]: which classes the mask holds after reading (K = 2 for binary masks)
 
 
 def examine(split: str, pair: Pair, rule: MaskRule) -> tuple[PairInfo, np.ndarray, np.ndarray]:
     """Read and decode one pair and gather its statistics.
 
     Returns:
-        The PairInfo, the decoded image (uint8/uint16, file channels) and the mask binarised by ``rule``
-        (uint8 {0, 1}), both at the original resolution, for the cache to convert with the dataset's ReadPlan.
+        The PairInfo, the decoded image (uint8/uint16, file channels) and the mask read by ``rule``
+        (uint8 class indices, {0, 1} for binary masks), both at the original resolution, for the cache to convert with the dataset's ReadPlan.
     """
     image_bytes = read_bytes(pair.image, what="image")
     mask_bytes = read_bytes(pair.mask, what="mask")
@@ -220,7 +221,7 @@ def examine(split: str, pair: Pair, rule: MaskRule) -> tuple[PairInfo, np.ndarra
     raw_mask = decode_raw(mask_bytes, pair.mask, what="mask")
     check_sizes(pair, raw_image, raw_mask)
     gray_mask = to_gray(raw_mask)
-    mask = rule.apply(gray_mask)
+    mask = rule.labels(raw_mask, pair.mask)
     pixels = raw_image.astype(np.float64)
     info = PairInfo(
         split=split,
@@ -237,11 +238,12 @@ def examine(split: str, pair: Pair, rule: MaskRule) -> tuple[PairInfo, np.ndarra
         file_bits=8 * raw_image.itemsize,
         value_bits=value_bits(raw_image),
         image_max=int(raw_image.max()) if raw_image.size else 0,
-        foreground=float(mask.mean()) if mask.size else 0.0,
+        foreground=float(np.count_nonzero(mask) / mask.size) if mask.size else 0.0,
         intensity_sum=float(pixels.sum()),
         intensity_sumsq=float(np.square(pixels).sum()),
         intensity_count=int(pixels.size),
         mask_values=_distinct(gray_mask),
+        class_present=np.bincount(mask.ravel(), minlength=rule.num_classes)[: rule.num_classes] > 0,
     )
     return info, raw_image, mask
 
@@ -310,10 +312,19 @@ class FingerprintBuilder:
             "image_bits": bits,
             "image_scale": image_scale(bits) if bits > 8 else 1.0,
             "mask_rule": self._rule.to_dict(),
-            "splits": {split: _summary(infos) for split, infos in self._infos.items()},
-            "total": _summary(every),
+            "splits": {split: self._summary(infos) for split, infos in self._infos.items()},
+            "total": self._summary(every),
             "identical_across_splits": _identical_across_splits(every),
         }
+
+
+    def _summary(self, infos: list[PairInfo]) -> dict[str, Any]:
+        summary = _summary(infos)
+        if self._rule.classes is not None:  # how many images hold each class
+            held = np.sum([info.class_present for info in infos], axis=0) if infos else np.zeros(0)
+            summary["class_images"] = {name: int(held[k]) if len(held) else 0
+                                       for k, name in enumerate(self._rule.classes.names)}
+        return summary
 
 
 def _distinct(gray: np.ndarray) -> np.ndarray:

@@ -47,13 +47,14 @@ def train_dataset(
     num_parallel_calls: int | None = None,
     epoch: int | None = None,
     steps: int | None = None,
+    num_classes: int = 2,
 ) -> tf.data.Dataset:
     """Training batches: (images [B, H, W, C] of the arrays' dtype, masks float32 [B, H, W, 1]), one epoch per
     iteration.
 
     Args:
         images: uint8 [N, H, W, C], or float32 on 0..255 (16-bit datasets); may be a ``np.memmap``.
-        masks: uint8 [N, H, W] with values in {0, 1}.
+        masks: uint8 [N, H, W], class indices below ``num_classes`` ({0, 1} for binary masks).
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         augment: strengths of the paired augmentations; None or all-zero trains on the images as they are.
         seed: non-negative int; the order and the augmentation of every epoch derive from it.
@@ -65,6 +66,7 @@ def train_dataset(
         steps: None = one pass over the samples (the last batch may be smaller); an int = exactly this
             many batches of ``batch_size``, from ``ceil(steps * batch_size / N)`` passes, each pass with
             its own order and augmentation (samples are not repeated within a pass).
+        num_classes: K, the background included (2 for binary masks); augmentation keeps indices exact.
 
     Raises:
         ValueError: arrays of the wrong dtype/shape, or an invalid argument (the message names it).
@@ -92,7 +94,7 @@ def train_dataset(
 
     def load(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         index, key, pass_index = int(row[0]), int(row[1]), int(row[2])
-        image, mask = _read(images, masks, index)
+        image, mask = _read(images, masks, index, num_classes)
         if augmenter is not None:
             cv2.setNumThreads(1)
             image, mask = augmenter(image, mask, _stream(seed, _AUGMENT, key, pass_index, index))
@@ -174,7 +176,7 @@ def _augmenter(spec: AugmentSpec, size: int) -> Augmenter:
     return Augmenter(spec, size=size)
 
 
-def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, num_classes: int = 2) -> tf.data.Dataset:
     """Evaluation batches in index order, never augmented: (images [B, H, W, C] of the arrays' dtype, masks float32
     [B, H, W, 1])."""
     import tensorflow as tf
@@ -187,7 +189,7 @@ def eval_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int) -> t
         stop = min(begin + batch_size, n)
         image = np.array(images[begin:stop])
         mask = np.array(masks[begin:stop], dtype=np.uint8)
-        _check_mask_values(mask, where=f"masks[{begin}:{stop}]")
+        _check_mask_values(mask, where=f"masks[{begin}:{stop}]", num_classes=num_classes)
         return image, mask
 
     ds = tf.data.Dataset.range(0, n, batch_size).map(
@@ -248,17 +250,18 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def _read(images: np.ndarray, masks: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _read(images: np.ndarray, masks: np.ndarray, index: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Copy sample ``index`` out of the (possibly memory-mapped) arrays."""
     image = np.array(images[index])
     mask = np.array(masks[index], dtype=np.uint8)
-    _check_mask_values(mask, where=f"masks[{index}]")
+    _check_mask_values(mask, where=f"masks[{index}]", num_classes=num_classes)
     return image, mask
 
 
-def _check_mask_values(mask: np.ndarray, *, where: str) -> None:
-    if mask.size and int(mask.max()) > 1:
-        raise ValueError(f"{where}: expected mask values in {{0, 1}}. Received: max={int(mask.max())}")
+def _check_mask_values(mask: np.ndarray, *, where: str, num_classes: int = 2) -> None:
+    if mask.size and int(mask.max()) >= num_classes:
+        raise ValueError(f"{where}: expected mask values in 0..{num_classes - 1} ({num_classes} classes). "
+                         f"Received: max={int(mask.max())}")
 
 
 def _check_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[int, int, int, int]:

@@ -30,8 +30,13 @@ if TYPE_CHECKING:
         HardIoU,
         PredictedForeground,
         SoftDice,
+        hard_dice_per_class,
         hard_dice_per_image,
+        image_means,
+        iou_per_class,
         iou_per_image,
+        is_multiclass,
+        predicted_labels,
         soft_dice,
     )
     from models.registry import VARIANTS, build_model
@@ -60,9 +65,14 @@ __all__ = [
     "estimate_cost",
     "estimate_training_memory_bytes",
     "get_loss",
+    "hard_dice_per_class",
     "hard_dice_per_image",
+    "image_means",
     "iou_coef",
+    "iou_per_class",
     "iou_per_image",
+    "is_multiclass",
+    "predicted_labels",
     "soft_dice",
 ]
 
@@ -70,6 +80,7 @@ _LAZY = {
     **dict.fromkeys(("LOSSES", "bce_dice_image_loss", "bce_dice_loss", "bce_iou_loss", "bce_loss", "dice_coef",
                      "dice_loss", "get_loss", "iou_coef"), "models.losses"),
     **dict.fromkeys(("ForegroundHardDice", "HardDice", "HardIoU", "PredictedForeground", "SoftDice", "hard_dice_per_image",
+                     "hard_dice_per_class", "image_means", "iou_per_class", "is_multiclass", "predicted_labels",
                      "iou_per_image", "soft_dice"), "models.metrics"),
     "VARIANTS": "models.registry",
     "build_model": "models.registry",

@@ -3,6 +3,12 @@
 All functions take ``y_true`` (masks in {0, 1}, any numeric dtype) and ``y_pred`` (sigmoid probabilities) of
 shape ``[B, H, W, C]``; a ``[B, H, W]`` mask next to ``[B, H, W, 1]`` predictions is expanded. They return
 scalars pooled over the whole batch, computed in float32.
+
+Several classes (a softmax head of K > 1 channels, class 0 the background): ``y_true`` holds class indices
+``[B, H, W, 1]`` (or ``[B, H, W]``) and is one-hot encoded to K channels. Then the cross-entropy is the categorical
+one (over all K classes, logits recovered from the softmax as for the sigmoid), and the dice and IoU are taken per
+foreground class (1..K-1) and averaged over those classes, so the background, which covers most pixels, does not
+drown the structures (nnU-Net's "CE + dice over the foreground classes").
 """
 
 from __future__ import annotations
@@ -40,13 +46,38 @@ def as_float_pair(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
     y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
     if len(y_true.shape) == len(y_pred.shape) - 1:
         y_true = ops.expand_dims(y_true, -1)
+    k = num_channels(y_pred)
+    if k > 1 and y_true.shape[-1] == 1:  # class indices → one-hot
+        y_true = ops.one_hot(ops.cast(ops.squeeze(y_true, -1), "int32"), k, dtype="float32")
     return y_true, y_pred
+
+
+def num_channels(y_pred: Any) -> int:
+    """The output channels: 1 for a sigmoid head, K for a softmax head of K classes."""
+    k = y_pred.shape[-1]
+    return 1 if k is None else int(k)
+
+
+def foreground(y: Any) -> Any:
+    """Channels 1..K-1 of a K-class tensor (all of a one-channel one)."""
+    return y[..., 1:] if num_channels(y) > 1 else y
+
+
+def _per_class_ratio(intersection: Any, sum_true: Any, sum_pred: Any, smooth: float, *, iou: bool) -> Any:
+    denominator = sum_true + sum_pred - intersection if iou else sum_true + sum_pred
+    numerator = intersection if iou else 2.0 * intersection
+    return (numerator + smooth) / (denominator + smooth)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def dice_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
     """Reference soft dice pooled over the whole batch: ``(2·Σ t·p + s) / (Σ t + Σ p + s)``."""
     y_true, y_pred = as_float_pair(y_true, y_pred)
+    if num_channels(y_pred) > 1:  # per foreground class, pooled over the batch, then the mean over classes
+        t, p = foreground(y_true), foreground(y_pred)
+        axes = tuple(range(len(p.shape) - 1))
+        return ops.mean(_per_class_ratio(ops.sum(t * p, axis=axes), ops.sum(t, axis=axes), ops.sum(p, axis=axes),
+                                         smooth, iou=False))
     intersection = ops.sum(y_true * y_pred)
     return (2.0 * intersection + smooth) / (ops.sum(y_true) + ops.sum(y_pred) + smooth)
 
@@ -60,6 +91,11 @@ def iou_coef(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
     a constant with no gradient, and ``0 / 0`` (NaN) once every prediction underflows to 0.
     """
     y_true, y_pred = as_float_pair(y_true, y_pred)
+    if num_channels(y_pred) > 1:
+        t, p = foreground(y_true), foreground(y_pred)
+        axes = tuple(range(len(p.shape) - 1))
+        return ops.mean(_per_class_ratio(ops.sum(t * p, axis=axes), ops.sum(t, axis=axes), ops.sum(p, axis=axes),
+                                         smooth, iou=True))
     intersection = ops.sum(y_true * y_pred)
     union = ops.sum(y_true) + ops.sum(y_pred) - intersection
     return (intersection + smooth) / (union + smooth)
@@ -76,6 +112,8 @@ def bce_loss(y_true: Any, y_pred: Any) -> Any:
     (``keras.config.epsilon()``). Both agree in value wherever p lies inside the clip.
     """
     y_true, y_pred = as_float_pair(y_true, y_pred)  # a float32 tensor passes as the same object
+    if num_channels(y_pred) > 1:  # several classes: the categorical cross-entropy (logits of the softmax)
+        return ops.mean(ops.categorical_crossentropy(y_true, y_pred))
     return ops.mean(ops.binary_crossentropy(y_true, y_pred))
 
 
@@ -99,8 +137,14 @@ def bce_iou_loss(y_true: Any, y_pred: Any) -> Any:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def dice_per_image(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
-    """Soft dice of each image ``[B]``: ``(2·Σ t·p + s) / (Σ t + Σ p + s)`` over that image's pixels."""
+    """Soft dice of each image ``[B]``: ``(2·Σ t·p + s) / (Σ t + Σ p + s)`` over that image's pixels (several
+    classes: per foreground class, then the mean over those classes)."""
     y_true, y_pred = as_float_pair(y_true, y_pred)
+    if num_channels(y_pred) > 1:
+        t, p = foreground(y_true), foreground(y_pred)
+        axes = tuple(range(1, len(p.shape) - 1))
+        return ops.mean(_per_class_ratio(ops.sum(t * p, axis=axes), ops.sum(t, axis=axes), ops.sum(p, axis=axes),
+                                         smooth, iou=False), axis=-1)
     axes = tuple(range(1, len(y_pred.shape)))
     intersection = ops.sum(y_true * y_pred, axis=axes)
     return (2.0 * intersection + smooth) / (ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes) + smooth)

@@ -53,7 +53,8 @@ class UNetSpec:
     Attributes:
         image_size: Side of the square input image in pixels.
         channels: Image channels (1 grey, 3 RGB, or any positive count).
-        num_classes: Output channels of the sigmoid head.
+        num_classes: Output channels of the head: 1 (sigmoid) for binary masks, else K classes, the background
+            included (softmax).
         base_filters: Filters ``F0`` of level 0; level ``i`` has ``F0 * 2**i``.
         base_kernels: Square kernel ``k0`` of level 0; level ``i`` uses ``max(k0 - 2i, 3)``.
         num_layers: Encoder levels including the bottleneck (``L``).

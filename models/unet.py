@@ -6,7 +6,7 @@ import keras
 
 from models.spec import UNetSpec
 
-__all__ = ["PerImageStandardization", "build_unet", "conv_block"]
+__all__ = ["PerImageStandardization", "build_unet", "conv_block", "head_activation"]
 
 
 @keras.saving.register_keras_serializable(package="unet_search")
@@ -62,11 +62,17 @@ def conv_block(
     return conv(x, 2)
 
 
+def head_activation(spec: UNetSpec) -> str:
+    """Sigmoid for one output channel, softmax for several classes."""
+    return "sigmoid" if spec.num_classes == 1 else "softmax"
+
+
 def build_unet(spec: UNetSpec) -> keras.Model:
     """Build the UNet described by ``spec``.
 
     Input ``image`` takes raw pixels (H, W, C), any numeric dtype (uint8 is cast to float32 by Keras); output
-    ``head`` is float32 sigmoid probabilities (H, W, num_classes), also under mixed precision.
+    ``head`` is float32 probabilities (H, W, num_classes), also under mixed precision: sigmoid for one channel
+    (binary masks), softmax over the channels for several classes (class 0 the background).
 
     Raises:
         ValueError: if ``spec.validate()`` fails.
@@ -115,5 +121,6 @@ def build_unet(spec: UNetSpec) -> keras.Model:
             name=f"dec{f}",
         )
 
-    outputs = keras.layers.Conv2D(spec.num_classes, 1, activation="sigmoid", dtype="float32", name="head")(x)
+    outputs = keras.layers.Conv2D(spec.num_classes, 1, activation=head_activation(spec), dtype="float32",
+                                  name="head")(x)
     return keras.Model(inputs, outputs, name=spec.variant)

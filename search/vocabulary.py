@@ -15,9 +15,10 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "PruneHook", "TrialState", "optuna_state"]
+__all__ = ["CLASS_DICE", "KERAS_TUNER_STATES", "OBJECTIVE", "EpochDecision", "PruneHook", "TrialState", "optuna_state"]
 
 OBJECTIVE = "val_hard_dice"  # Keras logs "val_" + the HardDice metric's name (search/trial/training.py)
+CLASS_DICE = "dice_"  # + a class name: one foreground class's hard dice (multi-class studies; trials.csv columns)
 
 # An engine's per-epoch hook: report (epoch, running best score); when the third argument (ask) is
 # true, also return whether the pruner stops the trial.

@@ -71,7 +71,8 @@ def test_the_cycle_check_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.Monke
 LAZY_IMPORTS = {
     "models": {  # Keras: losses, metrics, the model builder
         "ForegroundHardDice", "HardDice", "HardIoU", "PredictedForeground", "SoftDice", "build_model", "get_loss",
-        "hard_dice_per_image", "iou_per_image", "soft_dice",
+        "hard_dice_per_image", "iou_per_image", "soft_dice", "hard_dice_per_class", "image_means", "iou_per_class",
+        "predicted_labels",
     },
     "data": {"eval_dataset", "train_dataset"},  # tf.data
     "search.engines.optuna_engine": None,  # Optuna

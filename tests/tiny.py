@@ -36,7 +36,7 @@ def trial_data(train: int = 16, valid: int = 8, test: int = 8) -> Any:
     for name, (n, seed) in {"train": (train, 1), "valid": (valid, 2), "test": (test, 3)}.items():
         images, masks = synthetic_arrays(n=n, size=32, seed=seed)
         splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
-    return SimpleNamespace(split=lambda name: splits[name])
+    return SimpleNamespace(split=lambda name: splits[name], class_names=())
 
 
 def holdout_task(out: Path, *, epochs: int = 6) -> TrialTask:
@@ -57,3 +57,53 @@ def set_final_result(study: StudyDir, *, dice: float, pred_fg: float, true_fg: f
     metrics = json.loads(study.test_metrics_json.read_text())
     atomic_write_json(study.test_metrics_json,
                       {**metrics, "hard_dice": dice, "pred_fg_fraction": pred_fg, "true_fg_fraction": true_fg})
+
+
+# Several classes: three structures (discs of their own grey level) coded in RGB colours, background black.
+MULTICLASS_COLOURS = {"background": [0, 0, 0], "ring": [255, 0, 0], "disc": [0, 255, 0], "spot": [0, 0, 255]}
+
+
+def multiclass_arrays(n: int, *, size: int = 32, seed: int = 0) -> tuple[Any, Any]:
+    """``n`` images uint8 [n, size, size, 1] with class indices uint8 [n, size, size] (0..3): each structure a
+    disc of its own grey level at a random place; the third (``spot``) is absent from every other image."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = np.zeros((n, size, size, 1), np.uint8)
+    labels = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        image = rng.normal(20, 4, (size, size))
+        for k, radius in ((1, size // 5), (2, size // 7), (3, size // 10)):
+            if k == 3 and i % 2:
+                continue
+            cy, cx = rng.integers(radius, size - radius, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+            labels[i][disc] = k
+            image[disc] = 60 * k + rng.normal(0, 4, int(disc.sum()))
+        images[i, :, :, 0] = np.clip(image, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def write_multiclass_dataset(root: Path, *, counts: tuple[int, int, int] = (8, 4, 4), size: int = 32,
+                             colour: bool = True, labels_json: bool = True) -> Path:
+    """A tiny dataset of ``multiclass_arrays`` in the project's layout: RGB colour masks (MULTICLASS_COLOURS) with a
+    labels.json, or (``colour`` False) grey index masks 0..3."""
+    import cv2
+    import numpy as np
+
+    palette = np.array(list(MULTICLASS_COLOURS.values()), np.uint8)
+    seed = 0
+    for split, n in zip(("train", "valid", "test"), counts, strict=True):
+        images, labels = multiclass_arrays(n, size=size, seed=seed)
+        seed += 1
+        for kind in ("images", "masks"):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            stem = f"{split}_{i:03d}"
+            cv2.imwrite(str(root / split / "images" / f"{stem}.png"), images[i, :, :, 0])
+            mask = palette[labels[i]][:, :, ::-1] if colour else labels[i]  # RGB → BGR for OpenCV
+            cv2.imwrite(str(root / split / "masks" / f"{stem}.png"), np.ascontiguousarray(mask))
+    if labels_json:
+        (root / "labels.json").write_text(json.dumps({"labels": MULTICLASS_COLOURS}))
+    return root

@@ -31,6 +31,9 @@ def register(sub: Any) -> None:
     c.add_argument("--threshold", type=int, default=None,
                    help="mask pixels >= this (0..255 scale) are foreground (default: the dataset's mask rule, "
                         "see README 'Your own data')")
+    c.add_argument("--classes", default="auto", choices=("auto", "binary"),
+                   help="auto (default): a labels.json beside the splits is the class map (multi-class masks); "
+                        "binary: read every mask as foreground/background")
     c.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
     c.set_defaults(func=cmd_check)
 
@@ -62,11 +65,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from data import LoadSettings, check_dataset
+    from data import LoadSettings, check_dataset, resolve_class_map
 
     channels = args.channels if args.channels == "auto" else int(args.channels)
     try:
-        settings = LoadSettings(image_size=args.size, channels=channels, mask_threshold=args.threshold)
+        settings = LoadSettings(image_size=args.size, channels=channels, mask_threshold=args.threshold,
+                                classes=resolve_class_map(Path(args.root), args.classes))
     except ValueError as e:
         raise ConfigError(f"data check: {e}") from None
     report = check_dataset(Path(args.root), settings)
@@ -78,6 +82,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{split}: {json.dumps(info)}")
         bits = fp["image_bits"]
         print(f"masks: {fp['mask_rule']['rule']}")
+        held = fp.get("total", {}).get("class_images")
+        if held:
+            n = fp["total"]["count"]
+            print("classes (images holding each, of " + str(n) + "): "
+                  + ", ".join(f"{k} {name}: {count}" for k, (name, count) in enumerate(held.items())))
         print(f"images: {fp['channels']} channel(s), "
               + ("8-bit" if bits <= 8 else f"16-bit with {bits} significant bits, scaled to 0..255 as float32"))
         print(f"content hash: {fp.get('content_hash')}")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from data.augment import AUGMENTATIONS
+from data.labels import ClassMap, class_map_from
 from models import ACTIVATIONS as ACTIVATIONS
 from models import LOSS_NAMES as LOSS_NAMES
 
@@ -93,6 +94,23 @@ class DataConfig:
     mask_threshold: int | None = None  # None: the dataset's mask rule (data/dataset.py mask_rule); else >= it on 0..255
     cache_dir: str | None = None
     num_val_predictions: int = 4
+    # Multi-class masks (data/labels.py): a mapping of class name → grey level or [R, G, B], background first;
+    # auto: the dataset's labels.json when it has one, else binary; binary: foreground/background whatever
+    # labels.json says. study.yaml records the map a study was run with.
+    classes: Literal["auto", "binary"] | dict[str, Any] = "auto"
+
+    def class_map(self) -> ClassMap | None:
+        """The class map when ``classes`` is a mapping (as study.yaml records it), else None (binary, or ``auto``
+        not yet resolved from the dataset)."""
+        if isinstance(self.classes, dict):
+            return class_map_from(self.classes, source="data.classes")
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        """K, the background included: 2 for binary masks (and ``auto`` before the data is read)."""
+        k = self.class_map()
+        return 2 if k is None else k.num_classes
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
     model = UNetSpec(
         image_size=d.image_size,
         channels=d.channels,
-        num_classes=1,
+        num_classes=head_channels(d.num_classes),
         base_filters=int(values["base_filters"]),
         base_kernels=int(values["base_kernels"]),
         num_layers=int(values["num_layers"]),
@@ -106,6 +106,11 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         first_rung_size=first_rung_size(model, cfg.first_rung_size),
     )
     return TrialSpecs(model=model, augment=augment, train=train)
+
+
+def head_channels(num_classes: int) -> int:
+    """The model's output channels for K classes: one sigmoid channel for binary masks, else K (softmax)."""
+    return 1 if num_classes <= 2 else num_classes
 
 
 def first_rung_size(model: UNetSpec, wanted: int | None) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from data.labels import class_map_from
 from search.config.schema import (
     ACTIVATIONS,
     AUGMENTATIONS,
@@ -171,6 +172,16 @@ def _check_integer_ranges(cfg: Config, w: str) -> None:
             raise ConfigError(f"{w}: {key}: expected an integer ≥ {lo}, got {v}")
 
 
+def _check_classes(classes: Any, w: str) -> None:
+    """data.classes: auto, binary, or a class map (data/labels.py) checked now, not in the first trial."""
+    if isinstance(classes, str) and classes in ("auto", "binary"):
+        return
+    try:
+        class_map_from(classes, source=f"{w}: data.classes")
+    except ValueError as e:
+        raise ConfigError(f"{e}; or auto (the dataset's labels.json) or binary") from None
+
+
 def _check_values(cfg: Config, w: str) -> None:
     """Keys with a range or a vocabulary of their own."""
     s, d, t = cfg.study, cfg.data, cfg.train
@@ -182,6 +193,7 @@ def _check_values(cfg: Config, w: str) -> None:
     if d.mask_threshold is not None and not 1 <= d.mask_threshold <= 255:  # 0 would make every pixel foreground
         raise ConfigError(f"{w}: data.mask_threshold: expected 1..255 (mask pixels >= it are foreground), "
                           f"got {d.mask_threshold}")
+    _check_classes(d.classes, w)
     if not 0 < t.reducer.factor < 1:
         raise ConfigError(f"{w}: train.reducer.factor: expected 0 < factor < 1, got {t.reducer.factor}")
     if t.clipvalue <= 0:

@@ -20,7 +20,7 @@ from typing import Any
 from search.errors import ConfigError
 from search.results import layout
 from search.results.io import atomic_write_json, atomic_write_text, read_json
-from search.vocabulary import TrialState
+from search.vocabulary import CLASS_DICE, TrialState
 
 __all__ = [
     "CSV_FIELDS",
@@ -189,8 +189,10 @@ class StudyDir:
                 if k not in hp_names:
                     hp_names.append(k)
         buf = io.StringIO()
+        class_columns = [k for r in recs for k in r.metrics if k.startswith(CLASS_DICE)]
+        class_columns = list(dict.fromkeys(class_columns))  # several classes: one column per class, in order
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow([*CSV_FIELDS, "baseline", "seed", *hp_names])
+        w.writerow([*CSV_FIELDS, "baseline", "seed", *hp_names, *class_columns])
         for r in recs:
             w.writerow(
                 [
@@ -208,6 +210,7 @@ class StudyDir:
                     int(r.baseline),
                     r.seed,
                     *[r.values.get(k, "") for k in hp_names],
+                    *[_class_cell(r.metrics.get(k)) for k in class_columns],
                 ]
             )
         atomic_write_text(self.trials_csv, buf.getvalue())
@@ -283,6 +286,10 @@ def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
     for row in history:
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())
+
+
+def _class_cell(value: Any) -> str:
+    return f"{value:.6f}" if isinstance(value, int | float) else ""
 
 
 def _num(v: str) -> Any:

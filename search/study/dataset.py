@@ -8,7 +8,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from data import DatasetError, LoadSettings, discover, foreground_errors, load_cached
+from data import (
+    ClassMap,
+    DatasetError,
+    LoadSettings,
+    discover,
+    foreground_errors,
+    load_cached,
+    resolve_class_map,
+)
 from search.config import Config
 from search.errors import ConfigError
 from search.evaluation import FoldPlan, Units, group_images, image_units, make_folds
@@ -26,6 +34,7 @@ class PreparedData:
     fingerprint: dict[str, Any]
     stems: dict[str, tuple[str, ...]] = field(default_factory=dict)  # image names per split
     channels: int = 3  # the image channels in the cache (data.channels: auto resolved)
+    classes: ClassMap | None = None  # the class map the masks were read with (None: binary)
 
 
 def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
@@ -41,7 +50,12 @@ def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
             f"folders of images/ and masks/, or --demo for the built-in synthetic dataset"
         )
     index = discover(root)
-    settings = LoadSettings(image_size=cfg.data.image_size, channels=cfg.data.channels, mask_threshold=cfg.data.mask_threshold)
+    try:
+        classes = resolve_class_map(root, cfg.data.classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    settings = LoadSettings(image_size=cfg.data.image_size, channels=cfg.data.channels,
+                            mask_threshold=cfg.data.mask_threshold, classes=classes)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else results_root / ".cache"
     cached = load_cached(index, settings, cache_dir=cache_dir)
     for split in ("train", "valid", "test"):
@@ -57,16 +71,20 @@ def prepare_data(cfg: Config, results_root: Path) -> PreparedData:
     logger.info("dataset %s: %s; %d channel(s)", root, cached.plan.mask.rule, cached.channels)
     stems = {split: tuple(cached.split(split).stems) for split in ("train", "valid", "test")}
     return PreparedData(cache_path=str(cached.path), fingerprint=cached.fingerprint, stems=stems,
-                        channels=cached.channels)
+                        channels=cached.channels, classes=classes)
 
 
 def resolved_config(cfg: Config, data: PreparedData) -> Config:
-    """``cfg`` with ``data.channels: auto`` replaced by the channels of the prepared data (what study.yaml records,
-    what the model is built with, what the reference INI exports)."""
-    if cfg.data.channels != "auto":
-        return cfg
-    channels: Literal[1, 3] = 1 if data.channels == 1 else 3
-    return cfg.replace(data=replace(cfg.data, channels=channels))
+    """``cfg`` with ``data.channels: auto`` replaced by the channels of the prepared data and ``data.classes: auto``
+    by the class map it was read with, or ``binary`` (what study.yaml records, what the model is built with, what
+    the reference INI exports)."""
+    channels: Literal[1, 3, "auto"] = cfg.data.channels
+    if channels == "auto":
+        channels = 1 if data.channels == 1 else 3
+    classes = cfg.data.classes
+    if classes == "auto":
+        classes = data.classes.mapping() if data.classes is not None else "binary"
+    return cfg.replace(data=replace(cfg.data, channels=channels, classes=classes))
 
 
 def fold_plan(cfg: Config, data: PreparedData, study_root: Path) -> FoldPlan | None:

@@ -137,6 +137,8 @@ def _record_final(study: StudyDir, cfg: Config, best: TrialRecord, selection: di
     """The verdict against the baseline, final.json, and the run's summary of the final stage."""
     metrics = read_json(study.test_metrics_json)
     metrics_summary = {k: metrics[k] for k in ("hard_dice", "hard_iou", "soft_dice", "loss", "n_images")}
+    if "class_dice" in metrics:  # several classes: each foreground class's test dice (the mean is hard_dice)
+        metrics_summary["class_dice"] = metrics["class_dice"]
     baseline_rec = study.baseline_trial()
     baseline = describe_baseline(cfg, baseline_rec) if baseline_rec is not None else None
     verdict = _verdict(metrics, best, baseline_rec, cfg.study.seed, units=units)
@@ -321,4 +323,10 @@ def _verdict(metrics: dict[str, Any], best: TrialRecord, baseline: TrialRecord |
                        units=units.labels(stems) if stems else None, grouping=units.grouping,
                        best_label=f"the chosen configuration (trial {best.number})",
                        baseline_label=baseline_label(baseline))
-    return v.to_dict()
+    out = v.to_dict()
+    if "class_dice" in metrics and "class_dice" in metrics["baseline"]:
+        # Several classes: the verdict is on the mean foreground dice per image; beside it, each class's test
+        # dice for both models (descriptive: a test per class on a handful of images would be noise).
+        out["class_dice"] = {name: {"chosen": dice, "baseline": metrics["baseline"]["class_dice"].get(name)}
+                             for name, dice in metrics["class_dice"].items()}
+    return out

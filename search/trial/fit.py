@@ -3,7 +3,7 @@ each fold of a k-fold trial share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +14,33 @@ from search.results.images import save_predictions
 from search.results.layout import BEST_WEIGHTS, CHECKPOINT_DIR, PREDICTIONS_DIR, SCORES_FILE, TENSORBOARD_DIR
 from search.trial.stop import StopSignal
 from search.trial.task import TrialTask, drop_checkpoint
-from search.trial.training import Checkpoint, predict_probabilities, train_model
+from search.trial.training import Checkpoint, class_means, predict_probabilities, train_model
+from search.vocabulary import CLASS_DICE
 
-__all__ = ["ScoredFit", "fit_and_score"]
+__all__ = ["ScoredFit", "class_metrics", "class_table_means", "fit_and_score"]
 
 
 @dataclass
 class ScoredFit:
-    """A trained model with its per-image validation dice (by stem) at the best epoch."""
+    """A trained model with its per-image validation dice (by stem) at the best epoch; several classes: each
+    foreground class's dice too (the mean over the images that score it; None when none does)."""
 
     result: Any
     per_image: dict[str, float]
     se: float | None
+    class_dice: dict[str, float | None] = field(default_factory=dict)
+    per_class: dict[str, list[float | None]] = field(default_factory=dict)  # by stem, one value per class
 
 
 def fit_and_score(
     task: TrialTask, out: Path, hook: Any, history: list[dict[str, Any]], *,
     train: tuple[Any, Any], valid: tuple[Any, Any, list[str]], stop: StopSignal | None = None,
+    classes: tuple[str, ...] = (),
 ) -> ScoredFit:
     """Train ``task.specs`` with checkpoints in ``out``, then save the best weights, the per-image
     validation dice (``scores.json``, with the units they count) and prediction panels there. The
-    standard error counts the task's units (patients) when known.
+    standard error counts the task's units (patients) when known. ``classes``: the foreground classes' names
+    (several classes; () for binary masks).
 
     A pruned (or collapsed) run saves its best weights and scores too (the verdict and re-evaluation
     may need a pruned baseline's model) before the exception goes on.
@@ -59,29 +65,52 @@ def fit_and_score(
         )
     except TrialPruned as e:
         if e.model is not None:
-            _save_scored(task, e.model, out, images, masks, stems)
+            _save_scored(task, e.model, out, images, masks, stems, classes)
         raise
-    per_image = _save_scored(task, result.model, out, images, masks, stems)
+    scored = _save_scored(task, result.model, out, images, masks, stems, classes)
     drop_checkpoint(out)
     units = (task.units or Units()).labels(stems)
-    return ScoredFit(result=result, per_image=per_image, se=mean_se(list(per_image.values()), units)[1])
+    return ScoredFit(result=result, per_image=scored.per_image, se=mean_se(list(scored.per_image.values()), units)[1],
+                     class_dice=scored.class_dice, per_class=scored.per_class)
 
 
-def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str]) -> dict[str, float]:
+def class_metrics(class_dice: dict[str, float | None]) -> dict[str, float]:
+    """A trial's metrics of each foreground class's dice (``dice_<name>``; unscored classes left out)."""
+    return {f"{CLASS_DICE}{name}": value for name, value in class_dice.items() if value is not None}
+
+
+def class_table_means(per_class: dict[str, list[float | None]], names: tuple[str, ...]) -> dict[str, float | None]:
+    """Each class's mean over the images (by stem) that score it."""
     import numpy as np
 
-    from models import hard_dice_per_image
+    table = np.array([[np.nan if x is None else x for x in row] for row in per_class.values()], dtype=np.float64)
+    return dict(zip(names, class_means(table.reshape(len(per_class), len(names))), strict=True))
+
+
+def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str],
+                 classes: tuple[str, ...]) -> ScoredFit:
+    """Score the model per image (and per class) on the validation images and save weights, scores and panels."""
+    import numpy as np
+
+    from models import hard_dice_per_class, image_means
 
     prob = predict_probabilities(model, images, batch_size=task.specs.train.batch_size)
-    dice = hard_dice_per_image(np.asarray(masks).astype(np.float32), prob, threshold=0.5)
-    per_image = {stem: float(d) for stem, d in zip(stems, dice, strict=True)}
+    table = hard_dice_per_class(np.asarray(masks).astype(np.float32), prob, threshold=0.5)
+    per_image = {stem: float(d) for stem, d in zip(stems, image_means(table), strict=True)}
     n = min(task.outputs.predictions, len(stems))
     if n:
         save_predictions(out / PREDICTIONS_DIR, images[:n], masks[:n], prob[:n], stems[:n])
     model.save_weights(str(out / BEST_WEIGHTS))
-    atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image,
-                                          **(task.units or Units()).describe(stems)})
-    return per_image
+    scores: dict[str, Any] = {"metric": "hard_dice", "per_image": per_image}
+    scored = ScoredFit(result=None, per_image=per_image, se=None)
+    if prob.ndim == 4:  # several classes: each foreground class's dice per image and over the split
+        names = classes if len(classes) == table.shape[1] else tuple(f"class_{k}" for k in range(1, table.shape[1] + 1))
+        scored.per_class = {stem: [None if np.isnan(x) else float(x) for x in row]
+                            for stem, row in zip(stems, table, strict=True)}
+        scored.class_dice = dict(zip(names, class_means(table), strict=True))
+        scores.update(classes=list(names), class_dice=scored.class_dice, per_class=scored.per_class)
+    atomic_write_json(out / SCORES_FILE, {**scores, **(task.units or Units()).describe(stems)})
+    return scored
 
 
 def _tensorboard(task: TrialTask, out: Path) -> list[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.trial.fit import fit_and_score
+from search.trial.fit import class_metrics, fit_and_score
 from search.trial.stop import BUDGET_STOP
 from search.trial.task import TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -19,7 +19,8 @@ class HoldoutTask(TrialTask):
     def train(self, run: TaskRun) -> TrialOutcome:
         train, valid = run.data.split("train"), run.data.split("valid")
         fit = fit_and_score(self, run.out, run.hook, run.history, train=(train.images, train.masks),
-                            valid=(valid.images, valid.masks, list(valid.stems)), stop=run.stop)
+                            valid=(valid.images, valid.masks, list(valid.stems)), stop=run.stop,
+                            classes=run.data.class_names)
         result = fit.result
         reason = ""
         if result.stop_reason == "budget":
@@ -33,5 +34,5 @@ class HoldoutTask(TrialTask):
             epochs_run=result.epochs_run,
             train_s=result.train_s,
             reason=reason,
-            metrics={"stop_reason": result.stop_reason},
+            metrics={"stop_reason": result.stop_reason, **class_metrics(fit.class_dice)},
         )

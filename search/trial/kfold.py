@@ -22,7 +22,7 @@ from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
-from search.trial.fit import fit_and_score
+from search.trial.fit import class_metrics, class_table_means, fit_and_score
 from search.trial.stop import StopSignal
 from search.trial.task import TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -64,6 +64,7 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
         raise ValueError(f"folds.json names images that are not in train+valid: {', '.join(missing[:5])}")
     k = len(task.folds)
     per_image: dict[str, float] = {}
+    per_class: dict[str, list[float | None]] = {}
     best_epochs: list[int] = []
     epochs_run, train_s = 0, 0.0
     for f, val_stems in enumerate(task.folds):
@@ -74,9 +75,10 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
             # Restored rows carry no "score": their seconds count as earlier segments (trial.py).
             history.extend({k_: v for k_, v in row.items() if k_ != "score"} for row in meta["history"])
         else:
-            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history, stop)
+            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history, stop, data.class_names)
             atomic_write_json(done, meta)
         per_image.update(meta["per_image"])
+        per_class.update(meta.get("per_class") or {})
         best_epochs.append(int(meta["best_epoch"]))
         epochs_run += int(meta["epochs_run"])
         train_s += float(meta["train_s"])
@@ -87,13 +89,14 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
                                    folds_done=f + 1, k=k, units=task.units)
         if reason is not None:
             return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason,
-                            units=task.units)
-    return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units)
+                            units=task.units, per_class=(per_class, data.class_names))
+    return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units,
+                    per_class=(per_class, data.class_names))
 
 
 def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
               val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]],
-              stop: StopSignal | None) -> dict[str, Any]:
+              stop: StopSignal | None, classes: tuple[str, ...] = ()) -> dict[str, Any]:
     val_idx = [index[s] for s in val_stems]
     held = set(val_idx)
     train_idx = [i for i in range(len(images)) if i not in held]
@@ -108,18 +111,22 @@ def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, in
 
     fdir.mkdir(parents=True, exist_ok=True)
     fit = fit_and_score(fold_task, fdir, fold_hook, history, train=(images[train_idx], masks[train_idx]),
-                        valid=(images[val_idx], masks[val_idx], list(val_stems)), stop=stop)
+                        valid=(images[val_idx], masks[val_idx], list(val_stems)), stop=stop, classes=classes)
     r = fit.result
     return {"fold": f, "score": r.best_score, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-            "train_s": r.train_s, "per_image": fit.per_image, "history": history[start:]}
+            "train_s": r.train_s, "per_image": fit.per_image, "per_class": fit.per_class, "history": history[start:]}
 
 
 def _outcome(status: TrialState, per_image: dict[str, float], best_epochs: list[int], epochs_run: int,
-             train_s: float, out: Path, k: int, *, reason: str = "", units: Units | None = None) -> TrialOutcome:
+             train_s: float, out: Path, k: int, *, reason: str = "", units: Units | None = None,
+             per_class: tuple[dict[str, list[float | None]], tuple[str, ...]] = ({}, ())) -> TrialOutcome:
     units = units or Units()
     score, se = mean_se(list(per_image.values()), units.labels(list(per_image)))
+    table, names = per_class
+    class_dice = class_table_means(table, names) if table and names else {}
+    extra = {"classes": list(names), "class_dice": class_dice, "per_class": table} if class_dice else {}
     atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image, "folds_done": len(best_epochs),
-                                          **units.describe(list(per_image))})
+                                          **extra, **units.describe(list(per_image))})
     return TrialOutcome(
         status=status,
         score=score,
@@ -128,5 +135,6 @@ def _outcome(status: TrialState, per_image: dict[str, float], best_epochs: list[
         epochs_run=epochs_run,
         train_s=train_s,
         reason=reason,
-        metrics={"folds": k, "folds_done": len(best_epochs), "fold_best_epochs": " ".join(map(str, best_epochs))},
+        metrics={"folds": k, "folds_done": len(best_epochs), "fold_best_epochs": " ".join(map(str, best_epochs)),
+                 **class_metrics(class_dice)},
     )

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from data.dataset import resize_image, resize_mask
+from data.labels import resize_labels
 from search.config.specs import TrainSpec, TrialSpecs
 from search.errors import TrialCollapsed, TrialFailed, TrialPruned
 from search.results import atomic_write_bytes, atomic_write_json
@@ -366,7 +367,8 @@ class _EpochLoop:
         from data import eval_dataset
 
         self.arrays = arrays
-        self.valid_ds = eval_dataset(arrays[2], arrays[3], batch_size=self.t.batch_size) if self.has_valid else None
+        self.valid_ds = (eval_dataset(arrays[2], arrays[3], batch_size=self.t.batch_size,
+                                      num_classes=label_count(self.specs)) if self.has_valid else None)
 
     def run(self) -> TrainResult:
         state, t = self.state, self.t
@@ -434,7 +436,7 @@ class _EpochLoop:
         # One dataset per epoch, keyed by the epoch number: a resumed run sees the same data.
         t = self.t
         train_ds = train_dataset(self.arrays[0], self.arrays[1], batch_size=t.batch_size, augment=self.specs.augment,
-                                 seed=t.seed, epoch=epoch, steps=t.steps_per_epoch)
+                                 seed=t.seed, epoch=epoch, steps=t.steps_per_epoch, num_classes=label_count(self.specs))
         return self.model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=self.valid_ds,
                               shuffle=False,  # the tf.data pipeline shuffles, seeded
                               verbose=self.verbose, callbacks=self.callbacks)
@@ -531,8 +533,12 @@ class FirstRung:
             if a.ndim == 4:
                 out.append(np.stack([resize_image(x, self.size) for x in a]) if len(a) else a[:, :self.size, :self.size])
             else:
-                out.append(np.stack([resize_mask(x, self.size) for x in a]) if len(a) else a[:, :self.size, :self.size])
+                out.append(np.stack([self._resize_labels(x) for x in a]) if len(a) else a[:, :self.size, :self.size])
         return tuple(out)
+
+    def _resize_labels(self, mask: np.ndarray) -> np.ndarray:
+        k = self.specs.model.num_classes
+        return resize_mask(mask, self.size) if k == 1 else resize_labels(mask, self.size, k)
 
 
 def _move_weights(src: Any, dst: Any) -> None:
@@ -606,12 +612,18 @@ def _collapse_check(state: LoopState, logs: dict[str, float]) -> str | None:
     )
 
 
+def label_count(specs: TrialSpecs) -> int:
+    """K, the background included, of a trial's masks (2 for a one-channel binary model)."""
+    return max(2, specs.model.num_classes)
+
+
 def predict_probabilities(model: Any, images: np.ndarray, *, batch_size: int) -> np.ndarray:
-    """Probability maps [N,H,W] for uint8 images [N,H,W,C]."""
+    """Probability maps for images [N,H,W,C]: [N,H,W] for a one-channel (binary) model, [N,H,W,K] for K classes."""
     out = []
     for i in range(0, len(images), max(1, batch_size)):
         batch = np.asarray(images[i : i + batch_size])
-        out.append(np.asarray(model(batch, training=False))[..., 0])
+        prob = np.asarray(model(batch, training=False))
+        out.append(prob[..., 0] if prob.shape[-1] == 1 else prob)
     return np.concatenate(out, axis=0) if out else np.zeros((0,) + images.shape[1:3], np.float32)
 
 
@@ -619,29 +631,49 @@ def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_s
     """Per-image hard dice/IoU at 0.5, reference soft batch dice and loss (means and per image).
 
     ``soft_dice`` and ``loss`` are taken per batch of ``batch_size`` images, as training logs
-    ``val_dice_coef`` (the mean over batches) and ``val_loss`` (weighted by batch size).
+    ``val_dice_coef`` (the mean over batches) and ``val_loss`` (weighted by batch size). A model of several
+    classes also gets ``per_class``: each foreground class's hard dice and IoU, the mean over the images that
+    score it (None when no image does; models/metrics.py states the rule), and per image ([N][C], None unscored).
     """
-    from models import get_loss, hard_dice_per_image, iou_per_image, soft_dice
+    from models import get_loss, hard_dice_per_class, image_means, iou_per_class, predicted_labels, soft_dice
 
     prob = predict_probabilities(model, images, batch_size=batch_size)
     truth = np.asarray(masks).astype(np.float32)
-    dice = hard_dice_per_image(truth, prob, threshold=0.5)
-    iou = iou_per_image(truth, prob, threshold=0.5)
-    loss_fn = get_loss(loss)
-    starts = range(0, len(truth), max(1, batch_size))
-    batch_losses = [float(np.mean(np.asarray(loss_fn(truth[i : i + batch_size, ..., None],
-                                                     prob[i : i + batch_size, ..., None].astype(np.float32)))))
-                    for i in starts]
-    sizes = [len(truth[i : i + batch_size]) for i in starts]
-    loss_value = float(np.average(batch_losses, weights=sizes)) if sizes else float("nan")
-    return {
+    multi = prob.ndim == 4
+    dice_table = hard_dice_per_class(truth, prob, threshold=0.5)
+    iou_table = iou_per_class(truth, prob, threshold=0.5)
+    dice, iou = image_means(dice_table), image_means(iou_table)
+    out = {
         "hard_dice": float(np.mean(dice)) if len(dice) else float("nan"),
         "hard_iou": float(np.mean(iou)) if len(iou) else float("nan"),
         "soft_dice": soft_dice(truth, prob, batch_size=max(1, batch_size)) if len(truth) else float("nan"),
-        "loss": loss_value,
+        "loss": _batched_loss(get_loss(loss), truth, prob if multi else prob[..., None], batch_size),
         "n_images": int(len(images)),
         # Share of all pixels predicted / truly foreground: a model that paints 17x the true area shows here.
-        "pred_fg_fraction": float(np.mean(prob > 0.5)) if prob.size else float("nan"),
+        "pred_fg_fraction": float(np.mean(predicted_labels(prob) > 0)) if prob.size else float("nan"),
         "true_fg_fraction": float(np.mean(truth > 0.5)) if truth.size else float("nan"),
         "per_image": {"hard_dice": [float(x) for x in dice], "hard_iou": [float(x) for x in iou]},
     }
+    if multi:
+        out["per_class"] = {"hard_dice": class_means(dice_table), "hard_iou": class_means(iou_table),
+                            "per_image_hard_dice": [[_none_if_nan(x) for x in row] for row in dice_table]}
+    return out
+
+
+def class_means(table: np.ndarray) -> list[float | None]:
+    """Each class's mean over the images that score it ([N, C] with NaN unscored → C values, None if never)."""
+    table = np.asarray(table, dtype=np.float64)
+    return [float(np.nanmean(col)) if np.isfinite(col).any() else None for col in table.T]
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if not math.isfinite(float(x)) else float(x)
+
+
+def _batched_loss(loss_fn: Any, truth: np.ndarray, prob: np.ndarray, batch_size: int) -> float:
+    starts = range(0, len(truth), max(1, batch_size))
+    batch_losses = [float(np.mean(np.asarray(loss_fn(truth[i : i + batch_size, ..., None],
+                                                     prob[i : i + batch_size].astype(np.float32)))))
+                    for i in starts]
+    sizes = [len(truth[i : i + batch_size]) for i in starts]
+    return float(np.average(batch_losses, weights=sizes)) if sizes else float("nan")

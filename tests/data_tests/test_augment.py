@@ -419,7 +419,6 @@ def test_lens_maps_are_precomputed_once(monkeypatch: pytest.MonkeyPatch) -> None
         (np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8), "image uint8"),
         (np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8), "image uint8"),
         (np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 1), np.uint8), "mask uint8"),
-        (np.zeros((32, 32, 3), np.uint8), np.full((32, 32), 255, np.uint8), "max=255"),
     ],
 )
 def test_call_rejects_bad_inputs(image: np.ndarray, mask: np.ndarray, fragment: str) -> None:
@@ -432,3 +431,23 @@ def test_call_rejects_bad_inputs(image: np.ndarray, mask: np.ndarray, fragment: 
 def test_augmenter_rejects_bad_sizes(size: object) -> None:
     with pytest.raises(ValueError, match="size"):
         Augmenter(AugmentSpec.reference(), size=size)  # type: ignore[arg-type]
+
+
+def test_class_indices_stay_exact_and_aligned_with_the_image() -> None:
+    """Several classes: nearest-neighbour resampling keeps every label an index the mask held (no blends such as
+    3.5 between classes 3 and 4), and each class moves with the image (the image encodes the labels too)."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint8)
+    for k in range(1, 8):  # seven bands, one per class
+        labels[8 * (k - 1) + 4: 8 * k + 4, 10 + 3 * k: 30 + 3 * k] = k
+    image = (labels[:, :, None] * 30).astype(np.uint8)
+    augmenter = Augmenter(AugmentSpec.reference(), size=64)
+    for _ in range(20):
+        out_image, out_mask = augmenter(image, labels, rng)
+        assert set(np.unique(out_mask)) <= set(range(8))
+        # The image was resampled bilinearly with the same map: inside each labelled region (away from its
+        # edge) the image holds that class's grey level.
+        for k in range(1, 8):
+            core = cv2.erode((out_mask == k).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            if core.sum() > 4:
+                assert np.median(out_image[..., 0][core]) == pytest.approx(30 * k, abs=16)

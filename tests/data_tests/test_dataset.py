@@ -302,7 +302,7 @@ def test_fingerprint_contents_stable_and_content_sensitive(tmp_path: Path) -> No
     assert json.loads(json.dumps(first)) == first
     assert first == fingerprint(discover(root), settings)
     assert first["content_hash"] == content_hash(index)
-    assert first["settings"] == {"image_size": 16, "channels": 1, "mask_threshold": None}
+    assert first["settings"] == {"image_size": 16, "channels": 1, "mask_threshold": None, "classes": None}
     assert first["mask_rule"]["threshold"] == 255 and first["channels"] == 1 and first["image_bits"] == 8
     assert {s: first["splits"][s]["count"] for s in SPLITS} == {"train": 3, "valid": 2, "test": 2}
     assert first["total"]["sizes"] == {"24x24": 7}

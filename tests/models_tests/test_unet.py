@@ -159,12 +159,19 @@ def test_output_shape(overrides: dict[str, object]) -> None:
     y = np.asarray(model(x, training=False))
     assert y.shape == (2, size, size, classes)
     assert y.dtype == np.float32
-    # The output is the sigmoid of a 1×1 convolution of the last decoder features, computed here by hand.
+    # The output is the sigmoid (one channel) or the softmax over the classes (several) of a 1×1 convolution of
+    # the last decoder features, computed here by hand.
     head = _layer(model, "head")
     features = np.asarray(keras.Model(model.input, head.input)(x, training=False), dtype=np.float64)
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
     logits = features @ kernel[0, 0] + bias
-    np.testing.assert_allclose(y, 1.0 / (1.0 + np.exp(-logits)), rtol=1e-4, atol=1e-6)
+    if classes == 1:
+        expected = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        expected = shifted / shifted.sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_layer_names_are_deterministic() -> None:

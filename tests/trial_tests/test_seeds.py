@@ -23,7 +23,7 @@ def _fold_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trial_seed_: in
     def record(task: TrialTask, *args: Any, **kwargs: Any) -> Any:
         seen.append(task.specs.train.seed)
         return SimpleNamespace(result=SimpleNamespace(best_score=0.5, best_epoch=0, epochs_run=1, train_s=0.0),
-                               per_image={})
+                               per_image={}, per_class={})
 
     monkeypatch.setattr(kfold, "fit_and_score", record)
     specs = TrialSpecs(model=UNetSpec.tiny(), augment=AugmentSpec.none(), train=TrainSpec(seed=trial_seed_))
