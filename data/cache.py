@@ -27,8 +27,8 @@ import numpy as np
 
 from data.dataset import AUTO, DatasetIndex, LoadSettings, ReadPlan, image_scale, resized_pixels
 from data.errors import DatasetError
-from data.labels import ClassMap
 from data.fingerprint import FingerprintBuilder, content_hash, dataset_mask_rule, examine
+from data.labels import ClassMap
 
 __all__ = ["CACHE_VERSION", "CachedDataset", "SplitArrays", "cache_key", "fsync_path", "load_cached", "open_cache"]
 

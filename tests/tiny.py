@@ -36,7 +36,7 @@ def trial_data(train: int = 16, valid: int = 8, test: int = 8) -> Any:
     for name, (n, seed) in {"train": (train, 1), "valid": (valid, 2), "test": (test, 3)}.items():
         images, masks = synthetic_arrays(n=n, size=32, seed=seed)
         splits[name] = SimpleNamespace(images=images, masks=masks, stems=[f"{name}{i}" for i in range(n)])
-    return SimpleNamespace(split=lambda name: splits[name], class_names=())
+    return SimpleNamespace(split=lambda name: splits[name], classes=None)
 
 
 def holdout_task(out: Path, *, epochs: int = 6) -> TrialTask:

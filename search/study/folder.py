@@ -94,6 +94,8 @@ def blocking_differences(old: Config, new: Config) -> list[str]:
         key = d.split(":")[0]
         if key == "data.channels" and "auto" in (old.data.channels, new.data.channels):
             continue  # study.yaml records auto resolved; the data fingerprint check catches changed images
+        if key.split(".")[:2] == ["data", "classes"] and "auto" in (old.data.classes, new.data.classes):
+            continue  # recorded resolved too; check_same_dataset compares the class maps
         if key.startswith("train.") and getattr(new.train, key[len("train."):], None) == AUTO:
             continue  # a rule left to the budget: the study keeps the one it was created with
         if key == "study.storage" and (old.study.storage is None) != (new.study.storage is None):
@@ -148,6 +150,18 @@ def check_same_dataset(study: StudyDir, fingerprint: dict[str, Any], *, allow_ch
             f"{str(old.get('content_hash'))[:12]} != {str(fingerprint.get('content_hash'))[:12]}); "
             f"use another --study name or --allow-changes"
         )
+    before, now = _class_map_of(old), _class_map_of(fingerprint)
+    if before != now:
+        raise ConfigError(
+            f"study {study.name!r} was made with the class map {before or 'binary'}, the data are now read with "
+            f"{now or 'binary'} (data.classes or the dataset's labels.json changed); use another --study name"
+        )
+
+
+def _class_map_of(fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The class map a fingerprint's masks were read with, without where it came from (None: binary)."""
+    classes = (fingerprint.get("mask_rule") or {}).get("classes")
+    return {name: value for name, value in zip(classes["names"], classes["values"], strict=True)} if classes else None
 
 
 class StudyLock:

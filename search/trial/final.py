@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from data.labels import ClassMap
 from search.results import atomic_write_json, write_history_csv
 from search.results.images import save_predictions
 from search.results.layout import BASELINE_HISTORY_CSV, MODEL_KERAS, PREDICTIONS_DIR, TEST_METRICS_JSON
-from search.trial.fit import class_metrics
+from search.trial.fit import class_metrics, class_names, panel_colours
 from search.trial.stop import StopSignal
 from search.trial.task import ModelSource, TaskRun, TrialOutcome, TrialTask
 from search.trial.training import evaluate_model, predict_probabilities, train_model
@@ -83,7 +84,7 @@ def _final_stage(task: FinalTask, data: Any, hook: Any, out: Path, stop: StopSig
             extra["stopped_by_budget_after_epochs"] = result.epochs_run
     metrics = evaluate_model(model, test.images, test.masks, batch_size=batch, loss=loss)
     metrics["per_image"]["stems"] = list(test.stems)
-    name_classes(metrics, data.class_names)
+    name_classes(metrics, data.classes)
     metrics.update(extra, model_from=source, best_epoch=best_epoch)
     if task.baseline is not None:
         metrics["baseline"] = _test_baseline(task, data, out, on_epoch, stop)
@@ -100,7 +101,8 @@ def _final_stage(task: FinalTask, data: Any, hook: Any, out: Path, stop: StopSig
     n = min(task.outputs.predictions, len(test.images))
     if n:
         prob = predict_probabilities(model, test.images[:n], batch_size=batch)
-        save_predictions(out / PREDICTIONS_DIR, test.images[:n], test.masks[:n], prob, list(test.stems[:n]))
+        save_predictions(out / PREDICTIONS_DIR, test.images[:n], test.masks[:n], prob, list(test.stems[:n]),
+                         colours=panel_colours(data.classes, prob))
     atomic_write_json(out / TEST_METRICS_JSON, metrics)
     return TrialOutcome(
         status=TrialState.COMPLETE,
@@ -160,20 +162,20 @@ def _test_baseline(task: FinalTask, data: Any, out: Path, on_epoch: Any, stop: S
     test = data.split("test")
     scored = evaluate_model(model, test.images, test.masks, batch_size=source.specs.train.batch_size,
                             loss=source.specs.train.loss)
-    name_classes(scored, data.class_names)
+    name_classes(scored, data.classes)
     return {"label": source.label, "hard_dice": scored["hard_dice"], "hard_iou": scored["hard_iou"],
             "per_image": scored["per_image"]["hard_dice"], "model_from": model_from,
             "epochs": task.baseline_fixed_epochs, "stopped_by_budget_after_epochs": stopped_after,
             **({"class_dice": scored["class_dice"]} if "class_dice" in scored else {})}
 
 
-def name_classes(metrics: dict[str, Any], names: tuple[str, ...]) -> None:
+def name_classes(metrics: dict[str, Any], classes: ClassMap | None) -> None:
     """Several classes: each foreground class's test dice by name (``class_dice``) beside the per-class table."""
     per_class = metrics.get("per_class")
     if not per_class:
         return
     dice = per_class["hard_dice"]
-    names = names if len(names) == len(dice) else tuple(f"class_{k}" for k in range(1, len(dice) + 1))
+    names = class_names(classes, len(dice))
     per_class["classes"] = list(names)
     metrics["class_dice"] = dict(zip(names, dice, strict=True))
 

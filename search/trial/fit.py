@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.labels import ClassMap
 from search.errors import TrialPruned
 from search.evaluation import Units, mean_se
 from search.results import atomic_write_json
@@ -17,7 +18,7 @@ from search.trial.task import TrialTask, drop_checkpoint
 from search.trial.training import Checkpoint, class_means, predict_probabilities, train_model
 from search.vocabulary import CLASS_DICE
 
-__all__ = ["ScoredFit", "class_metrics", "class_table_means", "fit_and_score"]
+__all__ = ["ScoredFit", "class_metrics", "class_names", "class_table_means", "fit_and_score", "panel_colours"]
 
 
 @dataclass
@@ -35,12 +36,12 @@ class ScoredFit:
 def fit_and_score(
     task: TrialTask, out: Path, hook: Any, history: list[dict[str, Any]], *,
     train: tuple[Any, Any], valid: tuple[Any, Any, list[str]], stop: StopSignal | None = None,
-    classes: tuple[str, ...] = (),
+    classes: ClassMap | None = None,
 ) -> ScoredFit:
     """Train ``task.specs`` with checkpoints in ``out``, then save the best weights, the per-image
     validation dice (``scores.json``, with the units they count) and prediction panels there. The
-    standard error counts the task's units (patients) when known. ``classes``: the foreground classes' names
-    (several classes; () for binary masks).
+    standard error counts the task's units (patients) when known. ``classes``: the class map (several classes;
+    None for binary masks), for the per-class scores' names and the panels' colours.
 
     A pruned (or collapsed) run saves its best weights and scores too (the verdict and re-evaluation
     may need a pruned baseline's model) before the exception goes on.
@@ -74,6 +75,20 @@ def fit_and_score(
                      class_dice=scored.class_dice, per_class=scored.per_class)
 
 
+def class_names(classes: ClassMap | None, n: int) -> tuple[str, ...]:
+    """The names of ``n`` foreground classes: the class map's, or class_1… when it does not fit the model."""
+    if classes is not None and len(classes.foreground) == n:
+        return classes.foreground
+    return tuple(f"class_{k}" for k in range(1, n + 1))
+
+
+def panel_colours(classes: ClassMap | None, prob: Any) -> Any:
+    """The class map's colours for prediction panels when they fit the model's classes (else the palette)."""
+    if classes is None or getattr(prob, "ndim", 0) != 4 or prob.shape[-1] != classes.num_classes:
+        return None
+    return classes.colours()
+
+
 def class_metrics(class_dice: dict[str, float | None]) -> dict[str, float]:
     """A trial's metrics of each foreground class's dice (``dice_<name>``; unscored classes left out)."""
     return {f"{CLASS_DICE}{name}": value for name, value in class_dice.items() if value is not None}
@@ -88,7 +103,7 @@ def class_table_means(per_class: dict[str, list[float | None]], names: tuple[str
 
 
 def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str],
-                 classes: tuple[str, ...]) -> ScoredFit:
+                 classes: ClassMap | None) -> ScoredFit:
     """Score the model per image (and per class) on the validation images and save weights, scores and panels."""
     import numpy as np
 
@@ -99,12 +114,13 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     per_image = {stem: float(d) for stem, d in zip(stems, image_means(table), strict=True)}
     n = min(task.outputs.predictions, len(stems))
     if n:
-        save_predictions(out / PREDICTIONS_DIR, images[:n], masks[:n], prob[:n], stems[:n])
+        save_predictions(out / PREDICTIONS_DIR, images[:n], masks[:n], prob[:n], stems[:n],
+                         colours=panel_colours(classes, prob))
     model.save_weights(str(out / BEST_WEIGHTS))
     scores: dict[str, Any] = {"metric": "hard_dice", "per_image": per_image}
     scored = ScoredFit(result=None, per_image=per_image, se=None)
     if prob.ndim == 4:  # several classes: each foreground class's dice per image and over the split
-        names = classes if len(classes) == table.shape[1] else tuple(f"class_{k}" for k in range(1, table.shape[1] + 1))
+        names = class_names(classes, table.shape[1])
         scored.per_class = {stem: [None if np.isnan(x) else float(x) for x in row]
                             for stem, row in zip(stems, table, strict=True)}
         scored.class_dice = dict(zip(names, class_means(table), strict=True))

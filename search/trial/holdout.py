@@ -20,7 +20,7 @@ class HoldoutTask(TrialTask):
         train, valid = run.data.split("train"), run.data.split("valid")
         fit = fit_and_score(self, run.out, run.hook, run.history, train=(train.images, train.masks),
                             valid=(valid.images, valid.masks, list(valid.stems)), stop=run.stop,
-                            classes=run.data.class_names)
+                            classes=run.data.classes)
         result = fit.result
         reason = ""
         if result.stop_reason == "budget":

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from data.labels import ClassMap
 from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
-from search.trial.fit import class_metrics, class_table_means, fit_and_score
+from search.trial.fit import class_metrics, class_names, class_table_means, fit_and_score
 from search.trial.stop import StopSignal
 from search.trial.task import TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -75,7 +76,7 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
             # Restored rows carry no "score": their seconds count as earlier segments (trial.py).
             history.extend({k_: v for k_, v in row.items() if k_ != "score"} for row in meta["history"])
         else:
-            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history, stop, data.class_names)
+            meta = _run_fold(task, f, images, masks, index, val_stems, hook, fdir, history, stop, data.classes)
             atomic_write_json(done, meta)
         per_image.update(meta["per_image"])
         per_class.update(meta.get("per_class") or {})
@@ -89,14 +90,14 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
                                    folds_done=f + 1, k=k, units=task.units)
         if reason is not None:
             return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason,
-                            units=task.units, per_class=(per_class, data.class_names))
+                            units=task.units, per_class=(per_class, class_names(data.classes, len(next(iter(per_class.values()), [])))))
     return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units,
-                    per_class=(per_class, data.class_names))
+                    per_class=(per_class, class_names(data.classes, len(next(iter(per_class.values()), [])))))
 
 
 def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
               val_stems: tuple[str, ...], hook: Any, fdir: Path, history: list[dict[str, Any]],
-              stop: StopSignal | None, classes: tuple[str, ...] = ()) -> dict[str, Any]:
+              stop: StopSignal | None, classes: ClassMap | None = None) -> dict[str, Any]:
     val_idx = [index[s] for s in val_stems]
     held = set(val_idx)
     train_idx = [i for i in range(len(images)) if i not in held]

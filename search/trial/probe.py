@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.trial.task import TrialOutcome, TrialTask
-from search.trial.training import compile_model
+from search.trial.training import compile_model, label_count
 from search.vocabulary import TrialState
 
 __all__ = ["ProbeTask", "run_probe"]
@@ -57,7 +57,7 @@ def _measure(task: TrialTask, data: Any) -> dict[str, float]:
 
     def fit(steps: int, epoch: int) -> float:
         ds = train_dataset(train.images, train.masks, batch_size=batch, augment=specs.augment, seed=t.seed,
-                           epoch=epoch, steps=steps)
+                           epoch=epoch, steps=steps, num_classes=label_count(specs))
         start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0, shuffle=False)
         return time.perf_counter() - start
@@ -65,7 +65,8 @@ def _measure(task: TrialTask, data: Any) -> dict[str, float]:
     fit(1, 0)  # traces the train step
     built_s = time.perf_counter() - t0
     n_valid = min(len(valid.images), PROBE_VALID_IMAGES)
-    valid_ds = eval_dataset(np.asarray(valid.images[:n_valid]), np.asarray(valid.masks[:n_valid]), batch_size=batch)
+    valid_ds = eval_dataset(np.asarray(valid.images[:n_valid]), np.asarray(valid.masks[:n_valid]), batch_size=batch,
+                            num_classes=label_count(specs))
     start = time.perf_counter()
     model.evaluate(valid_ds, verbose=0)  # traces the test step
     eval_first = time.perf_counter() - start
