@@ -128,5 +128,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     extra = f" and {len(result.overlays)} overlays" if result.overlays else ""
-    print(f"wrote {len(result.masks)} masks{extra} to {args.out} (model: {result.source})")
+    kind = f"index masks, {len(result.colour_masks)} colour masks" if result.colour_masks else "masks"
+    print(f"wrote {len(result.masks)} {kind}{extra} to {args.out} (model: {result.source})")
     return 0

@@ -4,7 +4,11 @@ Each image is converted as the study's training data were (16-bit images scaled 
 depth, data_fingerprint.json), resized to the model's input size, predicted, and its probability map resized back
 to the image's *original* size (bilinear, pixel-centre aligned like the resize down) before thresholding, so masks
 line up with the input pixel for pixel.
-Masks are lossless 0/255 PNGs named like the images; ``--overlay`` adds ``<stem>_overlay.png``.
+Masks are lossless 0/255 PNGs named like the images; ``--overlay`` adds ``<stem>_overlay.png``. A study of several
+classes writes index masks instead (each pixel its class's value in the class map: 0..K-1 for colour maps, the
+map's grey levels for index maps, 16-bit when they need it), a colour mask ``<stem>_colour.png`` (the class map's
+colours, or the palette of index maps) and overlays with each class in its colour; a pixel's class is the argmax of
+the probabilities resized back to the image's size.
 Every image is decoded (checked) before anything is written, so a corrupt file stops the command with
 nothing written; each output file is written atomically.
 """
@@ -13,14 +17,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from data import IMAGE_EXTENSIONS, DatasetError, decode_raw, list_names, prepare_image, read_bytes, value_bits
+from data import (
+    IMAGE_EXTENSIONS,
+    ClassMap,
+    DatasetError,
+    decode_raw,
+    list_names,
+    prepare_image,
+    read_bytes,
+    value_bits,
+)
 from search.errors import ConfigError
 from search.results import StudyDir, read_json, read_study_config
 from search.results.images import overlay_image, write_png
@@ -35,6 +48,7 @@ __all__ = ["LoadedModel", "PredictResult", "find_images", "load_model", "predict
 logger = logging.getLogger(__name__)
 
 OVERLAY_SUFFIX = "_overlay"
+COLOUR_SUFFIX = "_colour"
 
 
 @dataclass
@@ -44,6 +58,7 @@ class LoadedModel:
     channels: int
     source: str
     image_bits: int | None = None  # the study's image bit depth (data_fingerprint.json); None: unknown
+    classes: ClassMap | None = None  # the study's class map (study.yaml data.classes); None: binary
 
 
 @dataclass
@@ -51,6 +66,7 @@ class PredictResult:
     masks: list[Path]
     overlays: list[Path]
     source: str
+    colour_masks: list[Path] = field(default_factory=list)  # several classes: <stem>_colour.png
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -82,11 +98,23 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
         model, source = _trial_model(study, trial)
     shape = tuple(model.input_shape)
     size, channels = shape[1], shape[3]
+    cfg = read_study_config(study)
     if size is None or channels is None:
-        cfg = read_study_config(study)
         size, channels = size or cfg.data.image_size, channels or cfg.data.channels
+    classes = _checked_classes(cfg.data.class_map(), int(model.output_shape[-1]), source)
     return LoadedModel(model=model, image_size=int(size), channels=int(channels), source=source,
-                       image_bits=_study_image_bits(study))
+                       image_bits=_study_image_bits(study), classes=classes)
+
+
+def _checked_classes(classes: ClassMap | None, outputs: int, source: str) -> ClassMap | None:
+    """The study's class map, if the model's outputs agree with it (1 channel: binary; K: K classes)."""
+    expected = 1 if classes is None or classes.num_classes <= 2 else classes.num_classes
+    if outputs != expected:
+        described = "binary masks (1 output channel)" if expected == 1 else (
+            f"a class map of {expected} classes ({', '.join(classes.names) if classes else ''})")
+        raise ConfigError(f"{source}: the model has {outputs} output channels but the study's data.classes "
+                          f"(study.yaml) is {described}; expected a model trained on this study's classes")
+    return classes if expected > 1 else None
 
 
 def _study_image_bits(study: StudyDir) -> int | None:
@@ -158,12 +186,23 @@ def _decode(path: Path) -> np.ndarray:
 def predict_probability(loaded: LoadedModel, raws: list[np.ndarray]) -> list[np.ndarray]:
     """Probability maps at each raw image's own size (uint8/uint16 grey [H, W] or BGR [H, W, 3] in)."""
     batch = np.stack([model_input(raw, loaded) for raw in raws])
-    prob = np.asarray(loaded.model(batch, training=False), dtype=np.float32)[..., 0]
+    prob = np.asarray(loaded.model(batch, training=False), dtype=np.float32)
+    if prob.shape[-1] == 1:
+        prob = prob[..., 0]
     out = []
     for raw, p in zip(raws, prob, strict=True):
         h, w = raw.shape[:2]
-        out.append(p if (h, w) == p.shape else cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
+        out.append(p if (h, w) == p.shape[:2] else _resize_channels(p, w, h))
     return out
+
+
+def _resize_channels(p: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Bilinear resize of [H, W] or [H, W, K] probabilities (OpenCV takes at most 4 channels at once)."""
+    if p.ndim == 2 or p.shape[-1] <= 4:
+        out = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out if out.ndim == p.ndim else out[:, :, None]
+    return np.stack([cv2.resize(np.ascontiguousarray(p[..., k]), (w, h), interpolation=cv2.INTER_LINEAR)
+                     for k in range(p.shape[-1])], axis=-1)
 
 
 def model_input(raw: np.ndarray, loaded: LoadedModel) -> np.ndarray:
@@ -208,7 +247,8 @@ def predict_folder(
     trial: int | None = None,
     batch_size: int = 4,
 ) -> PredictResult:
-    """Write one 0/255 PNG mask per image of ``images`` into ``out`` (and overlays when asked).
+    """Write one 0/255 PNG mask per image of ``images`` into ``out`` (and overlays when asked); several classes:
+    an index mask and a colour mask per image (module docstring).
 
     Raises:
         ConfigError: bad threshold, no final model or trial weights, output folder not writable.
@@ -226,18 +266,33 @@ def predict_folder(
         _decode(p)
     loaded = load_model(study, trial=trial)
     _check_writable(out)
-    masks, overlays = [], []
+    masks: list[Path] = []
+    overlays: list[Path] = []
+    colour_masks: list[Path] = []
     for chunk in _chunks(files, batch_size):
         raws = [_decode(p) for p in chunk]
         for p, raw, prob in zip(chunk, raws, predict_probability(loaded, raws), strict=True):
-            mask = (prob > threshold).astype(np.uint8) * 255  # as the hard metrics (models/metrics.py)
-            masks.append(_write_png(out / f"{p.stem}.png", mask))
+            written = _write_masks(out, p.stem, prob, loaded.classes, threshold)
+            masks.append(written[0])
+            colour_masks.extend(written[1:])
             if overlay:
-                overlays.append(
-                    _write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png", overlay_image(_display(raw, loaded), mask))
-                )
+                labels = np.argmax(prob, axis=-1) if loaded.classes is not None else (prob > threshold)
+                colours = loaded.classes.colours() if loaded.classes is not None else None
+                overlays.append(_write_png(out / f"{p.stem}{OVERLAY_SUFFIX}.png",
+                                           overlay_image(_display(raw, loaded), labels.astype(np.uint8), colours)))
     logger.info("predicted %d images of %s with %s into %s", len(masks), images, loaded.source, out)
-    return PredictResult(masks=masks, overlays=overlays, source=loaded.source)
+    return PredictResult(masks=masks, overlays=overlays, source=loaded.source, colour_masks=colour_masks)
+
+
+def _write_masks(out: Path, stem: str, prob: np.ndarray, classes: ClassMap | None, threshold: float) -> list[Path]:
+    """A 0/255 mask (binary), or an index mask and a colour mask (several classes)."""
+    if classes is None:
+        return [_write_png(out / f"{stem}.png", (prob > threshold).astype(np.uint8) * 255)]  # as models/metrics.py
+    labels = np.argmax(prob, axis=-1)
+    values = np.arange(classes.num_classes) if classes.kind == "colour" else np.array(classes.values)
+    index = values[labels].astype(np.uint16 if values.max() > 255 else np.uint8)
+    colour = np.ascontiguousarray(classes.colours()[labels][:, :, ::-1])  # RGB → BGR for OpenCV
+    return [_write_png(out / f"{stem}.png", index), _write_png(out / f"{stem}{COLOUR_SUFFIX}.png", colour)]
 
 
 def _chunks(items: list[Path], n: int) -> Iterator[list[Path]]:

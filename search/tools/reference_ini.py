@@ -68,7 +68,7 @@ def reference_ini_sections(
             ("image_width", d.image_size),
             ("image_height", d.image_size),
             ("image_channels", d.channels),
-            ("num_classes", 1),
+            ("num_classes", d.num_classes if d.num_classes > 2 else 1),
             ("base_filters", int(v["base_filters"])),
             ("base_kernels", (kernels, kernels)),
             ("num_layers", int(v["num_layers"])),
@@ -92,10 +92,22 @@ def reference_ini_sections(
         ],
         "infer": [("images_dir", reference_data_dir(root, "test", "images")), ("output_dir", "./test_output")],
         # data.mask_threshold null (our per-dataset mask rule, data_fingerprint.json) has no INI form: the reference's 128
-        "mask": [("blur", False), ("binarize", True), ("threshold", 128 if d.mask_threshold is None else d.mask_threshold)],
+        "mask": _mask_section(cfg),
         "generator": [("debug", False), ("augmentation", any(x > 0 for x in s.values()))],
         **_augmentation_sections(s),
     }
+
+
+def _mask_section(cfg: Config) -> list[tuple[str, Any]]:
+    """Binary: the reference's binarisation. Several classes: the class map as the reference tool's multi-class
+    (TensorFlowFlexUNet) projects give it, an ``rgb_map`` of colour → class index (index maps: grey level → index)."""
+    d, classes = cfg.data, cfg.data.class_map()
+    if classes is None or classes.num_classes <= 2:
+        # data.mask_threshold null (our per-dataset mask rule, data_fingerprint.json) has no INI form: the reference's 128
+        return [("blur", False), ("binarize", True), ("threshold", 128 if d.mask_threshold is None else d.mask_threshold)]
+    key = "rgb_map" if classes.kind == "colour" else "index_map"
+    return [("blur", False), ("binarize", False), ("class_names", list(classes.names)),
+            (key, {v: i for i, v in enumerate(classes.values)})]
 
 
 def _train_section(cfg: Config, counts: dict[str, int], root: str) -> list[tuple[str, Any]]:
@@ -177,6 +189,8 @@ def _literal(v: Any) -> str:
         return f"({inner},)" if len(v) == 1 else f"({inner})"
     if isinstance(v, list):
         return "[" + ", ".join(_literal(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no INI literal for {type(v).__name__}")
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data.labels import ClassMap
 from search.config import HYPERPARAMETER_DEFAULTS, Config
 from search.errors import ConfigError
 from search.results import (
@@ -50,6 +51,12 @@ class ReportContext:
         ctx.final = read_final(study)
         ctx.test_metrics = read_test_metrics(study)
         return ctx
+
+    @property
+    def classes(self) -> ClassMap | None:
+        """The study's class map when it has several classes (None: binary, or no readable config)."""
+        classes = self.cfg.data.class_map() if self.cfg is not None else None
+        return classes if classes is not None and classes.num_classes > 2 else None
 
     @property
     def complete(self) -> list[TrialRecord]:

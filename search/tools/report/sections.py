@@ -15,7 +15,7 @@ from search.study.reevaluation import selection_sentence
 from search.tools.report.context import ReportContext
 from search.tools.report.page import COLORS, Page, data_uri, finite, fmt, kv_table, note, table
 from search.tools.status import poor_model_caution
-from search.vocabulary import TrialState
+from search.vocabulary import CLASS_DICE, TrialState
 
 __all__ = ["failures", "final", "predictions", "summary", "trials_table"]
 
@@ -149,7 +149,38 @@ def predictions(ctx: ReportContext, page: Page) -> str:
             for p in files
         )
         parts.append(f"<h3>{html.escape(title)}</h3><div class=\"gallery\">{figs}</div>")
-    return '<p class="muted">Each panel: image | truth | prediction (threshold 0.5), best epoch.</p>' + "".join(parts)
+    how = "each class in its colour, the prediction's argmax" if ctx.classes is not None else "threshold 0.5"
+    return (f'<p class="muted">Each panel: image | truth | prediction ({how}), best epoch.</p>' + class_legend(ctx)
+            + "".join(parts))
+
+
+def class_legend(ctx: ReportContext) -> str:
+    """Several classes: each class's colour and name, as the panels and overlays draw them."""
+    if ctx.classes is None:
+        return ""
+    swatches = "".join(
+        f'<span class="swatch" style="display:inline-block;margin-right:1em"><span style="display:inline-block;'
+        f'width:0.9em;height:0.9em;background:rgb({r},{g},{b});border:1px solid #888;vertical-align:middle">'
+        f"</span> {k} {html.escape(name)}</span>"
+        for k, (name, (r, g, b)) in enumerate(zip(ctx.classes.names, ctx.classes.colours().tolist(), strict=True)))
+    return f'<p class="legend">{swatches}</p>'
+
+
+def class_table(ctx: ReportContext) -> str:
+    """Several classes: each foreground class's test dice, the chosen model's and the baseline's."""
+    metrics = ctx.test_metrics or {}
+    chosen = metrics.get("class_dice")
+    if not chosen:
+        return ""
+    baseline = (metrics.get("baseline") or {}).get("class_dice") or {}
+    per_image = (metrics.get("per_class") or {}).get("per_image_hard_dice") or []
+    scored = [sum(1 for row in per_image if k < len(row) and row[k] is not None) for k in range(len(chosen))]
+    rows = [[name, fmt(dice) if dice is not None else "not scored", fmt(baseline.get(name)) if baseline else "",
+             str(scored[k]) if per_image else ""] for k, (name, dice) in enumerate(chosen.items())]
+    return ("<h3>Per class (test)</h3><p class=\"muted\">Hard dice of each structure: the mean over the test images that "
+            "score it (a class absent from an image's truth and prediction is not scored there). The study's score "
+            "is each image's mean over its scored classes.</p>"
+            + table(["class", "test dice", "baseline", "images scored"], rows))
 
 
 def failures(ctx: ReportContext, page: Page) -> str:
@@ -191,7 +222,7 @@ def final(ctx: ReportContext, page: Page) -> str:
     labels = {"hard_dice": "test hard dice (per image)", "hard_iou": "test IoU (per image)",
               "soft_dice": "test soft dice (reference, batch)", "loss": "test loss", "n_images": "test images"}
     rows += [(labels[k], fmt(test[k])) for k in labels if k in test]
-    out = kv_table(rows) + _selection_table(final.get("selection"))
+    out = kv_table(rows) + class_table(ctx) + _selection_table(final.get("selection"))
     per = (metrics or {}).get("per_image") or {}
     dice = per.get("hard_dice") or []
     if dice:
@@ -210,9 +241,11 @@ def final(ctx: ReportContext, page: Page) -> str:
             img = f'<img alt="{html.escape(p.stem)} overlay" src="{data_uri(overlay)}">' if overlay else ""
             figs.append(f'<figure><div class="pair">{img}<img alt="{html.escape(p.stem)}" src="{data_uri(data)}"></div>'
                         f"<figcaption>{html.escape(p.stem)}</figcaption></figure>")
-        out += ('<h3>Test predictions</h3><p class="muted">Overlay: <span style="color:#2ca02c">green</span> truth '
-                'outline, <span style="color:#d62728">red</span> prediction; then image | truth | prediction.</p>'
-                f'<div class="gallery">{"".join(figs)}</div>')
+        how = ('<span style="color:#2ca02c">green</span> truth outline, <span style="color:#d62728">red</span> '
+               'prediction' if ctx.classes is None else "each class's prediction tinted and its truth outlined in "
+               "its colour")
+        out += (f'<h3>Test predictions</h3><p class="muted">Overlay: {how}; then image | truth | prediction.</p>'
+                + class_legend(ctx) + f'<div class="gallery">{"".join(figs)}</div>')
     return out
 
 
@@ -238,7 +271,9 @@ def trials_table(ctx: ReportContext, page: Page) -> str:
     if not ctx.trials:
         return note("No trial recorded yet.")
     names = ctx.param_names()
-    head = ["trial", "status", "score", "± se", "best epoch", "epochs", "time (s)", *names]
+    classes = list(ctx.classes.foreground) if ctx.classes is not None else []
+    head = ["trial", "status", "score", "± se", "best epoch", "epochs", "time (s)", *names,
+            *[f"dice {c}" for c in classes]]
     best = ctx.best
     rows = []
     for r in ctx.trials:
@@ -252,14 +287,19 @@ def trials_table(ctx: ReportContext, page: Page) -> str:
             str(r.epochs_run),
             f"{r.duration_s:.0f}",
             *[html.escape(fmt(r.values.get(k))) for k in names],
+            *[fmt(r.metrics.get(f"{CLASS_DICE}{c}")) if finite(r.metrics.get(f"{CLASS_DICE}{c}")) else "" for c in classes],
         ])
     return table(head, rows, raw=True)
 
 
 def _overlay_from_panel(png: bytes) -> bytes | None:
-    """A colour overlay (truth outline green, prediction red) from an image | truth | prediction panel."""
+    """A colour overlay (truth outline green, prediction red) from an image | truth | prediction panel; a colour
+    panel (several classes): each class's prediction tinted and its truth outlined in its colour."""
     import cv2
 
+    colour = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if colour is not None and colour.ndim == 3 and colour.shape[1] % 3 == 0:
+        return _class_overlay_from_panel(colour)
     panel = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
     if panel is None or panel.shape[1] % 3:
         return None
@@ -272,4 +312,23 @@ def _overlay_from_panel(png: bytes) -> bytes | None:
     contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (44, 160, 44), 1)
     ok, buf = cv2.imencode(".png", out)
+    return buf.tobytes() if ok else None
+
+
+def _class_overlay_from_panel(panel: np.ndarray) -> bytes | None:
+    import cv2
+
+    w = panel.shape[1] // 3
+    image, truth, pred = panel[:, :w], panel[:, w : 2 * w], panel[:, 2 * w :]
+    out = image.astype(np.float32)
+    predicted = pred.any(axis=-1)
+    out[predicted] = 0.55 * out[predicted] + 0.45 * pred[predicted].astype(np.float32)
+    out8 = out.astype(np.uint8)
+    for colour in np.unique(truth.reshape(-1, 3), axis=0):
+        if not colour.any():
+            continue
+        on = np.all(truth == colour, axis=-1).astype(np.uint8)
+        contours, _ = cv2.findContours(on, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out8, contours, -1, tuple(int(c) for c in colour), 1)
+    ok, buf = cv2.imencode(".png", out8)
     return buf.tobytes() if ok else None
