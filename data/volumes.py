@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from nibabel.spatialimages import SpatialImage
 
 from data.dataset import SPLITS, list_names, resize_image, resize_mask, split_counts
 from data.errors import DatasetError
+from data.labels import LABELS_FILE, resize_labels
 
 __all__ = ["MANIFEST_NAME", "Manifest", "ManifestRow", "find_volume_pairs", "prepare_volumes"]
 
@@ -122,6 +123,7 @@ def prepare_volumes(
     split: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     axis: int = 2,
+    classes: Mapping[str, Sequence[int]] | str | None = None,
 ) -> Manifest:
     """Slice NIfTI volumes into ``out/{train,valid,test}/{images,masks}/<patient>_<slice:04d>.png``.
 
@@ -130,7 +132,11 @@ def prepare_volumes(
         out: dataset folder to create; must be missing or empty.
         size: side of the square PNGs.
         hu_window: (low, high) intensities mapped to 0..255, values outside clipped.
-        labels: label values forming the mask; None = every non-zero label.
+        labels: label values forming the (binary) mask; None = every non-zero label.
+        classes: several classes instead of one mask: ``{name: label values}`` (values of one name merged into one
+            class, e.g. ``{"heart": [1, 2, 3], "aorta": [5]}``), or ``"all"`` (every non-zero label value its own
+            class ``label_<v>``). Masks are then index masks (0 background, class i = i, in the given order) and
+            ``out/labels.json`` holds the class map, which ``run`` and ``data check`` pick up.
         empty_fraction: share (0..1) of each volume's label-free slices that is kept, chosen with the seed.
         split: train/valid/test fractions of the patients (a patient is never in two splits).
         seed: seeds the patient split and the choice of label-free slices.
@@ -145,6 +151,8 @@ def prepare_volumes(
         ValueError: invalid arguments.
     """
     settings = _validated_settings(size, hu_window, labels, empty_fraction, split, seed, axis)
+    if classes is not None and labels is not None:
+        raise ValueError("labels and classes: expected one of them (labels: one binary mask; classes: several)")
     volumes_root = Path(volumes_dir).expanduser().absolute()
     out = Path(out).expanduser().absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -152,19 +160,14 @@ def prepare_volumes(
     pairs = find_volume_pairs(volumes_root)
     for _patient, image_path, label_path in pairs:
         _check_shapes(image_path, label_path)
+    if classes is not None:
+        settings["classes"] = _validated_classes(classes, pairs)
     if len(pairs) < len(SPLITS):
         raise DatasetError(
             f"volumes {volumes_root}: {len(pairs)} patients cannot fill the {len(SPLITS)} splits without sharing one; "
             f"expected at least {len(SPLITS)} patients"
         )
-    counts = split_counts(len(pairs), list(split))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    assignment: dict[str, str] = {}
-    start = 0
-    for name, count in zip(SPLITS, counts, strict=True):
-        for i in sorted(order[start : start + count]):
-            assignment[pairs[i][0]] = name
-        start += count
+    assignment = _assign_splits([patient for patient, _, _ in pairs], split, seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -193,7 +196,7 @@ def prepare_volumes(
                     "have no selected labels); expected labelled slices in every split (check labels=, empty_fraction=)"
                 )
         _write_manifest(tmp / MANIFEST_NAME, rows, extra)
-        (tmp / SETTINGS_NAME).write_text(json.dumps({**settings, "volumes_dir": str(volumes_root)}, indent=1))
+        _write_settings(tmp, settings, volumes_root)
         if out.is_dir():
             out.rmdir()  # empty, checked above
         os.rename(tmp, out)
@@ -343,7 +346,9 @@ def _slice_patient(
     axis, size = settings["axis"], settings["size"]
     low, high = settings["hu_window"]
     # Labels compared as numbers in their own dtype: no cast to uint8 (the reference's label*255 wrapped them).
-    selected = lab != 0 if settings["labels"] is None else np.isin(lab, settings["labels"])
+    index = _class_index(lab, settings.get("classes"))
+    selected = (index > 0) if index is not None else (
+        lab != 0 if settings["labels"] is None else np.isin(lab, settings["labels"]))
     other_axes = tuple(a for a in range(3) if a != axis)
     labelled = np.flatnonzero(selected.any(axis=other_axes))
     empty = np.setdiff1d(np.arange(hu.shape[axis]), labelled)
@@ -354,10 +359,13 @@ def _slice_patient(
     for k in keep:
         plane = np.take(hu, int(k), axis=axis).astype(np.float32) * np.float32(slope) + np.float32(inter)
         gray = np.rint(np.clip((plane - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
-        mask = np.take(selected, int(k), axis=axis).astype(np.uint8)
+        mask = np.take(selected if index is None else index, int(k), axis=axis).astype(np.uint8)
         gray, mask = _display(gray), _display(mask)
         image = resize_image(gray[:, :, None], size)[:, :, 0]
-        mask = resize_mask(mask, size) * np.uint8(255)
+        if index is None:
+            mask = resize_mask(mask, size) * np.uint8(255)
+        else:
+            mask = resize_labels(mask, size, len(settings["classes"]) + 1)
         name = f"{patient}_{int(k):04d}.png"
         for kind, array in (("images", image), ("masks", mask)):
             ok, encoded = cv2.imencode(".png", array)
@@ -373,6 +381,65 @@ def _slice_patient(
         split_dir.name,
     )
     return (int(keep.size), int(labelled.size)), int(hu.shape[axis])
+
+
+def _write_settings(folder: Path, settings: dict[str, Any], volumes_root: Path) -> None:
+    """The settings file, and with classes the labels.json (index masks: class i is grey level i)."""
+    (folder / SETTINGS_NAME).write_text(json.dumps({**settings, "volumes_dir": str(volumes_root)}, indent=1))
+    if settings.get("classes"):
+        names = ["background", *settings["classes"]]
+        (folder / LABELS_FILE).write_text(json.dumps({"labels": {n: i for i, n in enumerate(names)}}, indent=1))
+
+
+def _assign_splits(patients: Sequence[str], split: Sequence[float], seed: int) -> dict[str, str]:
+    """Each patient's split: a seeded permutation cut by the split fractions."""
+    counts = split_counts(len(patients), list(split))
+    order = np.random.default_rng(seed).permutation(len(patients))
+    assignment: dict[str, str] = {}
+    start = 0
+    for name, count in zip(SPLITS, counts, strict=True):
+        for i in sorted(order[start : start + count]):
+            assignment[patients[i]] = name
+        start += count
+    return assignment
+
+
+def _validated_classes(classes: Mapping[str, Sequence[int]] | str, pairs: Sequence[tuple[str, Path, Path]]
+                       ) -> dict[str, list[int]]:
+    """``{name: sorted label values}``; ``"all"``: every non-zero label value of the volumes, one class each."""
+    if classes == "all":
+        found: set[int] = set()
+        for _patient, _image, label_path in pairs:
+            lab, slope, inter = _canonical(_load(label_path, what="label"), label_path, what="label")
+            found.update(int(v) for v in np.unique(np.rint(lab * slope + inter)) if v != 0)
+        if not found:
+            raise DatasetError("volumes: no non-zero label value in any label volume; expected labelled volumes")
+        return {f"label_{v}": [v] for v in sorted(found)}
+    if isinstance(classes, str) or not classes:
+        raise ValueError(f"classes must be 'all' or a mapping of class name to label values. Received: {classes!r}")
+    out: dict[str, list[int]] = {}
+    owner: dict[int, str] = {}
+    for name, values in classes.items():
+        values = sorted({int(v) for v in values})
+        if not values or 0 in values or name == "background":
+            raise ValueError(f"classes: {name!r} must name non-zero label values (0 is the background). "
+                             f"Received: {name}={values}")
+        for v in values:
+            if v in owner:
+                raise ValueError(f"classes: label {v} is in both {owner[v]!r} and {name!r}; expected each in one class")
+            owner[v] = name
+        out[str(name)] = values
+    return out
+
+
+def _class_index(lab: np.ndarray, classes: dict[str, list[int]] | None) -> np.ndarray | None:
+    """The volume's labels as class indices (0 background, class i = i), or None for a binary mask."""
+    if not classes:
+        return None
+    index = np.zeros(lab.shape, np.uint8)
+    for i, values in enumerate(classes.values(), start=1):
+        index[np.isin(lab, values)] = i
+    return index
 
 
 def _display(plane: np.ndarray) -> np.ndarray:

@@ -43,7 +43,11 @@ def register(sub: Any) -> None:
     v.add_argument("--size", type=int, default=512)
     v.add_argument("--hu-min", type=float, default=-200.0, help="HU window low (default -200, CTA)")
     v.add_argument("--hu-max", type=float, default=800.0, help="HU window high (default 800, CTA)")
-    v.add_argument("--labels", help="comma-separated label values to keep (default: union of all)")
+    v.add_argument("--labels", action="append",
+                   help="label values to keep as one binary mask, e.g. 5 or 1,2 (default: every non-zero label); "
+                        "or classes NAME=V[,V…] (repeatable: --labels heart=1,2,3 --labels aorta=5; one class per "
+                        "name, its values merged), or all (every label value its own class); classes write index "
+                        "masks and a labels.json")
     v.add_argument("--empty-fraction", type=float, default=0.1, help="share of unlabelled slices kept")
     v.add_argument("--split", default="0.7,0.15,0.15", help="train,valid,test fractions by patient")
     v.add_argument("--seed", type=int, default=0)
@@ -106,17 +110,42 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     try:
         split = tuple(float(x) for x in args.split.split(","))
-        labels = [int(x) for x in args.labels.split(",")] if args.labels else None
     except ValueError:
-        raise ConfigError("data prepare: --split expects three numbers like 0.7,0.15,0.15; --labels integers") from None
+        raise ConfigError("data prepare: --split expects three numbers like 0.7,0.15,0.15") from None
+    labels, classes = _prepare_labels(args.labels or [])
     if len(split) != 3 or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"data prepare: --split expects three fractions summing to 1, got {args.split}")
     try:
         manifest = prepare_volumes(
             Path(args.volumes), Path(args.out), size=args.size, hu_window=(args.hu_min, args.hu_max), labels=labels,
-            empty_fraction=args.empty_fraction, split=split, seed=args.seed, axis=args.axis,
+            empty_fraction=args.empty_fraction, split=split, seed=args.seed, axis=args.axis, classes=classes,
         )
     except ValueError as e:
         raise ConfigError(f"data prepare: {e}") from None
     print(f"wrote slices to {args.out}: {manifest}")
     return 0
+
+
+def _prepare_labels(entries: list[str]) -> tuple[list[int] | None, dict[str, list[int]] | str | None]:
+    """``--labels`` as (values of one binary mask, None) or (None, classes): ``5`` / ``1,2`` → one mask;
+    ``NAME=V[,V…]`` (repeatable) → one class per name; ``all`` → every label value its own class."""
+    if not entries:
+        return None, None
+    if entries == ["all"]:
+        return None, "all"
+    named = [e for e in entries if "=" in e]
+    try:
+        if not named:
+            return [int(x) for e in entries for x in e.split(",")], None
+        if len(named) != len(entries):
+            raise ValueError
+        classes: dict[str, list[int]] = {}
+        for entry in named:
+            name, values = entry.split("=", 1)
+            if not name.strip() or name.strip() in classes:
+                raise ValueError
+            classes[name.strip()] = [int(x) for x in values.split(",")]
+    except ValueError:
+        raise ConfigError(f"data prepare: --labels {' '.join(entries)!r}: expected label values (5 or 1,2), classes "
+                          "NAME=V[,V…] with distinct names (repeat --labels for each), or all") from None
+    return None, classes

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 
 from search.cli import main
+from search.errors import ConfigError
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -130,3 +131,21 @@ def test_run_trains_on_0_1_masks_and_records_the_resolved_channels(tmp_path: Pat
     assert fp["mask_rule"]["threshold"] == 1
     # resuming with the unresolved config is the same study, not a changed one
     assert main(["--results", str(tmp_path / "r"), "run", "--config", str(config), "--no-final"]) == 0
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    (["5"], ([5], None)), (["1,2"], ([1, 2], None)), (["all"], (None, "all")),
+    (["heart=1,2,3", "aorta=5"], (None, {"heart": [1, 2, 3], "aorta": [5]})),
+])
+def test_prepare_labels_select_merge_or_keep_classes(entries: list[str], expected: tuple) -> None:
+    from search.cli.data_cmds import _prepare_labels
+
+    assert _prepare_labels(entries) == expected
+
+
+@pytest.mark.parametrize("entries", [["heart=1", "5"], ["a=1", "a=2"], ["=3"], ["x"], ["a=b"]])
+def test_prepare_labels_refuse_what_they_cannot_read(entries: list[str]) -> None:
+    from search.cli.data_cmds import _prepare_labels
+
+    with pytest.raises(ConfigError, match="--labels"):
+        _prepare_labels(entries)

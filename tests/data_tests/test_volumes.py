@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import pytest
 from data.dataset import SPLITS, LoadSettings, discover
 from data.errors import DatasetError
 from data.fingerprint import check_dataset
+from data.labels import resolve_class_map
 from data.volumes import find_volume_pairs, prepare_volumes
 
 N = 16  # in-plane size, so size=N means no resizing
@@ -277,3 +279,37 @@ def test_split_without_slices_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="got no slices"):
         prepare_volumes(root, tmp_path / "out", size=N, labels=[7], empty_fraction=0.0)
     assert not (tmp_path / "out").exists()
+
+
+def test_named_classes_keep_label_values_as_index_masks_with_a_labels_json(tmp_path: Path) -> None:
+    root = _volumes(tmp_path / "vol", ["p1", "p2", "p3"])
+    manifest = prepare_volumes(root, tmp_path / "out", size=N, empty_fraction=0.0,
+                               classes={"two": [2], "one_and_big": [1, 256]})
+    out = manifest.out
+    assert json.loads((out / "labels.json").read_text()) == {"labels": {"background": 0, "two": 1, "one_and_big": 2}}
+    split = manifest.rows[0].split
+    mixed = _png(out / split / "masks" / "p1_0004.png")  # labels 1 and 2 on this slice
+    expected = np.zeros((N, N), np.uint8)
+    lab = _labels()[:, :, 4]
+    expected[lab == 2] = 1
+    expected[lab == 1] = 2
+    assert np.array_equal(mixed, expected[::-1, ::-1].T)
+    # the dataset reads back as three classes with no flag
+    classes = resolve_class_map(out, "auto")
+    assert classes is not None and classes.names == ("background", "two", "one_and_big")
+    report = check_dataset(out, LoadSettings(image_size=N, channels=1, classes=classes))
+    assert not report.errors and report.fingerprint["total"]["class_images"]["two"] == 6
+
+
+def test_all_labels_become_classes_and_bad_class_maps_are_refused(tmp_path: Path) -> None:
+    root = _volumes(tmp_path / "vol", ["p1", "p2", "p3"])
+    manifest = prepare_volumes(root, tmp_path / "all", size=N, empty_fraction=0.0, classes="all")
+    labels = json.loads((manifest.out / "labels.json").read_text())["labels"]
+    assert labels == {"background": 0, "label_1": 1, "label_2": 2, "label_256": 3}
+    for classes, fragment in (({"a": [1], "b": [1, 2]}, "label 1 is in both 'a' and 'b'"),
+                              ({"a": [0]}, "non-zero label values"), ({"background": [3]}, "non-zero")):
+        with pytest.raises(ValueError, match=fragment):
+            prepare_volumes(root, tmp_path / "bad", size=N, classes=classes)
+    with pytest.raises(ValueError, match="labels and classes"):
+        prepare_volumes(root, tmp_path / "bad", size=N, labels=[1], classes={"a": [1]})
+    assert not (tmp_path / "bad").exists()
