@@ -354,3 +354,30 @@ def test_channels_and_mask_threshold_default_to_the_data() -> None:
     explicit = load_config(None, overrides=["data.channels=1", "data.mask_threshold=200"])
     assert (explicit.data.channels, explicit.data.mask_threshold) == (1, 200)
     assert load_config(None, overrides=["data.channels=auto"]).data.channels == "auto"
+
+
+def test_classes_default_to_the_datasets_labels_json_and_a_map_sets_the_models_head() -> None:
+    from search.config.specs import specs_from_values
+
+    assert load_config(None).data.classes == "auto" and load_config(None).data.num_classes == 2
+    cfg = config_from_dict({"data": {"channels": 1, "image_size": 64,
+                                     "classes": {"background": 0, "lv": 1, "rv": 2, "aorta": 5}}})
+    classes = cfg.data.class_map()
+    assert classes is not None and classes.names == ("background", "lv", "rv", "aorta") and cfg.data.num_classes == 4
+    values = {**cfg.fixed_values(), "base_filters": 4, "num_layers": 3}
+    assert specs_from_values(cfg, values, seed=0).model.num_classes == 4  # a softmax head of 4 channels
+    two = config_from_dict({"data": {"channels": 1, "image_size": 64, "classes": {"background": 0, "aorta": 5}}})
+    assert specs_from_values(two, values, seed=0).model.num_classes == 1  # one structure: the binary head
+    assert config_from_dict({"data": {"classes": "binary"}}).data.class_map() is None
+
+
+@pytest.mark.parametrize(("classes", "fragment"), [
+    ({"bg": [0, 0, 0], "a": [9, 9, 9], "b": [9, 9, 9]}, "classes 'a' and 'b' have one colour [9, 9, 9]"),
+    ({"bg": 0}, "expected 2..255 classes"),
+    ("several", "expected a mapping"),
+    ({"bg": 0, "a": "red"}, "class 'a' has value 'red'"),
+])
+def test_a_bad_class_map_is_refused_when_the_config_is_read(classes: object, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"data": {"classes": classes}})
+    assert fragment in str(err.value) and "data.classes" in str(err.value) and "auto" in str(err.value)

@@ -98,3 +98,20 @@ def test_a_bad_class_map_in_the_config_is_a_config_error_naming_the_key(tmp_path
     code = main(["--results", str(tmp_path / "results"), "run", "--config", str(config)])
     err = capsys.readouterr().err
     assert code == EXIT_CONFIG and "data.classes" in err and "classes 'a' and 'b' have one colour [1, 2, 3]" in err
+
+
+def test_k_fold_scores_each_class_out_of_fold(tmp_path: Path) -> None:
+    root = write_multiclass_dataset(tmp_path / "ds", counts=(8, 4, 4))
+    config = write_config(tmp_path / "c.yaml", root, study={"name": "kf", "max_trials": 1, "evaluation": "kfold",
+                                                           "folds": 2, "groups": "none"},
+                          final={"retrain": False})
+    results = tmp_path / "results"
+    assert main(["--results", str(results), "run", "--config", str(config)]) == 0
+    study = StudyDir(results / "kf")
+    scores = json.loads((study.trial_dir(0) / "scores.json").read_text())
+    assert scores["classes"] == CLASSES and len(scores["per_class"]) == 12  # every train+valid image, out of fold
+    record = study.trials()[0]
+    for c in CLASSES:
+        scored = [row[CLASSES.index(c)] for row in scores["per_class"].values() if row[CLASSES.index(c)] is not None]
+        assert scored, f"class {c} is in every other image, so some fold scores it"
+        assert record.metrics[f"dice_{c}"] == pytest.approx(np.mean(scored))
