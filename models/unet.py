@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 from models.spec import UNetSpec
@@ -67,6 +69,22 @@ def head_activation(spec: UNetSpec) -> str:
     return "sigmoid" if spec.num_classes == 1 else "softmax"
 
 
+BACKGROUND_PRIOR = 0.9  # several classes: the background probability of an untrained model's head
+
+
+def head_bias(spec: UNetSpec) -> keras.initializers.Initializer:
+    """The head's bias at initialisation: zeros for one sigmoid channel (as the reference); for several classes, a
+    background prior (RetinaNet's prior initialisation): softmax(bias) gives the background ``BACKGROUND_PRIOR``
+    and each other class an equal share. Without it an untrained softmax head paints every pixel some class,
+    which scores a chance dice (≈ 0.02 on 7 heart structures) that a model learning the background first falls
+    below for many epochs, so early stopping took that chance score for the best."""
+    k = spec.num_classes
+    if k == 1:
+        return keras.initializers.Zeros()
+    background = math.log(BACKGROUND_PRIOR * (k - 1) / (1.0 - BACKGROUND_PRIOR))
+    return keras.initializers.Constant([background] + [0.0] * (k - 1))
+
+
 def build_unet(spec: UNetSpec) -> keras.Model:
     """Build the UNet described by ``spec``.
 
@@ -122,5 +140,5 @@ def build_unet(spec: UNetSpec) -> keras.Model:
         )
 
     outputs = keras.layers.Conv2D(spec.num_classes, 1, activation=head_activation(spec), dtype="float32",
-                                  name="head")(x)
+                                  bias_initializer=head_bias(spec), name="head")(x)
     return keras.Model(inputs, outputs, name=spec.variant)

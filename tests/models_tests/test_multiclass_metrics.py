@@ -132,3 +132,13 @@ def test_every_loss_trains_a_softmax_head_and_the_model_saves_and_reloads(name: 
     model.save(path)
     again = keras.models.load_model(path)
     np.testing.assert_allclose(np.asarray(again(x[:1])), np.asarray(model(x[:1])), rtol=1e-5, atol=1e-6)
+
+
+def test_an_untrained_softmax_head_predicts_the_background() -> None:
+    """The background prior of the head's bias: an untrained model of several classes scores no chance dice (its
+    training starts from "no score yet"); a one-channel head keeps the reference's zero bias."""
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1)).astype(np.float32)
+    prob = np.asarray(build_model(UNetSpec.tiny(num_classes=8))(x))
+    assert (prob.argmax(axis=-1) == 0).all() and prob[..., 0].mean() > 0.5
+    binary = build_model(UNetSpec.tiny())
+    assert not np.asarray(binary.get_layer("head").bias).any()
