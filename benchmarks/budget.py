@@ -74,10 +74,10 @@ def summarise(root: Path) -> dict[str, Any]:
     complete = [r for r in started if r["status"] == "complete"]
     judged = [r for r in started if r["status"] in ("complete", "pruned")]
     scores = [float(r["score"]) for r in complete if r["score"]]
-    final = _json(root / "final" / "final.json")
-    test = _json(root / "final" / "test_metrics.json")
+    final = json_dict(root / "final" / "final.json")
+    test = json_dict(root / "final" / "test_metrics.json")
     verdict = final.get("verdict") or {}
-    budget = _json(root / "budget.json")
+    budget = json_dict(root / "budget.json")
     plan = ((budget.get("runs") or [{}])[-1].get("plan") or {})
     return {"started": len(started), "judged": len(judged), "complete": len(complete),
             "not_started": len(not_started), "best_val": max(scores) if scores else None,
@@ -86,7 +86,8 @@ def summarise(root: Path) -> dict[str, Any]:
             "first_judgement_s": plan.get("first_judgement_s")}
 
 
-def _json(path: Path) -> dict[str, Any]:
+def json_dict(path: Path) -> dict[str, Any]:
+    """A study file's JSON object, or {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import REPO, SHARED_DATA, add_real_data_args, emit, real_data_results, table  # noqa: E402
-from benchmarks.budget import summarise  # noqa: E402
+from benchmarks.budget import json_dict, summarise  # noqa: E402
 
 ARMS = {"multi": "chd-ct-multiclass", "binary": "chd-ct-aorta"}
 USER = ["data.image_size=128"]
@@ -49,20 +49,12 @@ def start(arm: str, seed: int, *, timeout: float, results: Path, extra: list[str
 def summary(arm: str, seed: int, study: str, *, timeout: float, results: Path, exit_code: int | None,
             wall: float | None) -> dict[str, Any]:
     root = results / study
-    test = _json(root / "final" / "test_metrics.json")
+    test = json_dict(root / "final" / "test_metrics.json")
     classes = test.get("class_dice") or ({"aorta": test.get("hard_dice")} if test else {})
     return {"bench": "multiclass", "arm": arm, "dataset": ARMS[arm], "seed": seed, "budget_s": timeout,
             "exit": exit_code, "wall_over_budget": None if wall is None else round(wall / timeout, 3),
             **summarise(root), "class_dice": classes, "aorta": classes.get("aorta"),
             "min_class": min((v for v in classes.values() if v is not None), default=None)}
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def main(argv: list[str] | None = None) -> int:
