@@ -116,6 +116,10 @@ def _final_lines(study: StudyDir) -> list[str]:
     images = f" on {test['n_images']} test images" if test.get("n_images") else ""
     lines = [f"final model: trial {f['trial']}, test hard dice {test['hard_dice']:.4f}, "
              f"IoU {test['hard_iou']:.4f}{images}"]
+    if isinstance(test.get("class_dice"), dict):  # several classes: hard_dice is the mean foreground dice
+        lines.append("test dice per class: " + ", ".join(
+            f"{name} {value:.3f}" if isinstance(value, int | float) else f"{name} not scored"
+            for name, value in test["class_dice"].items()))
     if isinstance(f.get("selection"), dict):
         lines.append(f"selection: {selection_sentence(f['selection'])}")
     if isinstance(f.get("verdict"), dict):

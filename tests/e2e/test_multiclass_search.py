@@ -61,6 +61,11 @@ def test_a_colour_mask_dataset_is_searched_and_scored_per_class(tmp_path: Path,
     palette = np.array(list(MULTICLASS_COLOURS.values()), np.uint8)
     np.testing.assert_array_equal(colour[:, :, ::-1], palette[index])
 
+    # status names each class's test dice
+    capsys.readouterr()
+    assert main(["--results", str(results), "status", "mc"]) == 0
+    assert "test dice per class: ring " in capsys.readouterr().out
+
     # the report's legend and per-class table; the INI's class map
     html = study.report_html.read_text()
     assert "Per class (test)" in html and all(c in html for c in CLASSES)
