@@ -226,3 +226,31 @@ def test_the_verdict_states_the_fidelity_at_which_both_sides_trained(tmp_path: P
     assert final["verdict"]["sentence"].endswith(
         "trained at 32²: the chosen configuration 72 samples, 3 epochs, cut by the budget; "
         "the baseline 96 samples, 4 epochs, pruned")
+
+
+class FakeMulticlassProcess(FakeProcess):
+    """The fake's test metrics with each class's dice, as a model of several classes reports them."""
+
+    def run(self, task: TrialTask, decide: Any) -> TrialOutcome:
+        outcome = super().run(task, decide)
+        if isinstance(task, FinalTask):
+            path = Path(task.out_dir) / "test_metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics["class_dice"] = {"lv": 0.8, "aorta": None}
+            metrics["baseline"]["class_dice"] = {"lv": 0.5, "aorta": 0.2}
+            atomic_write_text(path, json.dumps(metrics))
+        return outcome
+
+
+def test_final_json_and_the_verdict_carry_each_classs_test_dice(tmp_path: Path) -> None:
+    """Issue 22.3: the verdict is on the mean foreground dice per image; each class's test dice of both models
+    stands beside it (None: a class no test image scores)."""
+    cfg = _config()
+    study = _study(tmp_path, cfg)
+    data = PreparedData(cache_path="", fingerprint={}, stems={"valid": tuple(f"v{i}" for i in range(4))})
+    run_final(study, cfg=cfg, data=data, trial_process=FakeMulticlassProcess())  # type: ignore[arg-type]
+    final = json.loads((study.final_dir / "final.json").read_text())
+    assert final["test"]["class_dice"] == {"lv": 0.8, "aorta": None}
+    assert final["verdict"]["class_dice"] == {"lv": {"chosen": 0.8, "baseline": 0.5},
+                                              "aorta": {"chosen": None, "baseline": 0.2}}
+    assert final["verdict"]["outcome"] not in ("not_available", "baseline_chosen")
