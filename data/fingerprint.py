@@ -121,6 +121,7 @@ def check_dataset(root: Path | str, settings: LoadSettings, *, splits: Sequence[
                     f"mask {pair.mask} has {describe_values(info.mask_values)}; foreground >= {rule.threshold}"
                 )
         warnings.extend(_split_warnings(split, infos, rule))
+    warnings.extend(_class_map_hint(index.root, values, colour, rule))
     result = builder.result()
     errors.extend(builder.bit_depth_errors())
     errors.extend(foreground_errors(result))
@@ -404,6 +405,16 @@ def _split_warnings(split: str, infos: list[PairInfo], rule: MaskRule) -> list[s
             "edges; expected PNG masks"
         )
     return warnings
+
+
+def _class_map_hint(root: Path, values: np.ndarray, colour: bool, rule: MaskRule) -> list[str]:
+    """Grey masks of a few small levels (0, 1, 2, …) look like class indices read as one foreground."""
+    if rule.classes is not None or values.size < 3 or int(values[0]) != 0 or int(values[-1]) >= 64:
+        return []
+    kind = "colour" if colour else "grey"
+    return [f"dataset {root}: the {kind} masks hold {describe_values(values)}, read as one foreground ({rule.rule}); "
+            f"if they are classes, add a labels.json beside the splits or set data.classes (README: \"Several "
+            "structures per mask\")"]
 
 
 def _dataset_warnings(fp: dict[str, Any]) -> list[str]:

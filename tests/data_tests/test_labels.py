@@ -140,3 +140,13 @@ def test_a_class_map_round_trips_through_its_dict() -> None:
     assert ClassMap.from_dict(classes.to_dict()) == classes
     assert classes.mapping() == MULTICLASS_COLOURS
     assert classes.colours().tolist() == list(MULTICLASS_COLOURS.values())
+
+
+def test_check_hints_at_a_class_map_for_index_masks_read_as_one_foreground(tmp_path: Path) -> None:
+    root = write_multiclass_dataset(tmp_path / "ds", colour=False, labels_json=False)
+    report = check_dataset(root, LoadSettings(image_size=32, channels=1))
+    assert any("values 0, 1, 2, 3, read as one foreground" in w and "labels.json" in w for w in report.warnings)
+    (root / "labels.json").write_text(json.dumps({"labels": {"background": 0, "ring": 1, "disc": 2, "spot": 3}}))
+    classes = resolve_class_map(root, "auto")
+    report = check_dataset(root, LoadSettings(image_size=32, channels=1, classes=classes))
+    assert not any("read as one foreground" in w for w in report.warnings) and not report.errors
