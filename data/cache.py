@@ -84,11 +84,6 @@ class CachedDataset:
         """The class map the masks were read with (None: binary masks)."""
         return self.plan.mask.classes
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The foreground classes' names (classes 1..K-1) with a class map; () for binary masks."""
-        return self.classes.foreground if self.classes is not None else ()
-
     def split(self, name: str) -> SplitArrays:
         """The arrays of one split; a KeyError lists the cached splits."""
         try:

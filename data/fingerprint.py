@@ -318,13 +318,13 @@ class FingerprintBuilder:
             "identical_across_splits": _identical_across_splits(every),
         }
 
-
     def _summary(self, infos: list[PairInfo]) -> dict[str, Any]:
         summary = _summary(infos)
-        if self._rule.classes is not None:  # how many images hold each class
-            held = np.sum([info.class_present for info in infos], axis=0) if infos else np.zeros(0)
-            summary["class_images"] = {name: int(held[k]) if len(held) else 0
-                                       for k, name in enumerate(self._rule.classes.names)}
+        classes = self._rule.classes
+        if classes is not None:  # how many images hold each class
+            held = np.sum([info.class_present for info in infos], axis=0, initial=0)
+            summary["class_images"] = {name: int(n) for name, n in zip(classes.names, np.broadcast_to(
+                held, (classes.num_classes,)), strict=True)}
         return summary
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data.labels import ClassMap
 from search.config import AUTO, Config, config_from_dict
 from search.errors import ConfigError
 from search.results import StudyDir, read_json, read_study_config
@@ -161,7 +162,7 @@ def check_same_dataset(study: StudyDir, fingerprint: dict[str, Any], *, allow_ch
 def _class_map_of(fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The class map a fingerprint's masks were read with, without where it came from (None: binary)."""
     classes = (fingerprint.get("mask_rule") or {}).get("classes")
-    return {name: value for name, value in zip(classes["names"], classes["values"], strict=True)} if classes else None
+    return ClassMap.from_dict(classes).mapping() if classes else None
 
 
 class StudyLock:

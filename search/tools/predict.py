@@ -34,6 +34,7 @@ from data import (
     read_bytes,
     value_bits,
 )
+from search.config.specs import head_channels
 from search.errors import ConfigError
 from search.results import StudyDir, read_json, read_study_config
 from search.results.images import overlay_image, write_png
@@ -108,7 +109,7 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
 
 def _checked_classes(classes: ClassMap | None, outputs: int, source: str) -> ClassMap | None:
     """The study's class map, if the model's outputs agree with it (1 channel: binary; K: K classes)."""
-    expected = 1 if classes is None or classes.num_classes <= 2 else classes.num_classes
+    expected = head_channels(classes.num_classes if classes is not None else 2)
     if outputs != expected:
         described = "binary masks (1 output channel)" if expected == 1 else (
             f"a class map of {expected} classes ({', '.join(classes.names) if classes else ''})")

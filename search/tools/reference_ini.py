@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config
+from search.config.specs import head_channels
 
 __all__ = ["LOSS_TO_REFERENCE", "reference_data_dir", "reference_ini_sections", "render_ini"]
 
@@ -68,7 +69,7 @@ def reference_ini_sections(
             ("image_width", d.image_size),
             ("image_height", d.image_size),
             ("image_channels", d.channels),
-            ("num_classes", d.num_classes if d.num_classes > 2 else 1),
+            ("num_classes", head_channels(d.num_classes)),
             ("base_filters", int(v["base_filters"])),
             ("base_kernels", (kernels, kernels)),
             ("num_layers", int(v["num_layers"])),

@@ -15,7 +15,7 @@ from search.results.images import save_predictions
 from search.results.layout import BEST_WEIGHTS, CHECKPOINT_DIR, PREDICTIONS_DIR, SCORES_FILE, TENSORBOARD_DIR
 from search.trial.stop import StopSignal
 from search.trial.task import TrialTask, drop_checkpoint
-from search.trial.training import Checkpoint, class_means, predict_probabilities, train_model
+from search.trial.training import Checkpoint, class_means, predict_probabilities, scored_rows, train_model
 from search.vocabulary import CLASS_DICE
 
 __all__ = ["ScoredFit", "class_metrics", "class_names", "class_table_means", "fit_and_score", "panel_colours"]
@@ -94,12 +94,15 @@ def class_metrics(class_dice: dict[str, float | None]) -> dict[str, float]:
     return {f"{CLASS_DICE}{name}": value for name, value in class_dice.items() if value is not None}
 
 
-def class_table_means(per_class: dict[str, list[float | None]], names: tuple[str, ...]) -> dict[str, float | None]:
-    """Each class's mean over the images (by stem) that score it."""
+def class_table_means(per_class: dict[str, list[float | None]], classes: ClassMap | None) -> dict[str, float | None]:
+    """Each class's mean over the images (rows by stem, as ``scores.json`` holds them) that score it; {} without
+    rows."""
+    if not per_class:
+        return {}
     import numpy as np
 
     table = np.array([[np.nan if x is None else x for x in row] for row in per_class.values()], dtype=np.float64)
-    return dict(zip(names, class_means(table.reshape(len(per_class), len(names))), strict=True))
+    return dict(zip(class_names(classes, table.shape[1]), class_means(table), strict=True))
 
 
 def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any, stems: list[str],
@@ -121,8 +124,7 @@ def _save_scored(task: TrialTask, model: Any, out: Path, images: Any, masks: Any
     scored = ScoredFit(result=None, per_image=per_image, se=None)
     if prob.ndim == 4:  # several classes: each foreground class's dice per image and over the split
         names = class_names(classes, table.shape[1])
-        scored.per_class = {stem: [None if np.isnan(x) else float(x) for x in row]
-                            for stem, row in zip(stems, table, strict=True)}
+        scored.per_class = dict(zip(stems, scored_rows(table), strict=True))
         scored.class_dice = dict(zip(names, class_means(table), strict=True))
         scores.update(classes=list(names), class_dice=scored.class_dice, per_class=scored.per_class)
     atomic_write_json(out / SCORES_FILE, {**scores, **(task.units or Units()).describe(stems)})

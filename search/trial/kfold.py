@@ -23,7 +23,7 @@ from search.config.specs import derived_seed
 from search.evaluation import Units, fold_prune_reason, mean_se
 from search.results import atomic_write_json, read_json
 from search.results.layout import FOLD_FILE, SCORES_FILE, fold_dir
-from search.trial.fit import class_metrics, class_names, class_table_means, fit_and_score
+from search.trial.fit import class_metrics, class_table_means, fit_and_score
 from search.trial.stop import StopSignal
 from search.trial.task import TaskRun, TrialOutcome, TrialTask
 from search.vocabulary import TrialState
@@ -90,9 +90,9 @@ def _run_folds(task: KFoldTask, data: Any, hook: Any, out: Path, history: list[d
                                    folds_done=f + 1, k=k, units=task.units)
         if reason is not None:
             return _outcome(TrialState.PRUNED, per_image, best_epochs, epochs_run, train_s, out, k, reason=reason,
-                            units=task.units, per_class=(per_class, class_names(data.classes, len(next(iter(per_class.values()), [])))))
+                            units=task.units, class_dice=class_table_means(per_class, data.classes), per_class=per_class)
     return _outcome(TrialState.COMPLETE, per_image, best_epochs, epochs_run, train_s, out, k, units=task.units,
-                    per_class=(per_class, class_names(data.classes, len(next(iter(per_class.values()), [])))))
+                    class_dice=class_table_means(per_class, data.classes), per_class=per_class)
 
 
 def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, index: dict[str, int],
@@ -120,12 +120,12 @@ def _run_fold(task: KFoldTask, f: int, images: np.ndarray, masks: np.ndarray, in
 
 def _outcome(status: TrialState, per_image: dict[str, float], best_epochs: list[int], epochs_run: int,
              train_s: float, out: Path, k: int, *, reason: str = "", units: Units | None = None,
-             per_class: tuple[dict[str, list[float | None]], tuple[str, ...]] = ({}, ())) -> TrialOutcome:
+             class_dice: dict[str, float | None] | None = None,
+             per_class: dict[str, list[float | None]] | None = None) -> TrialOutcome:
     units = units or Units()
     score, se = mean_se(list(per_image.values()), units.labels(list(per_image)))
-    table, names = per_class
-    class_dice = class_table_means(table, names) if table and names else {}
-    extra = {"classes": list(names), "class_dice": class_dice, "per_class": table} if class_dice else {}
+    class_dice = class_dice or {}
+    extra = {"classes": list(class_dice), "class_dice": class_dice, "per_class": per_class} if class_dice else {}
     atomic_write_json(out / SCORES_FILE, {"metric": "hard_dice", "per_image": per_image, "folds_done": len(best_epochs),
                                           **extra, **units.describe(list(per_image))})
     return TrialOutcome(

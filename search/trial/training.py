@@ -55,8 +55,8 @@ from search.results import atomic_write_bytes, atomic_write_json
 from search.trial.stop import StepStop, StopSignal
 from search.vocabulary import OBJECTIVE
 
-__all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "compile_model", "evaluate_model",
-           "lr_schedule_from_history", "predict_probabilities", "train_model"]
+__all__ = ["Checkpoint", "EpochHook", "EpochJudgement", "LoopState", "TrainResult", "class_means", "compile_model",
+           "evaluate_model", "label_count", "lr_schedule_from_history", "predict_probabilities", "scored_rows", "train_model"]
 
 
 logger = logging.getLogger(__name__)
@@ -656,7 +656,7 @@ def evaluate_model(model: Any, images: np.ndarray, masks: np.ndarray, *, batch_s
     }
     if multi:
         out["per_class"] = {"hard_dice": class_means(dice_table), "hard_iou": class_means(iou_table),
-                            "per_image_hard_dice": [[_none_if_nan(x) for x in row] for row in dice_table]}
+                            "per_image_hard_dice": scored_rows(dice_table)}
     return out
 
 
@@ -666,8 +666,9 @@ def class_means(table: np.ndarray) -> list[float | None]:
     return [float(np.nanmean(col)) if np.isfinite(col).any() else None for col in table.T]
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if not math.isfinite(float(x)) else float(x)
+def scored_rows(table: np.ndarray) -> list[list[float | None]]:
+    """A per-class table ([N, C], NaN unscored) as JSON rows, None where a class is not scored."""
+    return [[float(x) if math.isfinite(float(x)) else None for x in row] for row in np.asarray(table)]
 
 
 def _batched_loss(loss_fn: Any, truth: np.ndarray, prob: np.ndarray, batch_size: int) -> float:

@@ -130,7 +130,7 @@ def test_the_cache_and_check_count_the_images_that_hold_each_class(tmp_path: Pat
     held = report.fingerprint["total"]["class_images"]
     assert held == {"background": 16, "ring": 16, "disc": 16, "spot": 8}  # the spot is in every other image
     cached = load_cached(discover(root), settings, cache_dir=tmp_path / "cache")
-    assert cached.classes == settings.classes and cached.class_names == ("ring", "disc", "spot")
+    assert cached.classes == settings.classes and cached.classes.foreground == ("ring", "disc", "spot")
     assert int(np.asarray(cached.split("train").masks).max()) == 3
     assert cached.plan.mask.num_classes == 4
 
