@@ -1,6 +1,8 @@
-"""Analytic cost of a UNet spec (parameters, MACs, activation memory), computed without building it.
+"""Analytic cost of a model spec (parameters, MACs, activation memory), computed without building it.
 
-The search uses these numbers to reject infeasible trials before any TensorFlow graph exists.
+The search uses these numbers to reject infeasible trials before any TensorFlow graph exists and to plan
+trials' times. Every family has its own cost function (the UNet's here, the others' beside their rules in
+models/families/); :func:`estimate_cost` picks the spec's.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from models.spec import UNetSpec
 __all__ = [
     "ACTIVATION_OVERHEAD",
     "BYTES_PER_VALUE",
+    "CostCounter",
     "ModelCost",
     "estimate_cost",
     "estimate_training_memory_bytes",
+    "unet_cost",
 ]
 
 BYTES_PER_VALUE = 4
@@ -45,12 +49,56 @@ class ModelCost:
     activation_bytes_per_image: int
 
 
-def estimate_cost(spec: UNetSpec) -> ModelCost:
-    """Compute the parameters, forward MACs and activation bytes of ``build_model(spec)`` analytically.
+class CostCounter:
+    """Adds up a model's cost layer by layer, for the families' cost functions (``pixels`` = H × W of the
+    layer's output; ``values`` = activation values stored per image)."""
 
-    Mirrors ``models.unet.build_unet`` layer by layer; a test checks ``params`` against Keras. Does not
-    validate the spec (call ``spec.validate()`` first for a meaningful answer).
-    """
+    def __init__(self) -> None:
+        self.params = 0
+        self.macs = 0
+        self.values = 0
+
+    def conv(self, pixels: int, c_in: int, c_out: int, kernel: int, *, bias: bool = True) -> None:
+        """A square ``kernel`` Conv2D (any stride or dilation) with ``pixels`` output pixels."""
+        self.params += kernel * kernel * c_in * c_out + (c_out if bias else 0)
+        self.macs += pixels * kernel * kernel * c_in * c_out
+        self.values += pixels * c_out
+
+    def depthwise(self, pixels: int, channels: int, kernel: int, *, bias: bool = True) -> None:
+        self.params += kernel * kernel * channels + (channels if bias else 0)
+        self.macs += pixels * kernel * kernel * channels
+        self.values += pixels * channels
+
+    def dense(self, tokens: int, c_in: int, c_out: int, *, bias: bool = True) -> None:
+        """A Dense layer applied to each of ``tokens`` positions."""
+        self.params += c_in * c_out + (c_out if bias else 0)
+        self.macs += tokens * c_in * c_out
+        self.values += tokens * c_out
+
+    def batch_norm(self, pixels: int, channels: int) -> None:
+        self.params += 4 * channels  # gamma, beta, moving mean, moving variance
+        self.values += pixels * channels
+
+    def output(self, pixels: int, channels: int) -> None:
+        """A parameter-free layer's output (activation, pooling, concatenation, add, resize, dropout)."""
+        self.values += pixels * channels
+
+    def cost(self) -> ModelCost:
+        return ModelCost(params=self.params, forward_macs_per_image=self.macs,
+                         activation_bytes_per_image=self.values * BYTES_PER_VALUE)
+
+
+def estimate_cost(spec: UNetSpec) -> ModelCost:
+    """Compute the parameters, forward MACs and activation bytes of ``build_model(spec)`` analytically, with the
+    cost function of the spec's family. Does not validate the spec (call ``spec.validate()`` first)."""
+    from models.families import family  # the families import this module
+
+    return family(spec.variant).cost(spec)
+
+
+def unet_cost(spec: UNetSpec) -> ModelCost:
+    """The UNet's cost (``models.unet.build_unet``), mirrored layer by layer; a test checks every number against
+    Keras."""
     filters = spec.filters_schedule()
     kernels = spec.kernel_schedule()
     params = 0

@@ -6,12 +6,26 @@ from collections.abc import Callable
 
 import keras
 
+from models.attention_unet import build_attention_unet
+from models.deeplabv3plus import build_deeplabv3plus
+from models.efficient_unet import build_efficient_unet
+from models.multires_unet import build_multires_unet
 from models.spec import VARIANT_NAMES, UNetSpec
+from models.swin_unet import build_swin_unet
 from models.unet import build_unet
+from models.unet3plus import build_unet3plus
 
 __all__ = ["VARIANTS", "build_model"]
 
-VARIANTS: dict[str, Callable[[UNetSpec], keras.Model]] = {"unet": build_unet}
+VARIANTS: dict[str, Callable[[UNetSpec], keras.Model]] = {
+    "unet": build_unet,
+    "attention_unet": build_attention_unet,
+    "unet3plus": build_unet3plus,
+    "multires_unet": build_multires_unet,
+    "swin_unet": build_swin_unet,
+    "efficient_unet": build_efficient_unet,
+    "deeplabv3plus": build_deeplabv3plus,
+}
 if tuple(VARIANTS) != VARIANT_NAMES:  # pragma: no cover - a programming error caught at import
     raise ImportError(f"models.registry builds {tuple(VARIANTS)} but models.spec.VARIANT_NAMES is {VARIANT_NAMES}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Activations accepted by name; all resolve through ``keras.activations.get``.
@@ -21,9 +21,11 @@ ACTIVATIONS: tuple[str, ...] = (
     "sigmoid",
 )
 
-# The builders registered in models/registry.py (which checks that it builds exactly these). Named
-# here so that validating a spec needs no Keras, and spec.py and registry.py import one way only.
-VARIANT_NAMES: tuple[str, ...] = ("unet",)
+# The families (models/families/, pure rules and cost) and their builders (models/registry.py); both check that
+# they hold exactly these. Named here so that validating a spec needs no Keras, and the imports go one way only.
+VARIANT_NAMES: tuple[str, ...] = (
+    "unet", "attention_unet", "unet3plus", "multires_unet", "swin_unet", "efficient_unet", "deeplabv3plus",
+)
 
 # The losses registered in models/losses.py (which checks that it registers exactly these), named here
 # so that a config can be checked without Keras.
@@ -65,7 +67,10 @@ class UNetSpec:
         rescale_input: Rescale raw 0..255 pixels by 1/255 inside the model; False feeds raw pixels (reference).
         standardize_input: Give each image zero mean and unit variance inside the model (after any
             rescaling), so patients scanned or windowed at other intensities look alike to the network.
-        variant: Builder name in ``models.VARIANTS``.
+        variant: The model family, a name in ``models.VARIANTS`` (``unet`` is the reference tool's
+            TensorflowSlightlyFlexibleUNet; models/families/ describes the others).
+        options: The family's own hyperparameters (``models.families.FAMILIES[variant].options`` names them
+            and gives their defaults); a family reads the shared fields above that it lists in ``uses``.
     """
 
     image_size: int = 512
@@ -81,6 +86,7 @@ class UNetSpec:
     rescale_input: bool = True
     standardize_input: bool = False
     variant: str = "unet"
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> UNetSpec:
@@ -119,15 +125,22 @@ class UNetSpec:
         """Dropout rate of each level, ``r * i``."""
         return tuple(self.dropout_rate * i for i in range(self.num_layers))
 
+    def option(self, name: str) -> Any:
+        """The family option ``name``: the spec's value, else the family's default (its reference setting)."""
+        from models.families import family  # the families import this module
+
+        defaults = family(self.variant).options
+        if name not in defaults:
+            raise KeyError(f"{self.variant} has no option {name!r}; its options are {sorted(defaults)}")
+        return self.options.get(name, defaults[name])
+
     def validate(self) -> None:
-        """Check that the spec describes a buildable model.
+        """Check that the spec describes a buildable model: the shared fields, then the family's own rules.
 
         Raises:
             ValueError: naming the first invalid field, the received value and what is expected.
         """
         self._validate_types()
-        self._validate_geometry()
-        self._validate_dropout()
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"Expected `activation` to be one of {list(ACTIVATIONS)}. Received: activation={self.activation!r}"
@@ -136,6 +149,21 @@ class UNetSpec:
             raise ValueError(
                 f"Expected `variant` to be one of {sorted(VARIANT_NAMES)}. Received: variant={self.variant!r}"
             )
+        from models.families import family  # the families import this module
+
+        rules = family(self.variant)
+        unknown = sorted(set(self.options) - set(rules.options))
+        if unknown:
+            raise ValueError(
+                f"Expected options of {self.variant} among {sorted(rules.options)}. Received: {unknown}"
+            )
+        rules.validate(self)
+
+    def validate_unet_geometry(self) -> None:
+        """The UNet's depth rules (odd kernels, image side divisible by 2**(L-1), a large enough bottleneck) and
+        its dropout schedule; the encoder-decoder families that share them call this from their rules."""
+        self._validate_geometry()
+        self._validate_dropout()
 
     def _validate_types(self) -> None:
         for name in _POSITIVE_INT_FIELDS:

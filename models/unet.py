@@ -8,7 +8,7 @@ import keras
 
 from models.spec import UNetSpec
 
-__all__ = ["PerImageStandardization", "build_unet", "conv_block", "head_activation"]
+__all__ = ["PerImageStandardization", "build_unet", "conv_block", "head_activation", "image_input", "output_head"]
 
 
 @keras.saving.register_keras_serializable(package="unet_search")
@@ -85,6 +85,25 @@ def head_bias(spec: UNetSpec) -> keras.initializers.Initializer:
     return keras.initializers.Constant([background] + [0.0] * (k - 1))
 
 
+def image_input(spec: UNetSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The input ``image`` (raw pixels, H × W × C) and what every family's first layer reads: rescaled by 1/255
+    when ``spec.rescale_input``, then standardised per image when ``spec.standardize_input``."""
+    inputs = keras.Input(
+        shape=(spec.image_size, spec.image_size, spec.channels), dtype="float32", name="image"
+    )
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs) if spec.rescale_input else inputs
+    if spec.standardize_input:
+        x = PerImageStandardization(name="standardize")(x)
+    return inputs, x
+
+
+def output_head(x: keras.KerasTensor, spec: UNetSpec) -> keras.KerasTensor:
+    """Every family's output ``head``: a 1×1 convolution to ``spec.num_classes`` float32 probabilities (sigmoid for
+    one channel, softmax for several, the bias at :func:`head_bias`)."""
+    return keras.layers.Conv2D(spec.num_classes, 1, activation=head_activation(spec), dtype="float32",
+                               bias_initializer=head_bias(spec), name="head")(x)
+
+
 def build_unet(spec: UNetSpec) -> keras.Model:
     """Build the UNet described by ``spec``.
 
@@ -101,13 +120,7 @@ def build_unet(spec: UNetSpec) -> keras.Model:
     dilations = spec.dilation_schedule()
     rates = spec.dropout_schedule()
 
-    inputs = keras.Input(
-        shape=(spec.image_size, spec.image_size, spec.channels), dtype="float32", name="image"
-    )
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs) if spec.rescale_input else inputs
-    if spec.standardize_input:
-        x = PerImageStandardization(name="standardize")(x)
-
+    inputs, x = image_input(spec)
     skips: list[keras.KerasTensor] = []
     last = spec.num_layers - 1
     for i in range(spec.num_layers):
@@ -139,6 +152,4 @@ def build_unet(spec: UNetSpec) -> keras.Model:
             name=f"dec{f}",
         )
 
-    outputs = keras.layers.Conv2D(spec.num_classes, 1, activation=head_activation(spec), dtype="float32",
-                                  bias_initializer=head_bias(spec), name="head")(x)
-    return keras.Model(inputs, outputs, name=spec.variant)
+    return keras.Model(inputs, output_head(x, spec), name=spec.variant)

@@ -300,7 +300,7 @@ def test_spec_is_frozen() -> None:
         ({"dropout_rate": 0.5}, "dropout_rate=0.5 with num_layers=3"),
         ({"activation": "relux"}, "activation='relux'"),
         ({"batch_norm": "yes"}, "batch_norm='yes'"),
-        ({"variant": "resunet"}, r"\['unet'\]. Received: variant='resunet'"),
+        ({"variant": "resunet"}, r"'unet', 'attention_unet'.*Received: variant='resunet'"),
     ],
 )
 def test_validate_errors(overrides: dict[str, object], pattern: str) -> None:
