@@ -12,6 +12,7 @@ from search.config.schema import (
     AUGMENTATIONS,
     AUTO,
     BOOL_HYPERPARAMETERS,
+    FAMILY_OPTION_DEFAULTS,
     HYPERPARAMETER_DEFAULTS,
     INT_HYPERPARAMETERS,
     KT_STRATEGIES,
@@ -22,6 +23,7 @@ from search.config.schema import (
     SCHEMA_VERSION,
     STR_HYPERPARAMETERS,
     STRATEGIES,
+    VARIANT,
     Config,
     DataConfig,
     FinalConfig,
@@ -30,6 +32,9 @@ from search.config.schema import (
     StudyConfig,
     TrainConfig,
     best_config,
+    family_values,
+    is_active,
+    option_family,
 )
 from search.config.validation import max_feasible_layers
 
@@ -38,6 +43,7 @@ __all__ = [
     "AUGMENTATIONS",
     "AUTO",
     "BOOL_HYPERPARAMETERS",
+    "FAMILY_OPTION_DEFAULTS",
     "HYPERPARAMETER_DEFAULTS",
     "INT_HYPERPARAMETERS",
     "KT_STRATEGIES",
@@ -48,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STRATEGIES",
     "STR_HYPERPARAMETERS",
+    "VARIANT",
     "Config",
     "DataConfig",
     "FinalConfig",
@@ -58,6 +65,9 @@ __all__ = [
     "apply_override",
     "best_config",
     "config_from_dict",
+    "family_values",
+    "is_active",
     "load_config",
     "max_feasible_layers",
+    "option_family",
 ]

@@ -17,6 +17,7 @@ from data.augment import AUGMENTATIONS
 from data.labels import ClassMap, class_map_from
 from models import ACTIVATIONS as ACTIVATIONS
 from models import LOSS_NAMES as LOSS_NAMES
+from models.families import FAMILIES, SHARED_FIELDS
 
 SCHEMA_VERSION = 1
 
@@ -35,9 +36,17 @@ AUTO = "auto"  # a value the study works out itself (num_layers.max from the ima
 # tool's scale: an epoch of 800 samples (400 steps x batch 2), a 4000-sample warm-up, patience 10, 100 epochs.
 NO_BUDGET_RULES: dict[str, Any] = {"samples_per_epoch": 800, "warmup_samples": 4000, "patience": 10, "max_epochs": 100}
 
+VARIANT = "variant"  # the hyperparameter that chooses the model family (models/families/)
+
+# Each family's own hyperparameters, ``<family>.<option>``, at their defaults (the reference tool's settings).
+FAMILY_OPTION_DEFAULTS: dict[str, Any] = {
+    f"{f.name}.{option}": value for f in FAMILIES.values() for option, value in f.options.items()
+}
+
 # Every hyperparameter the trial understands, with its value when the search space leaves it out.
 # The defaults are the reference experiment (DESIGN §7, §9): all nine augmentations at strength 1.
 HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
+    VARIANT: "unet",
     "base_filters": 16,
     "base_kernels": 9,
     "num_layers": 8,
@@ -48,10 +57,40 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "standardize_input": False,
     "loss": "bce_dice",
     **{f"augment.{name}": 1.0 for name in AUGMENTATIONS},
+    **FAMILY_OPTION_DEFAULTS,
 }
-INT_HYPERPARAMETERS = ("base_filters", "base_kernels", "num_layers", "dilation")
-BOOL_HYPERPARAMETERS = ("batch_norm", "standardize_input")
-STR_HYPERPARAMETERS = ("loss",)
+INT_HYPERPARAMETERS = ("base_filters", "base_kernels", "num_layers", "dilation") + tuple(
+    k for k, v in FAMILY_OPTION_DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)
+)
+BOOL_HYPERPARAMETERS = ("batch_norm", "standardize_input") + tuple(
+    k for k, v in FAMILY_OPTION_DEFAULTS.items() if isinstance(v, bool)
+)
+STR_HYPERPARAMETERS = ("loss", VARIANT) + tuple(k for k, v in FAMILY_OPTION_DEFAULTS.items() if isinstance(v, str))
+
+
+def option_family(name: str) -> str | None:
+    """The family whose option ``name`` is (``swin_unet.window_size`` → ``swin_unet``); None for the others."""
+    prefix = name.split(".", 1)[0]
+    return prefix if "." in name and prefix in FAMILIES else None
+
+
+def is_active(name: str, variant: str) -> bool:
+    """Whether hyperparameter ``name`` changes a model of family ``variant``: its own options and the shared fields
+    it reads are; other families' options and the shared fields it ignores are not (so they are not sampled)."""
+    owner = option_family(name)
+    if owner is not None:
+        return owner == variant
+    if name in SHARED_FIELDS:
+        return name in FAMILIES[variant].uses
+    return True
+
+
+def family_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the hyperparameters its family (``values["variant"]``, unet when absent) does not use."""
+    variant = str(values.get(VARIANT, HYPERPARAMETER_DEFAULTS[VARIANT]))
+    if variant not in FAMILIES:
+        return dict(values)
+    return {k: v for k, v in values.items() if is_active(k, variant)}
 
 
 @dataclass(frozen=True)

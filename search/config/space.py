@@ -11,7 +11,17 @@ from typing import Any
 
 from data import AugmentSpec
 from models import UNetSpec
-from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config, ParamDef, max_feasible_layers
+from search.config import (
+    AUGMENTATIONS,
+    FAMILY_OPTION_DEFAULTS,
+    HYPERPARAMETER_DEFAULTS,
+    VARIANT,
+    Config,
+    ParamDef,
+    family_values,
+    is_active,
+    max_feasible_layers,
+)
 from search.config.specs import TrainSpec
 
 __all__ = [
@@ -23,6 +33,7 @@ __all__ = [
     "suggest_optuna",
     "to_keras_tuner",
     "to_optuna",
+    "conditions",
 ]
 
 
@@ -31,11 +42,12 @@ def _reference_values() -> dict[str, Any]:
     reproduce it (UNetSpec, TrainSpec, AugmentSpec.reference()), so that there is no second copy."""
     model, train, augment = UNetSpec(), TrainSpec(), AugmentSpec.reference()
     values: dict[str, Any] = {
-        "base_filters": model.base_filters, "base_kernels": model.base_kernels, "num_layers": model.num_layers,
+        VARIANT: model.variant, "base_filters": model.base_filters, "base_kernels": model.base_kernels, "num_layers": model.num_layers,
         "dilation": model.dilation, "dropout_rate": model.dropout_rate, "learning_rate": train.learning_rate,
         "batch_norm": model.batch_norm, "standardize_input": model.standardize_input, "loss": train.loss,
     }
-    return values | {f"augment.{name}": getattr(augment, name) for name in AUGMENTATIONS}
+    # Each family's options at its reference setting (a baseline of another family, when the space excludes unet).
+    return values | {f"augment.{name}": getattr(augment, name) for name in AUGMENTATIONS} | FAMILY_OPTION_DEFAULTS
 
 
 # The hand-picked reference configuration: the baseline (trial 0) is these values placed inside the
@@ -43,31 +55,57 @@ def _reference_values() -> dict[str, Any]:
 REFERENCE_VALUES: dict[str, Any] = _reference_values()
 
 
+def conditions(cfg: Config) -> dict[str, tuple[str, ...] | None]:
+    """Each sampled hyperparameter, ``variant`` first, with the families that use it (None: every family): a family's
+    options and the shared fields some families ignore are sampled only for the families that read them."""
+    params = cfg.sampled_params()
+    families = tuple(str(v) for v in (params[VARIANT].choices() if VARIANT in params
+                                      else (cfg.fixed_values()[VARIANT],)))
+    out: dict[str, tuple[str, ...] | None] = {VARIANT: None} if VARIANT in params else {}
+    for name in params:
+        if name == VARIANT:
+            continue
+        users = tuple(f for f in families if is_active(name, f))
+        if users:  # a fixed variant that ignores a sampled field: not sampled at all
+            out[name] = None if users == families else users
+    return out
+
+
 def to_keras_tuner(cfg: Config) -> Any:
-    """A ``keras_tuner.HyperParameters`` holding every sampled hyperparameter."""
+    """A ``keras_tuner.HyperParameters`` holding every sampled hyperparameter, each family's under a conditional
+    scope on ``variant``."""
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
-    for name, p in cfg.sampled_params().items():
-        if p.type in ("choice", "pow2"):
-            hp.Choice(name, list(p.choices()), ordered=_is_numeric(p.choices()))
-        elif p.type == "int":
-            hp.Int(
-                name,
-                min_value=int(p.min or 0),
-                max_value=int(p.max or 0),
-                step=None if p.log else int(p.step or 1),
-                sampling="log" if p.log else "linear",
-            )
+    params = cfg.sampled_params()
+    for name, users in conditions(cfg).items():
+        if users is None:
+            _add_keras_tuner(hp, name, params[name])
         else:
-            hp.Float(
-                name,
-                min_value=float(p.min or 0.0),
-                max_value=float(p.max or 0.0),
-                step=p.step,
-                sampling="log" if p.log else "linear",
-            )
+            with hp.conditional_scope(VARIANT, list(users)):
+                _add_keras_tuner(hp, name, params[name])
     return hp
+
+
+def _add_keras_tuner(hp: Any, name: str, p: ParamDef) -> None:
+    if p.type in ("choice", "pow2"):
+        hp.Choice(name, list(p.choices()), ordered=_is_numeric(p.choices()))
+    elif p.type == "int":
+        hp.Int(
+            name,
+            min_value=int(p.min or 0),
+            max_value=int(p.max or 0),
+            step=None if p.log else int(p.step or 1),
+            sampling="log" if p.log else "linear",
+        )
+    else:
+        hp.Float(
+            name,
+            min_value=float(p.min or 0.0),
+            max_value=float(p.max or 0.0),
+            step=p.step,
+            sampling="log" if p.log else "linear",
+        )
 
 
 def to_optuna(cfg: Config) -> dict[str, Any]:
@@ -86,9 +124,15 @@ def to_optuna(cfg: Config) -> dict[str, Any]:
 
 
 def suggest_optuna(trial: Any, cfg: Config) -> dict[str, Any]:
-    """Ask an Optuna trial for every sampled hyperparameter (enqueued values are honoured)."""
-    values = {}
-    for name, p in cfg.sampled_params().items():
+    """Ask an Optuna trial for every sampled hyperparameter its family uses (define-by-run: ``variant`` first, then
+    the shared fields the chosen family reads and its own options; enqueued values are honoured)."""
+    values: dict[str, Any] = {}
+    params = cfg.sampled_params()
+    for name, users in conditions(cfg).items():
+        variant = values.get(VARIANT, cfg.fixed_values()[VARIANT])
+        if users is not None and variant not in users:
+            continue
+        p = params[name]
         if p.type in ("choice", "pow2"):
             values[name] = trial.suggest_categorical(name, list(p.choices()))
         elif p.type == "int":
@@ -103,13 +147,14 @@ def suggest_optuna(trial: Any, cfg: Config) -> dict[str, Any]:
 def complete_values(cfg: Config, sampled: dict[str, Any]) -> dict[str, Any]:
     """Every hyperparameter's value for one trial: defaults < fixed entries < sampled values.
 
-    Engine-private keys (Keras Tuner's ``tuner/...``) are dropped.
+    Engine-private keys (Keras Tuner's ``tuner/...``) are dropped, and so are the hyperparameters the trial's family
+    does not read (other families' options, shared fields it ignores): a trial records only what made its model.
     """
     values = cfg.fixed_values()
     for k, v in sampled.items():
         if k in HYPERPARAMETER_DEFAULTS:
             values[k] = _plain(v)
-    return values
+    return family_values(values)
 
 
 def baseline_values(cfg: Config) -> dict[str, Any]:
@@ -121,7 +166,8 @@ def baseline_values(cfg: Config) -> dict[str, Any]:
     ref = dict(REFERENCE_VALUES)
     ref["num_layers"] = min(ref["num_layers"], max_feasible_layers(cfg.data.image_size))
     sampled = {name: p.snap(ref[name]) for name, p in cfg.sampled_params().items()}
-    return sampled
+    variant = sampled.get(VARIANT, cfg.fixed_values()[VARIANT])
+    return {name: v for name, v in sampled.items() if is_active(name, variant)}
 
 
 def baseline_deviations(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from data import AugmentSpec
 from models import UNetSpec, estimate_training_memory_bytes
-from search.config import AUGMENTATIONS, Config
+from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, VARIANT, Config, option_family
 from search.errors import TrialFailed
 
 __all__ = ["TrainSpec", "TrialSpecs", "check_memory", "derived_seed", "first_rung_size", "specs_from_values",
@@ -67,28 +67,32 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
     d, t = cfg.data, cfg.train
     if not isinstance(d.channels, int):  # the runner resolves "auto" from the data first (study_data.resolved_config)
         raise ValueError(f"data.channels {d.channels!r} is not resolved yet; expected 1 or 3 from the prepared data")
+    v = {**HYPERPARAMETER_DEFAULTS, **values}  # a family's values leave out the shared fields it ignores
+    variant = str(v[VARIANT])
     model = UNetSpec(
         image_size=d.image_size,
         channels=d.channels,
         num_classes=head_channels(d.num_classes),
-        base_filters=int(values["base_filters"]),
-        base_kernels=int(values["base_kernels"]),
-        num_layers=int(values["num_layers"]),
-        dilation=int(values["dilation"]),
-        dropout_rate=float(values["dropout_rate"]),
-        batch_norm=bool(values["batch_norm"]),
-        standardize_input=bool(values["standardize_input"]),
+        base_filters=int(v["base_filters"]),
+        base_kernels=int(v["base_kernels"]),
+        num_layers=int(v["num_layers"]),
+        dilation=int(v["dilation"]),
+        dropout_rate=float(v["dropout_rate"]),
+        batch_norm=bool(v["batch_norm"]),
+        standardize_input=bool(v["standardize_input"]),
         activation=t.activation,
         rescale_input=t.rescale_input,
+        variant=variant,
+        options={k.split(".", 1)[1]: value for k, value in v.items() if option_family(k) == variant},
     )
     try:
         model.validate()
     except ValueError as e:
         raise TrialFailed(f"infeasible: {e}", infeasible=True) from None
-    augment = AugmentSpec(**{name: float(values[f"augment.{name}"]) for name in AUGMENTATIONS})
+    augment = AugmentSpec(**{name: float(v[f"augment.{name}"]) for name in AUGMENTATIONS})
     train = TrainSpec(
-        learning_rate=float(values["learning_rate"]),
-        loss=str(values["loss"]),
+        learning_rate=float(v["learning_rate"]),
+        loss=str(v["loss"]),
         clipvalue=t.clipvalue,
         batch_size=d.batch_size,
         max_epochs=int(max_epochs if max_epochs is not None else cfg.rule("max_epochs")),
@@ -136,7 +140,7 @@ def check_memory(specs: TrialSpecs, *, budget_bytes: int | None) -> None:
     if need > budget_bytes:
         raise TrialFailed(
             f"infeasible: estimated training memory {need / 2**30:.1f} GiB exceeds the budget "
-            f"{budget_bytes / 2**30:.1f} GiB (base_filters={specs.model.base_filters}, "
+            f"{budget_bytes / 2**30:.1f} GiB ({specs.model.variant}, base_filters={specs.model.base_filters}, "
             f"num_layers={specs.model.num_layers}, batch_size={specs.train.batch_size})",
             infeasible=True,
         )

@@ -6,6 +6,8 @@ import math
 from typing import Any, Literal
 
 from data.labels import class_map_from
+from models import UNetSpec
+from models.families import FAMILIES
 from search.config.schema import (
     ACTIVATIONS,
     AUGMENTATIONS,
@@ -15,8 +17,10 @@ from search.config.schema import (
     LOSS_NAMES,
     OPTUNA_STRATEGIES,
     STR_HYPERPARAMETERS,
+    VARIANT,
     Config,
     ParamDef,
+    option_family,
 )
 from search.errors import ConfigError
 
@@ -24,9 +28,7 @@ from search.errors import ConfigError
 def parse_param(name: str, spec: Any, where: str) -> ParamDef:
     """One search-space entry (``{type: …}``, ``{value: X}`` or a bare value), checked, as a ParamDef."""
     if name not in HYPERPARAMETER_DEFAULTS:
-        raise ConfigError(
-            f"{where}: unknown hyperparameter; expected one of {sorted(HYPERPARAMETER_DEFAULTS)}"
-        )
+        raise ConfigError(_unknown_hyperparameter(name, where))
     if not isinstance(spec, dict):
         # A bare scalar fixes the value: `dilation: 1`.
         spec = {"value": spec}
@@ -100,6 +102,19 @@ def _log_and_step(spec: dict[str, Any], lo: float, where: str) -> tuple[bool, An
     return log, step
 
 
+def _unknown_hyperparameter(name: str, where: str) -> str:
+    """The message for a search-space key nobody understands: another option of a known family, an unknown family,
+    or neither."""
+    prefix = name.split(".", 1)[0]
+    if "." in name and prefix in FAMILIES:
+        options = [f"{prefix}.{o}" for o in FAMILIES[prefix].options]
+        return f"{where}: unknown option of model family {prefix}; expected one of {options or 'none (it has none)'}"
+    if "." in name and prefix != "augment":
+        return f"{where}: unknown model family {prefix!r}; family options are <family>.<option>, families {list(FAMILIES)}"
+    shared = sorted(k for k in HYPERPARAMETER_DEFAULTS if option_family(k) is None)
+    return f"{where}: unknown hyperparameter; expected one of {shared} or <family>.<option> (README: model families)"
+
+
 def _check_value(name: str, v: Any, where: str) -> Any:
     default = HYPERPARAMETER_DEFAULTS[name]
     if isinstance(default, bool):
@@ -114,6 +129,8 @@ def _check_value(name: str, v: Any, where: str) -> Any:
         v = float(v)
     elif isinstance(default, str) and not isinstance(v, str):
         raise ConfigError(f"{where}: {name} expects a string, got {v!r}")
+    if name == VARIANT and v not in FAMILIES:
+        raise ConfigError(f"{where}: unknown model family {v!r}; expected one of {list(FAMILIES)}")
     if name == "loss" and v not in LOSS_NAMES:
         raise ConfigError(f"{where}: unknown loss {v!r}; expected one of {list(LOSS_NAMES)}")
     if name.startswith("augment.") and not 0.0 <= v <= 1.0:
@@ -255,6 +272,56 @@ def _check_space(cfg: Config, w: str) -> None:
             if bad:
                 raise ConfigError(f"{w}: search_space.{name}: kernels must be odd and ≥ 1, got {bad}")
     _check_space_ranges(cfg, w)
+    _check_families(cfg, w)
+
+
+def _check_families(cfg: Config, w: str) -> None:
+    """Every family option belongs to a family the variant can choose, and each option value the space allows
+    builds a model of its family at data.image_size (at some depth the space allows)."""
+    choosable = list(_choices(cfg, VARIANT))
+    for key in cfg.search_space:
+        owner = option_family(key)
+        if owner is not None and owner not in choosable:
+            raise ConfigError(f"{w}: search_space.{key}: an option of model family {owner}, which search_space.variant "
+                              f"never chooses (its choices: {choosable}); drop it or add {owner} to variant's values")
+    for name in choosable:
+        keys = [f"{name}.{o}" for o in FAMILIES[name].options]
+        for key in keys or [None]:
+            for value in _choices(cfg, key) if key is not None else [None]:
+                error = _family_error(cfg, name, {} if key is None else {key.split(".", 1)[1]: value})
+                if error is not None:
+                    where = f"search_space.{key}={value!r}" if key is not None else f"search_space.variant={name!r}"
+                    raise ConfigError(f"{w}: {where}: model family {name} cannot be built at data.image_size "
+                                      f"{cfg.data.image_size} at any num_layers the space allows: {error}")
+
+
+def _choices(cfg: Config, name: str) -> tuple[Any, ...]:
+    """The values hyperparameter ``name`` can take (a range: its two ends)."""
+    p = cfg.search_space.get(name)
+    return p.bounds_values() if p is not None else (HYPERPARAMETER_DEFAULTS[name],)
+
+
+def _family_error(cfg: Config, variant: str, options: dict[str, Any]) -> str | None:
+    """None when a spec of ``variant`` with ``options`` (the others fixed, or at their defaults) validates at some
+    num_layers of the space (the shared fields at their smallest values); else the last reason it did not."""
+    fixed = {k: v for k, v in cfg.fixed_values().items() if option_family(k) == variant}
+    opts = {k.split(".", 1)[1]: v for k, v in fixed.items()} | options
+    shared = {k: min(_choices(cfg, k)) for k in ("base_filters", "base_kernels", "dilation", "dropout_rate")}
+    low, high = (int(v) for v in (min(_choices(cfg, "num_layers")), max(_choices(cfg, "num_layers"))))
+    channels = cfg.data.channels if isinstance(cfg.data.channels, int) else 3
+    error = None
+    for layers in range(low, high + 1):
+        spec = UNetSpec(image_size=cfg.data.image_size, channels=channels, variant=variant, options=opts,
+                        num_layers=layers, base_filters=int(shared["base_filters"]),
+                        base_kernels=int(shared["base_kernels"]), dilation=int(shared["dilation"]),
+                        dropout_rate=float(shared["dropout_rate"]))
+        try:
+            spec.validate()
+        except ValueError as e:
+            error = str(e)
+            continue
+        return None
+    return error
 
 
 def _check_space_ranges(cfg: Config, w: str) -> None:

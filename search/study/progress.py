@@ -23,7 +23,7 @@ __all__ = ["SHOWN", "Progress", "format_value"]
 logger = logging.getLogger("search.study.progress")
 
 # Hyperparameters worth showing in the one-line trial summary.
-SHOWN = ("base_filters", "base_kernels", "num_layers", "learning_rate", "dropout_rate", "dilation")
+SHOWN = ("variant", "base_filters", "base_kernels", "num_layers", "learning_rate", "dropout_rate", "dilation")
 
 
 class Progress:

@@ -82,6 +82,7 @@ def load_model(study: StudyDir, *, trial: int | None = None) -> LoadedModel:
     import keras
 
     import models  # noqa: F401 - registers the "unet_search" losses and metrics for deserialisation
+    import models.registry  # noqa: F401 - and every model family's custom layers (Swin-UNet's windows, …)
 
     if trial is None:
         path = study.final_dir / MODEL_KERAS

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, Config
+from models.families import FAMILIES
+from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, VARIANT, Config
 from search.config.specs import head_channels
 
 __all__ = ["LOSS_TO_REFERENCE", "reference_data_dir", "reference_ini_sections", "render_ini"]
@@ -61,20 +62,9 @@ def reference_ini_sections(
         logger.warning("activation %r has no key in the reference INI (it always uses relu)", t.activation)
     root = d.root.rstrip("/\\") or "."
     train = _train_section(cfg, counts or {}, root)
-    kernels, dilation = int(v["base_kernels"]), int(v["dilation"])
     return {
         "model": [
-            ("model", "TensorflowUNet"),
-            ("generator", True),
-            ("image_width", d.image_size),
-            ("image_height", d.image_size),
-            ("image_channels", d.channels),
-            ("num_classes", head_channels(d.num_classes)),
-            ("base_filters", int(v["base_filters"])),
-            ("base_kernels", (kernels, kernels)),
-            ("num_layers", int(v["num_layers"])),
-            ("dropout_rate", float(v["dropout_rate"])),
-            ("dilation", (dilation, dilation)),
+            *_model_keys(cfg, v),
             ("learning_rate", float(v["learning_rate"])),
             ("clipvalue", t.clipvalue),
             ("loss", ref_loss),
@@ -97,6 +87,33 @@ def reference_ini_sections(
         "generator": [("debug", False), ("augmentation", any(x > 0 for x in s.values()))],
         **_augmentation_sections(s),
     }
+
+
+def _model_keys(cfg: Config, v: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The ``[model]`` keys that describe the architecture: the reference tool's model class for the family (our
+    family name where it has none), the image, the shared fields the family reads and the family's own options
+    under their names."""
+    d, fam = cfg.data, FAMILIES[str(v[VARIANT])]
+    if fam.reference_model is None:
+        logger.warning("model family %r has no model class in the reference tool; the INI names ours", fam.name)
+    kernels, dilation = int(v["base_kernels"]), int(v["dilation"])
+    shared: dict[str, Any] = {
+        "base_filters": int(v["base_filters"]),
+        "base_kernels": (kernels, kernels),
+        "num_layers": int(v["num_layers"]),
+        "dropout_rate": float(v["dropout_rate"]),
+        "dilation": (dilation, dilation),
+    }
+    return [
+        ("model", fam.reference_model or fam.name),
+        ("generator", True),
+        ("image_width", d.image_size),
+        ("image_height", d.image_size),
+        ("image_channels", d.channels),
+        ("num_classes", head_channels(d.num_classes)),
+        *((k, value) for k, value in shared.items() if k in fam.uses),
+        *((option, v[f"{fam.name}.{option}"]) for option in fam.options),
+    ]
 
 
 def _mask_section(cfg: Config) -> list[tuple[str, Any]]:

@@ -13,11 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from search.results import StudyDir, TrialRecord, read_final, read_test_metrics
+from search.config import Config
+from search.errors import ConfigError
+from search.results import StudyDir, TrialRecord, read_final, read_study_config, read_test_metrics
 from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
 from search.study.folder import StudyLock
 from search.study.progress import SHOWN, format_value
 from search.study.reevaluation import selection_sentence
+from search.tools.families import family_rows
 from search.trial.task import row_score
 from search.vocabulary import TrialState
 
@@ -86,6 +89,7 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
             lines.append(f"baseline: trial {base.number}{pruned}, {base.score:.4f} "
                          f"→ gain on validation {best.score - base.score:+.4f} (the best of many trials: "
                          f"optimistic; the test verdict is the fair comparison)")
+    lines += _family_lines(study, trials)
     lines += budget_lines(study, trials)
     for r in trials:
         if r.status == TrialState.RUNNING:
@@ -102,6 +106,27 @@ def status_text(study: StudyDir, *, all_columns: bool = False, tracebacks: bool 
         else:
             lines.append(f"{line} (traceback: {trace}; status --debug prints it)")
     return "\n".join(lines)
+
+
+def _family_lines(study: StudyDir, trials: list[TrialRecord]) -> list[str]:
+    """With trials of more than one model family: each family's best validation dice, trials and model size."""
+    rows = family_rows(_config_or_none(study), trials)
+    if len(rows) < 2:
+        return []
+    parts = []
+    for row in rows:
+        best = (f"best {row.best.score:.4f} (trial {row.best.number}"
+                + (f", {row.best_cost.params / 1e6:.2f} M parameters)" if row.best_cost is not None else ")")
+                if row.best is not None and row.best.score is not None else "no complete trial")
+        parts.append(f"{row.family} {best}, {row.complete} of {row.trials} complete")
+    return ["families: " + "; ".join(parts)]
+
+
+def _config_or_none(study: StudyDir) -> Config | None:
+    try:
+        return read_study_config(study)
+    except ConfigError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------- the final model

@@ -1,4 +1,5 @@
-"""The report's plotly figures: optimisation history, parallel coordinates, importance, learning curves."""
+"""The report's plotly figures: optimisation history, parallel coordinates, importance, model families, learning
+curves."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 
 from search.results import TrialRecord
 from search.study.budget import anytime_curve, fidelity_sentence, read_runs, run_sentence
+from search.tools.families import family_of, family_rows, trial_cost
 from search.tools.report.context import ReportContext
-from search.tools.report.page import COLORS, Page, finite, fmt, is_number, note
+from search.tools.report.page import COLORS, Page, finite, fmt, is_number, note, table
 from search.vocabulary import OBJECTIVE, TrialState
 
-__all__ = ["anytime", "curves", "history", "importance", "parallel"]
+__all__ = ["anytime", "curves", "families", "history", "importance", "parallel"]
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
 MAX_LEGEND = 24
@@ -258,3 +260,38 @@ def curves(ctx: ReportContext, page: Page) -> str:
         '<p class="muted">Per epoch, from each trial\'s history.csv; the best trial in bold green, dotted: pruned, '
         f"dashed: failed. {hint}</p>"
     )
+
+
+def families(ctx: ReportContext, page: Page) -> str:
+    """Each model family's best validation dice, and every complete trial's dice against its model's size."""
+    rows = family_rows(ctx.cfg, ctx.trials)
+    if len(rows) < 2:
+        names = ", ".join(r.family for r in rows) or "none yet"
+        return note(f"One model family in this study ({names}); search_space.variant chooses between families "
+                    "(README: Model families).")
+    head = ["family", "trials", "complete", "best validation dice", "best trial", "its parameters", "its MACs / image"]
+    body = [[
+        r.title, str(r.trials), str(r.complete),
+        fmt(r.best.score) if r.best is not None else "-",
+        str(r.best.number) if r.best is not None else "-",
+        f"{r.best_cost.params / 1e6:.2f} M" if r.best_cost is not None else "-",
+        f"{r.best_cost.forward_macs_per_image / 1e9:.2f} G" if r.best_cost is not None else "-",
+    ] for r in rows]
+    data = []
+    for i, row in enumerate(rows):
+        points = [(trial_cost(ctx.cfg, r), r) for r in ctx.complete if family_of(r) == row.family]
+        points = [(c, r) for c, r in points if c is not None]
+        if points:
+            data.append({
+                "type": "scatter", "mode": "markers", "name": row.title,
+                "x": [c.params for c, _ in points], "y": [r.score for _, r in points],
+                "text": [f"trial {r.number}: {fmt(r.score)}, {c.params / 1e6:.2f} M parameters" for c, r in points],
+                "hoverinfo": "text", "marker": {"size": 9, "color": FAMILY_COLORS[i % len(FAMILY_COLORS)]},
+            })
+    layout = {"xaxis": {"title": {"text": "model parameters"}, "type": "log"},
+              "yaxis": {"title": {"text": "validation hard dice"}}, "legend": {"orientation": "h", "y": -0.18}}
+    figure = page.figure("fig-families", data, layout) if data else note("No complete trial with a known cost yet.")
+    return table(head, body) + figure
+
+
+FAMILY_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
