@@ -160,9 +160,8 @@ class UNetSpec:
         rules.validate(self)
 
     def validate_unet_geometry(self) -> None:
-        """The UNet's depth rules (odd kernels, image side divisible by 2**(L-1), a large enough bottleneck) and
-        its dropout schedule; the encoder-decoder families that share them call this from their rules."""
-        self._validate_geometry()
+        """The UNet's depth rules (:meth:`validate_geometry`) and its dropout schedule (rate × level < 1)."""
+        self.validate_geometry()
         self._validate_dropout()
 
     def _validate_types(self) -> None:
@@ -175,7 +174,9 @@ class UNetSpec:
             if not isinstance(value, bool):
                 raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
 
-    def _validate_geometry(self) -> None:
+    def validate_geometry(self) -> None:
+        """Odd kernels, at least two levels, an image side divisible by 2**(L-1) and a bottleneck of at least
+        MIN_BOTTLENECK_SIZE pixels: the encoder-decoder families that halve the image L-1 times share these."""
         if self.base_kernels % 2 == 0:
             raise ValueError(
                 "Expected `base_kernels` to be odd (1, 3, 5, …) so 'same' padding stays centred. "
