@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from models.families import FAMILIES
 from search.config.schema import (
     AUTO,
     HYPERPARAMETER_DEFAULTS,
@@ -148,10 +149,11 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
 
 
 def _split_key(key: str) -> list[str]:
-    """Split a dotted key; under search_space the hyperparameter name may itself contain a dot."""
+    """Split a dotted key; under search_space the hyperparameter name may itself contain a dot (``augment.<name>``,
+    ``<family>.<option>``)."""
     parts = key.split(".")
-    if parts[0] == "search_space" and len(parts) >= 3 and parts[1] == "augment":
-        return ["search_space", f"augment.{parts[2]}", *parts[3:]]
+    if parts[0] == "search_space" and len(parts) >= 3 and (parts[1] == "augment" or parts[1] in FAMILIES):
+        return ["search_space", f"{parts[1]}.{parts[2]}", *parts[3:]]
     return parts
 
 

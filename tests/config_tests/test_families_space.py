@@ -140,3 +140,14 @@ def test_the_reference_ini_names_the_familys_model_class_and_its_options(tmp_pat
     assert model["model"] == "TensorflowUNet3Plus" and model["deep_supervision"] is True
     unet = dict(reference_ini_sections(cfg, complete_values(cfg, {VARIANT: "unet"}))["model"])
     assert unet["model"] == "TensorflowUNet" and "deep_supervision" not in unet
+
+
+def test_set_reaches_a_family_option(tmp_path: Path) -> None:
+    from conftest import REPO
+
+    from search.config import load_config
+
+    cfg = load_config(REPO / "search_space.yaml", overrides=[
+        "data.image_size=128", "search_space.variant={type: choice, values: [unet, unet3plus]}",
+        "search_space.unet3plus.deep_supervision={type: choice, values: [true, false]}"])
+    assert cfg.search_space["unet3plus.deep_supervision"].choices() == (True, False)
