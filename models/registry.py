@@ -40,6 +40,6 @@ def build_model(spec: UNetSpec) -> keras.Model:
         builder = VARIANTS[spec.variant]
     except KeyError:
         raise ValueError(
-            f"Expected `variant` to be one of {sorted(VARIANTS)}. Received: variant={spec.variant!r}"
+            f"Expected `variant` to be one of {list(VARIANTS)}. Received: variant={spec.variant!r}"
         ) from None
     return builder(spec)

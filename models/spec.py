@@ -147,7 +147,7 @@ class UNetSpec:
             )
         if self.variant not in VARIANT_NAMES:
             raise ValueError(
-                f"Expected `variant` to be one of {sorted(VARIANT_NAMES)}. Received: variant={self.variant!r}"
+                f"Expected `variant` to be one of {list(VARIANT_NAMES)}. Received: variant={self.variant!r}"
             )
         from models.families import family  # the families import this module
 

@@ -31,6 +31,8 @@ class Family:
         cost: The analytic cost of a spec of this family.
         reference: Spec fields and options of the reference tool's default configuration of this family (the
             parameter count at it is asserted in tests).
+        reference_keys: The reference INI's ``[model]`` keys that describe a spec's architecture, where the
+            reference names or shapes them otherwise (None: the shared fields in ``uses`` and the options by name).
     """
 
     name: str
@@ -41,3 +43,4 @@ class Family:
     validate: Callable[[UNetSpec], None]
     cost: Callable[[UNetSpec], ModelCost]
     reference: dict[str, Any] = field(default_factory=dict)
+    reference_keys: Callable[[UNetSpec], list[tuple[str, Any]]] | None = None

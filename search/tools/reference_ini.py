@@ -15,7 +15,7 @@ from typing import Any
 
 from models.families import FAMILIES
 from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, VARIANT, Config
-from search.config.specs import head_channels
+from search.config.specs import head_channels, specs_from_values
 
 __all__ = ["LOSS_TO_REFERENCE", "reference_data_dir", "reference_ini_sections", "render_ini"]
 
@@ -96,6 +96,16 @@ def _model_keys(cfg: Config, v: dict[str, Any]) -> list[tuple[str, Any]]:
     d, fam = cfg.data, FAMILIES[str(v[VARIANT])]
     if fam.reference_model is None:
         logger.warning("model family %r has no model class in the reference tool; the INI names ours", fam.name)
+    head = [
+        ("model", fam.reference_model or fam.name),
+        ("generator", True),
+        ("image_width", d.image_size),
+        ("image_height", d.image_size),
+        ("image_channels", d.channels),
+        ("num_classes", head_channels(d.num_classes)),
+    ]
+    if fam.reference_keys is not None and isinstance(d.channels, int):
+        return head + fam.reference_keys(specs_from_values(cfg, v, seed=0).model)
     kernels, dilation = int(v["base_kernels"]), int(v["dilation"])
     shared: dict[str, Any] = {
         "base_filters": int(v["base_filters"]),
@@ -105,12 +115,7 @@ def _model_keys(cfg: Config, v: dict[str, Any]) -> list[tuple[str, Any]]:
         "dilation": (dilation, dilation),
     }
     return [
-        ("model", fam.reference_model or fam.name),
-        ("generator", True),
-        ("image_width", d.image_size),
-        ("image_height", d.image_size),
-        ("image_channels", d.channels),
-        ("num_classes", head_channels(d.num_classes)),
+        *head,
         *((k, value) for k, value in shared.items() if k in fam.uses),
         *((option, v[f"{fam.name}.{option}"]) for option in fam.options),
     ]

@@ -151,3 +151,12 @@ def test_set_reaches_a_family_option(tmp_path: Path) -> None:
         "data.image_size=128", "search_space.variant={type: choice, values: [unet, unet3plus]}",
         "search_space.unet3plus.deep_supervision={type: choice, values: [true, false]}"])
     assert cfg.search_space["unet3plus.deep_supervision"].choices() == (True, False)
+
+
+def test_the_swin_unets_ini_keys_are_the_references(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, {VARIANT: {"type": "choice", "values": ["unet", "swin_unet"]}}, image_size=128)
+    values = complete_values(cfg, {VARIANT: "swin_unet", "base_filters": 16, "num_layers": 3})
+    model = dict(reference_ini_sections(cfg, values)["model"])
+    assert model["model"] == "TensorflowSwinUNet" and model["filter_num_begin"] == 16 and model["depth"] == 3
+    assert model["patch_size"] == (4, 4) and model["window_size"] == [4, 2, 2] and model["num_heads"] == [4, 8, 8]
+    assert "base_filters" not in model

@@ -18,6 +18,8 @@ from models import (
     estimate_training_memory_bytes,
 )
 from models.cost import ACTIVATION_OVERHEAD
+from models.families import FAMILIES
+from models.spec import VARIANT_NAMES
 
 REFERENCE_PARAMS = 124_996_849
 REFERENCE_MACS = 57_831_063_552
@@ -322,12 +324,12 @@ def test_reference_geometry_limit() -> None:
 
 
 def test_registry() -> None:
-    assert VARIANTS == {"unet": build_unet}
+    assert VARIANTS["unet"] is build_unet and tuple(VARIANTS) == VARIANT_NAMES == tuple(FAMILIES)
     model = build_model(UNetSpec.tiny())
     assert isinstance(model, keras.Model)
     assert model.name == "unet"
 
 
 def test_build_model_unknown_variant() -> None:
-    with pytest.raises(ValueError, match=r"one of \['unet'\]. Received: variant='nope'"):
+    with pytest.raises(ValueError, match=r"one of \['unet', 'attention_unet', .*\]. Received: variant='nope'"):
         build_model(UNetSpec.tiny(variant="nope"))
