@@ -285,14 +285,17 @@ def _check_families(cfg: Config, w: str) -> None:
             raise ConfigError(f"{w}: search_space.{key}: an option of model family {owner}, which search_space.variant "
                               f"never chooses (its choices: {choosable}); drop it or add {owner} to variant's values")
     for name in choosable:
-        keys = [f"{name}.{o}" for o in FAMILIES[name].options]
-        for key in keys or [None]:
-            for value in _choices(cfg, key) if key is not None else [None]:
-                error = _family_error(cfg, name, {} if key is None else {key.split(".", 1)[1]: value})
-                if error is not None:
-                    where = f"search_space.{key}={value!r}" if key is not None else f"search_space.variant={name!r}"
-                    raise ConfigError(f"{w}: {where}: model family {name} cannot be built at data.image_size "
-                                      f"{cfg.data.image_size} at any num_layers the space allows: {error}")
+        trials: list[tuple[str, dict[str, Any]]] = [
+            (f"search_space.{key}={value!r}", {option: value})
+            for option in FAMILIES[name].options
+            for key in (f"{name}.{option}",)
+            for value in _choices(cfg, key)
+        ]
+        for where, options in trials or [(f"search_space.variant={name!r}", {})]:
+            error = _family_error(cfg, name, options)
+            if error is not None:
+                raise ConfigError(f"{w}: {where}: model family {name} cannot be built at data.image_size "
+                                  f"{cfg.data.image_size} at any num_layers the space allows: {error}")
 
 
 def _choices(cfg: Config, name: str) -> tuple[Any, ...]:

@@ -279,8 +279,8 @@ def families(ctx: ReportContext, page: Page) -> str:
     ] for r in rows]
     data = []
     for i, row in enumerate(rows):
-        points = [(trial_cost(ctx.cfg, r), r) for r in ctx.complete if family_of(r) == row.family]
-        points = [(c, r) for c, r in points if c is not None]
+        costs = [(trial_cost(ctx.cfg, r), r) for r in ctx.complete if family_of(r) == row.family]
+        points = [(c, r) for c, r in costs if c is not None]
         if points:
             data.append({
                 "type": "scatter", "mode": "markers", "name": row.title,
