@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from models.cost import ModelCost, estimate_cost, estimate_training_memory_bytes
+from models.cost import ModelCost, estimate_cost, estimate_training_memory_bytes, train_work
 from models.spec import ACTIVATIONS, LOSS_NAMES, UNetSpec
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ __all__ = [
     "is_multiclass",
     "predicted_labels",
     "soft_dice",
+    "train_work",
 ]
 
 _LAZY = {

@@ -18,6 +18,7 @@ __all__ = [
     "ModelCost",
     "estimate_cost",
     "estimate_training_memory_bytes",
+    "train_work",
     "unet_cost",
 ]
 
@@ -94,6 +95,14 @@ def estimate_cost(spec: UNetSpec) -> ModelCost:
     from models.families import family  # the families import this module
 
     return family(spec.variant).cost(spec)
+
+
+def train_work(spec: UNetSpec) -> float:
+    """What a trial's training time is proportional to, across families: the forward MACs per image weighted by
+    the family's time per MAC (``Family.time_per_mac``; 1 for the UNet)."""
+    from models.families import family  # the families import this module
+
+    return estimate_cost(spec).forward_macs_per_image * family(spec.variant).time_per_mac
 
 
 def unet_cost(spec: UNetSpec) -> ModelCost:

@@ -51,13 +51,20 @@ class PositionEmbedding(keras.layers.Layer):
         return x + keras.ops.cast(self.embedding, x.dtype)[None]
 
 
-@keras.saving.register_keras_serializable(package="unet_search")
-class SpaceToDepth(keras.layers.Layer):
-    """(B, H, W, C) → (B, H/b, W/b, b·b·C): each b×b block of tokens becomes one token."""
+class _BlockRearrange(keras.layers.Layer):
+    """A parameter-free rearrangement of b×b blocks of tokens (``block`` = b)."""
 
     def __init__(self, block: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.block = int(block)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="unet_search")
+class SpaceToDepth(_BlockRearrange):
+    """(B, H, W, C) → (B, H/b, W/b, b·b·C): each b×b block of tokens becomes one token."""
 
     def call(self, x: Any) -> Any:
         _, h, w, c = x.shape
@@ -70,17 +77,10 @@ class SpaceToDepth(keras.layers.Layer):
         n, h, w, c = input_shape
         return (n, h // self.block, w // self.block, c * self.block**2)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "block": self.block}
-
 
 @keras.saving.register_keras_serializable(package="unet_search")
-class DepthToSpace(keras.layers.Layer):
+class DepthToSpace(_BlockRearrange):
     """(B, H, W, b·b·C) → (B, H·b, W·b, C): the inverse of :class:`SpaceToDepth`."""
-
-    def __init__(self, block: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.block = int(block)
 
     def call(self, x: Any) -> Any:
         _, h, w, c = x.shape
@@ -92,9 +92,6 @@ class DepthToSpace(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
         n, h, w, c = input_shape
         return (n, h * self.block, w * self.block, c // self.block**2)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "block": self.block}
 
 
 def _relative_position_index(window: int) -> np.ndarray:

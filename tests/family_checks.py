@@ -79,3 +79,12 @@ def check_cost_matches_keras(spec: UNetSpec, *, macs_tolerance: float = 0.0) -> 
 
 def with_head(spec: UNetSpec, num_classes: int) -> UNetSpec:
     return dataclasses.replace(spec, num_classes=num_classes)
+
+
+def keras_activation_bytes(model: keras.Model) -> int:
+    """float32 bytes of every layer's output (the input excluded), as the analytic costs count them."""
+    return 4 * sum(
+        math.prod(layer.output.shape[1:])
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    )

@@ -33,6 +33,10 @@ class Family:
             parameter count at it is asserted in tests).
         reference_keys: The reference INI's ``[model]`` keys that describe a spec's architecture, where the
             reference names or shapes them otherwise (None: the shared fields in ``uses`` and the options by name).
+        time_per_mac: Train-step seconds per forward MAC relative to the UNet's: depthwise convolutions, attention,
+            reshapes and many thin layers do fewer MACs per second than the UNet's wide convolutions, so MACs alone
+            mispredict a trial's time. Measured side by side at matched parameters (BENCHMARKS.md B14, 2 CPU cores,
+            128²); a study's own trials then calibrate the speed of all of them together.
     """
 
     name: str
@@ -44,3 +48,4 @@ class Family:
     cost: Callable[[UNetSpec], ModelCost]
     reference: dict[str, Any] = field(default_factory=dict)
     reference_keys: Callable[[UNetSpec], list[tuple[str, Any]]] | None = None
+    time_per_mac: float = 1.0

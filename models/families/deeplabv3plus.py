@@ -176,6 +176,7 @@ FAMILY = Family(
     },
     validate=validate,
     cost=cost,
+    time_per_mac=1.5,  # B14: step time ÷ MACs, relative to the UNet's, at matched parameters
     # No reference tool model: the paper's head (output stride 16, rates 6/12/18, 256-filter ASPP and decoder,
     # 48 low-level filters, separable convolutions) on the project's 512×512×3 images, with a six-stage encoder
     # (16 … 256 filters to stride 16, then a dilated 512-filter stage, like a backbone's atrous exit block).

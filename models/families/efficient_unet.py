@@ -202,6 +202,7 @@ FAMILY = Family(
     options=OPTIONS,
     validate=validate,
     cost=cost,
+    time_per_mac=3.6,  # B14: step time ÷ MACs, relative to the UNet's, at matched parameters
     # The reference's configuration: EfficientNetB0 on 512×512×3 (the reference tool's image size), its decoder
     # blocks with batch normalisation and ReLU. (It loads ImageNet weights; the count does not depend on them.)
     reference={"image_size": 512, "channels": 3, "batch_norm": True, "activation": "relu", "options": {}},

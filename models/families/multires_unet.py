@@ -132,6 +132,7 @@ FAMILY = Family(
     options={"alpha": 1.67},
     validate=validate,
     cost=cost,
+    time_per_mac=1.7,  # B14: step time ÷ MACs, relative to the UNet's, at matched parameters
     # projects/TensorflowMultiResUNet/*/train_eval_infer.config (Brain-Tumor, Cervical-Cancer): 256×256×3, one
     # sigmoid class, base_filters 16, num_layers 7; its blocks always batch-normalise.
     reference={"image_size": 256, "channels": 3, "num_classes": 1, "base_filters": 16, "num_layers": 7,

@@ -185,6 +185,7 @@ FAMILY = Family(
     options=OPTIONS,
     validate=validate,
     cost=cost,
+    time_per_mac=5.2,  # B14: step time ÷ MACs, relative to the UNet's, at matched parameters
     reference_keys=reference_keys,
     # The reference's example configuration (projects' GastrointestinalPolyp train_eval_infer.config, the
     # keras-vision-transformer Oxford IIIT example): 256×256×3, filter_num_begin 128, depth 4.

@@ -99,6 +99,7 @@ FAMILY = Family(
     options={"deep_supervision": False},  # the reference has no deep supervision
     validate=validate,
     cost=cost,
+    time_per_mac=0.8,  # B14: step time ÷ MACs, relative to the UNet's, at matched parameters
     # The reference always builds 5 levels (its num_layers is unused) of 3×3 undilated convolutions with batch
     # norm; image size, filters and dropout from projects/TensorflowUNet3Plus/MultipleMyeloma/train_eval_infer.config.
     reference={

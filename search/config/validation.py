@@ -306,24 +306,24 @@ def _choices(cfg: Config, name: str) -> tuple[Any, ...]:
 
 def _family_error(cfg: Config, variant: str, options: dict[str, Any]) -> str | None:
     """None when a spec of ``variant`` with ``options`` (the others fixed, or at their defaults) validates at some
-    num_layers of the space (the shared fields at their smallest values); else the last reason it did not."""
+    depth and width the space allows (the other shared fields at their smallest); else the last reason it did not."""
     fixed = {k: v for k, v in cfg.fixed_values().items() if option_family(k) == variant}
     opts = {k.split(".", 1)[1]: v for k, v in fixed.items()} | options
-    shared = {k: min(_choices(cfg, k)) for k in ("base_filters", "base_kernels", "dilation", "dropout_rate")}
+    shared = {k: min(_choices(cfg, k)) for k in ("base_kernels", "dilation", "dropout_rate")}
     low, high = (int(v) for v in (min(_choices(cfg, "num_layers")), max(_choices(cfg, "num_layers"))))
     channels = cfg.data.channels if isinstance(cfg.data.channels, int) else 3
     error = None
     for layers in range(low, high + 1):
-        spec = UNetSpec(image_size=cfg.data.image_size, channels=channels, variant=variant, options=opts,
-                        num_layers=layers, base_filters=int(shared["base_filters"]),
-                        base_kernels=int(shared["base_kernels"]), dilation=int(shared["dilation"]),
-                        dropout_rate=float(shared["dropout_rate"]))
-        try:
-            spec.validate()
-        except ValueError as e:
-            error = str(e)
-            continue
-        return None
+        for filters in sorted({int(v) for v in _choices(cfg, "base_filters")}):
+            spec = UNetSpec(image_size=cfg.data.image_size, channels=channels, variant=variant, options=opts,
+                            num_layers=layers, base_filters=filters, base_kernels=int(shared["base_kernels"]),
+                            dilation=int(shared["dilation"]), dropout_rate=float(shared["dropout_rate"]))
+            try:
+                spec.validate()
+            except ValueError as e:
+                error = str(e)
+                continue
+            return None
     return error
 
 

@@ -192,11 +192,12 @@ class Throughput:
 @dataclass(frozen=True)
 class TrialSpeed:
     """One trial's measured speed, for :func:`calibrate`: its median epoch time and its cost relative
-    to the reference model (forward MACs per image, trial / reference)."""
+    to the reference model (``models.train_work``: forward MACs per image weighted by the family's time per MAC,
+    trial / reference)."""
 
     epoch_s: float
     samples_per_epoch: int
-    macs_ratio: float
+    work_ratio: float
 
 
 @dataclass(frozen=True)
@@ -261,15 +262,15 @@ class BudgetPlan:
     def rung(self) -> Rung:
         return self.rungs[-1]
 
-    def first_judgement_s(self, macs_ratio: float, throughput: Throughput | None = None) -> float | None:
-        """Seconds from a trial's start to its first judgement for a configuration ``macs_ratio`` times
-        as costly as the reference model (forward MACs per image), at ``throughput`` (else the plan's).
+    def first_judgement_s(self, work_ratio: float, throughput: Throughput | None = None) -> float | None:
+        """Seconds from a trial's start to its first judgement for a configuration ``work_ratio`` times
+        as costly as the reference model (``models.train_work``), at ``throughput`` (else the plan's).
         None: no measurement. The model's fixed start-up cost is the reference's."""
         tp = throughput or self.throughput
-        if tp is None or self.sizes is None or macs_ratio <= 0:
+        if tp is None or self.sizes is None or work_ratio <= 0:
             return None
         first = self.rungs[0]
-        cost = macs_ratio * _area(first.image_size, self.rung.image_size)  # judged at the first rung
+        cost = work_ratio * _area(first.image_size, self.rung.image_size)  # judged at the first rung
         return _rung(self.rules, _slower(tp, cost), self.sizes, first.image_size, self.min_epochs,
                      trial_max_s=None).first_judgement_s
 
@@ -562,12 +563,12 @@ def _final_seconds(tp: Throughput, sizes: DataSizes, final: FinalStage, rules: R
 def calibrate(probe: Throughput | None, trials: Sequence[TrialSpeed]) -> Throughput | None:
     """The reference model's speed from the trials already run (the median over trials, each scaled by
     its cost relative to the reference), keeping the probe's fixed costs. None: nothing measured."""
-    usable = [t for t in trials if t.epoch_s > 0 and t.samples_per_epoch > 0 and t.macs_ratio > 0]
+    usable = [t for t in trials if t.epoch_s > 0 and t.samples_per_epoch > 0 and t.work_ratio > 0]
     if not usable:
         return probe
     ratio = probe.eval_samples_per_s / probe.train_samples_per_s if probe is not None else EVAL_TO_TRAIN
     overhead = probe.epoch_overhead_s if probe is not None else 0.0
-    rates = sorted(t.samples_per_epoch / max(1e-3, t.epoch_s - overhead) * t.macs_ratio for t in usable)
+    rates = sorted(t.samples_per_epoch / max(1e-3, t.epoch_s - overhead) * t.work_ratio for t in usable)
     rate = rates[len(rates) // 2]
     base = probe or Throughput(train_samples_per_s=rate, eval_samples_per_s=rate * ratio)
     return dataclasses.replace(base, train_samples_per_s=rate, eval_samples_per_s=rate * ratio,

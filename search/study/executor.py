@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from models import estimate_cost
+from models import train_work
 from search.config import Config
 from search.config.space import complete_values
 from search.config.specs import check_memory, specs_from_values, trial_seed
@@ -27,7 +27,7 @@ from search.results.layout import CHECKPOINT_DIR, SCORES_FILE, VALUES_JSON, fold
 from search.study.budget import NOT_STARTED, BudgetPlan, Deadline, Throughput, calibrate
 from search.study.dataset import PreparedData, study_units
 from search.study.progress import Progress
-from search.study.throughput import reference_macs, trial_speeds
+from search.study.throughput import reference_work, trial_speeds
 from search.trial.holdout import HoldoutTask
 from search.trial.kfold import KFoldTask
 from search.trial.process import DecideEpoch, TrialProcess
@@ -264,7 +264,7 @@ class TrialExecutor:
     def _not_started_reason(self, values: dict[str, Any]) -> str | None:
         """Why a configuration is not started: the search time left cannot take it to its first judgement
         (its predicted seconds: the reference model's measured speed, calibrated by this study's trials,
-        scaled by its forward MACs). None: it fits, or nothing is known to predict with."""
+        scaled by its models.train_work: forward MACs weighted by its family's time per MAC). None: it fits, or nothing is known to predict with."""
         left = self.deadline.search_remaining() if self.deadline is not None else None
         if left is None or not math.isfinite(left) or self.budget is None:
             return None
@@ -280,14 +280,13 @@ class TrialExecutor:
         return calibrate(self.budget.throughput, trial_speeds(self.study, self.cfg))
 
     @functools.cached_property
-    def _reference_macs(self) -> int:
-        return reference_macs(self.cfg)
+    def _reference_work(self) -> float:
+        return reference_work(self.cfg)
 
     def _first_judgement_s(self, values: dict[str, Any], throughput: Throughput | None) -> float | None:
         assert self.budget is not None
         try:
-            cost = estimate_cost(specs_from_values(self.cfg, values, seed=0).model)
-            ratio = cost.forward_macs_per_image / self._reference_macs
+            ratio = train_work(specs_from_values(self.cfg, values, seed=0).model) / self._reference_work
         except (TrialFailed, KeyError, ValueError):
             return None  # infeasible values: the trial's own checks say why
         return self.budget.first_judgement_s(ratio, throughput)

@@ -15,7 +15,7 @@ import statistics
 import time
 from typing import Any
 
-from models import estimate_cost
+from models import train_work
 from search.config import Config
 from search.config.space import baseline_values, complete_values
 from search.config.specs import specs_from_values, trial_seed
@@ -25,7 +25,7 @@ from search.study.budget import Throughput, TrialSpeed, calibrate, read_budget_f
 from search.trial.probe import ProbeTask
 from search.vocabulary import EpochDecision, TrialState
 
-__all__ = ["measure_throughput", "reference_macs", "study_throughput", "trial_speeds"]
+__all__ = ["measure_throughput", "reference_work", "study_throughput", "trial_speeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +54,21 @@ def measure_throughput(cfg: Config, data: Any, process: Any) -> Throughput | Non
     return tp
 
 
-def reference_macs(cfg: Config) -> int:
-    """Forward MACs per image of the baseline configuration, the model the throughput is measured on.
+def reference_work(cfg: Config) -> float:
+    """``models.train_work`` of the baseline configuration, the model the throughput is measured on.
 
     Raises:
         TrialFailed: the baseline configuration cannot be built at this image size.
     """
     values = complete_values(cfg, baseline_values(cfg))
-    return max(1, estimate_cost(specs_from_values(cfg, values, seed=0).model).forward_macs_per_image)
+    return max(1.0, train_work(specs_from_values(cfg, values, seed=0).model))
 
 
 def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
     """Each finished trial's median epoch seconds (its first epoch, which traces, left out) and its
-    cost relative to the baseline configuration (forward MACs per image)."""
+    cost relative to the baseline configuration (``models.train_work``)."""
     try:
-        ref = reference_macs(cfg)
+        ref = reference_work(cfg)
     except TrialFailed:
         return []
     samples = cfg.rule("samples_per_epoch")
@@ -85,11 +85,11 @@ def trial_speeds(study: StudyDir, cfg: Config) -> list[TrialSpeed]:
         if not seconds:
             continue
         try:
-            cost = estimate_cost(specs_from_values(cfg, rec.values, seed=0).model)
+            work = train_work(specs_from_values(cfg, rec.values, seed=0).model)
         except (TrialFailed, KeyError, ValueError):
             continue
         out.append(TrialSpeed(epoch_s=statistics.median(seconds), samples_per_epoch=int(samples),
-                              macs_ratio=cost.forward_macs_per_image / ref))
+                              work_ratio=work / ref))
     return out
 
 

@@ -115,3 +115,37 @@ def test_a_pruned_optuna_trial_has_its_trials_csv_score_as_its_value(tmp_path: P
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
     assert trials[0].value == pytest.approx(0.6)
     assert trials[1].value == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("strategy", ["random", "bayesian", "hyperband", "tpe"])
+def test_every_engine_samples_model_families_with_their_own_options(tmp_path: Path, strategy: str) -> None:
+    """Issue 23: variant first, then only what the chosen family reads (Keras Tuner's conditional scopes, Optuna's
+    define-by-run); the trial's values hold its family's options and no other's."""
+    from search.config import is_active, option_family
+
+    raw = tiny_raw_config(Path("unused"), study={"name": "eng", "strategy": strategy, "max_trials": 12,
+                                                  "baselines": True, "seed": 4, "pruner": "none"},
+                          train={"max_epochs": 9, "patience": 9})
+    raw["search_space"].update({"variant": {"type": "choice", "values": ["unet", "unet3plus", "multires_unet"]},
+                                "base_kernels": {"type": "choice", "values": [3, 5]},
+                                "unet3plus.deep_supervision": {"type": "choice", "values": [True, False]},
+                                "multires_unet.alpha": {"type": "float", "min": 1.0, "max": 2.0}})
+    cfg = config_from_dict(raw)
+    executor = FakeExecutor(cfg, lambda n: (TrialState.COMPLETE, 0.5 + 0.01 * (n % 5), []))
+    if strategy == "tpe":
+        from search.engines.optuna_engine import run_optuna
+
+        run_optuna(cfg, executor=executor, engine_dir=tmp_path / "engine")
+    else:
+        from search.engines.kt_engine import run_keras_tuner
+
+        run_keras_tuner(cfg, executor=executor, engine_dir=tmp_path / "engine")
+    seen = set()
+    for call in executor.calls:
+        values = complete_values(cfg, call["sampled"])
+        variant = values["variant"]
+        seen.add(variant)
+        assert {k for k in values if option_family(k)} == {k for k in cfg.search_space if option_family(k) == variant}
+        assert all(is_active(k, variant) for k in values)
+    assert executor.calls[0]["baseline"] and complete_values(cfg, executor.calls[0]["sampled"])["variant"] == "unet"
+    assert len(seen) >= 2, seen

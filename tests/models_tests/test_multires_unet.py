@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import keras
 import pytest
-from family_checks import check_builds_trains_and_reloads, check_cost_matches_keras, keras_macs, with_head
+from family_checks import (
+    check_builds_trains_and_reloads,
+    check_cost_matches_keras,
+    keras_activation_bytes,
+    keras_macs,
+    with_head,
+)
 
 from models import UNetSpec, build_model, estimate_cost
 from models.families.multires_unet import FAMILY, branch_widths
@@ -25,14 +30,6 @@ def _spec(**overrides: object) -> UNetSpec:
 
 def _reference_spec() -> UNetSpec:
     return UNetSpec.from_dict({**FAMILY.reference, "variant": "multires_unet"})
-
-
-def _activation_bytes(model: keras.Model) -> int:
-    return 4 * sum(
-        math.prod(layer.output.shape[1:])
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer)
-    )
 
 
 # --- builds, trains, reloads ----------------------------------------------------------------------------------
@@ -59,7 +56,7 @@ COST_SPECS = [
 @pytest.mark.parametrize("spec", COST_SPECS, ids=range(len(COST_SPECS)))
 def test_cost_matches_keras(spec: UNetSpec) -> None:
     check_cost_matches_keras(spec)  # params and MACs exact
-    assert estimate_cost(spec).activation_bytes_per_image == _activation_bytes(build_model(spec))
+    assert estimate_cost(spec).activation_bytes_per_image == keras_activation_bytes(build_model(spec))
 
 
 def test_reference_parameter_count() -> None:

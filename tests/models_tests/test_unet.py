@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from family_checks import keras_activation_bytes
 
 from models import (
     VARIANTS,
@@ -40,14 +41,6 @@ def _keras_macs(model: keras.Model) -> int:
             _, h, w, _ = layer.output.shape
             total += h * w * math.prod(layer.kernel.shape)
     return total
-
-
-def _keras_activation_bytes(model: keras.Model) -> int:
-    return 4 * sum(
-        math.prod(layer.output.shape[1:])
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +88,7 @@ def test_reference_shapes_and_schedules(reference_model: keras.Model) -> None:
 def test_reference_cost(reference_model: keras.Model) -> None:
     cost = estimate_cost(UNetSpec())
     assert cost.forward_macs_per_image == REFERENCE_MACS == _keras_macs(reference_model)
-    assert cost.activation_bytes_per_image == _keras_activation_bytes(reference_model)
+    assert cost.activation_bytes_per_image == keras_activation_bytes(reference_model)
 
 
 # --- cost ---------------------------------------------------------------------------------------------------
@@ -119,7 +112,7 @@ def test_estimate_cost_matches_keras(spec: UNetSpec) -> None:
     assert isinstance(cost, ModelCost)
     assert cost.params == model.count_params()
     assert cost.forward_macs_per_image == _keras_macs(model)
-    assert cost.activation_bytes_per_image == _keras_activation_bytes(model)
+    assert cost.activation_bytes_per_image == keras_activation_bytes(model)
 
 
 def test_estimate_training_memory() -> None:

@@ -166,9 +166,9 @@ def test_the_stop_signal_says_why() -> None:
 def test_calibration_scales_each_trial_by_its_cost_and_keeps_the_probe_s_fixed_costs() -> None:
     probe = Throughput(train_samples_per_s=10.0, eval_samples_per_s=30.0, startup_s=4.0, epoch_overhead_s=0.0)
     # a model twice the reference's cost at 5 samples/s and one half its cost at 20: both say 10 for the reference
-    speeds = [TrialSpeed(epoch_s=20.0, samples_per_epoch=100, macs_ratio=2.0),
-              TrialSpeed(epoch_s=5.0, samples_per_epoch=100, macs_ratio=0.5),
-              TrialSpeed(epoch_s=1.0, samples_per_epoch=100, macs_ratio=1.0)]  # 100/s
+    speeds = [TrialSpeed(epoch_s=20.0, samples_per_epoch=100, work_ratio=2.0),
+              TrialSpeed(epoch_s=5.0, samples_per_epoch=100, work_ratio=0.5),
+              TrialSpeed(epoch_s=1.0, samples_per_epoch=100, work_ratio=1.0)]  # 100/s
     tp = calibrate(probe, speeds)
     assert tp is not None
     assert tp.train_samples_per_s == pytest.approx(10.0) and tp.eval_samples_per_s == pytest.approx(30.0)

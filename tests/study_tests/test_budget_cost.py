@@ -208,3 +208,22 @@ def test_status_shows_how_the_last_run_used_its_budget_and_the_best_score_agains
     assert "run ended by the budget after 301 s of 300 s" in text and "1 not started" in text
     assert "best so far: 0.3 after 110 s (trial 0), 0.5 after 260 s (trial 1)" in text
     assert "training time: 64²: 230 s" in text
+
+
+def test_a_familys_time_per_mac_scales_its_predicted_time(tmp_path: Path) -> None:
+    """Issue 23 / B14: a Swin-UNet does fewer MACs per second than a UNet; its time is predicted from
+    models.train_work (MACs × the family's time per MAC), not from its MACs alone."""
+    from models import train_work
+    from models.families import FAMILIES
+
+    raw = tiny_raw_config(Path("unused"))
+    raw["search_space"]["variant"] = {"type": "choice", "values": ["unet", "swin_unet"]}
+    cfg = config_from_dict(raw)
+    values = complete_values(cfg, {"variant": "swin_unet", "base_filters": 8, "num_layers": 2})
+    spec = specs_from_values(cfg, values, seed=0).model
+    assert FAMILIES["swin_unet"].time_per_mac > 1
+    assert train_work(spec) == pytest.approx(estimate_cost(spec).forward_macs_per_image *
+                                             FAMILIES["swin_unet"].time_per_mac)
+    executor, _, _ = _executor(tmp_path, search_left_s=100.0)
+    ref = train_work(specs_from_values(cfg, complete_values(cfg, baseline_values(cfg)), seed=0).model)
+    assert executor._first_judgement_s(values, None) == pytest.approx(_plan().first_judgement_s(train_work(spec) / ref))
