@@ -4,6 +4,7 @@ mean anything (exit 2 naming the key and the choices)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,14 @@ def test_the_swin_unets_ini_keys_are_the_references(tmp_path: Path) -> None:
     assert model["model"] == "TensorflowSwinUNet" and model["filter_num_begin"] == 16 and model["depth"] == 3
     assert model["patch_size"] == (4, 4) and model["window_size"] == [4, 2, 2] and model["num_heads"] == [4, 8, 8]
     assert "base_filters" not in model
+
+
+def test_every_family_is_opened_once_after_the_baseline(tmp_path: Path) -> None:
+    from search.config.space import family_openers
+
+    space = {VARIANT: {"type": "choice", "values": ["unet", "unet3plus", "multires_unet"]}}
+    cfg = _cfg(tmp_path, space)  # the tests' tiny config has no baseline: every family opens
+    assert family_openers(cfg) == [{VARIANT: "unet"}, {VARIANT: "unet3plus"}, {VARIANT: "multires_unet"}]
+    with_baseline = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, baselines=True))
+    assert family_openers(with_baseline) == [{VARIANT: "unet3plus"}, {VARIANT: "multires_unet"}]  # the unet is
+    assert family_openers(_cfg(tmp_path, {})) == []  # one family: nothing to open

@@ -148,4 +148,7 @@ def test_every_engine_samples_model_families_with_their_own_options(tmp_path: Pa
         assert {k for k in values if option_family(k)} == {k for k in cfg.search_space if option_family(k) == variant}
         assert all(is_active(k, variant) for k in values)
     assert executor.calls[0]["baseline"] and complete_values(cfg, executor.calls[0]["sampled"])["variant"] == "unet"
+    if strategy == "tpe":  # Optuna opens every other family once, right after the baseline
+        assert [c["sampled"]["variant"] for c in executor.calls[1:3]] == ["unet3plus", "multires_unet"]
+        assert seen == {"unet", "unet3plus", "multires_unet"}
     assert len(seen) >= 2, seen

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 
 from search.config import Config
-from search.config.space import baseline_values, suggest_optuna
+from search.config.space import baseline_values, family_openers, suggest_optuna
 from search.engines import Executor
 from search.engines.optuna_engine.coordination import driver_token, next_trial, study_lock
 from search.engines.optuna_engine.sampling import make_sampler
@@ -34,6 +34,14 @@ logger = logging.getLogger(__name__)
 TS = optuna.trial.TrialState
 HEARTBEAT_LOST = "worker heartbeat lost"  # the reason recorded for a trial the storage failed
 POLL_S = 2.0  # how often a driver waiting for other drivers' trials looks again
+
+
+def _enqueue_first_trials(study: optuna.Study, cfg: Config) -> None:
+    """A new study's first trials: the baseline, then each model family once (the sampler choosing the rest)."""
+    if cfg.study.baselines:
+        study.enqueue_trial(baseline_values(cfg), user_attrs={"baseline": True})
+    for values in family_openers(cfg):
+        study.enqueue_trial(values)
 
 
 def run_optuna(
@@ -62,8 +70,8 @@ def run_optuna(
     """
     study = load_study(cfg, engine_dir, seed_offset=seed_offset)
     with study_lock(study, engine_dir):
-        if enqueue_baseline and cfg.study.baselines and len(study.get_trials(deepcopy=False)) == 0:
-            study.enqueue_trial(baseline_values(cfg), user_attrs={"baseline": True})
+        if enqueue_baseline and len(study.get_trials(deepcopy=False)) == 0:
+            _enqueue_first_trials(study, cfg)
         if wait_for_others or "config" not in study.user_attrs:
             # The main driver publishes its config (a resume may raise max_trials): workers on
             # other machines read the study's budget from it, whatever their local copy says.
