@@ -290,7 +290,13 @@ class Config:
         return dataclasses.replace(self, **sections)
 
     def fixed_values(self) -> dict[str, Any]:
-        """Every hyperparameter's value when not sampled: defaults overridden by fixed entries."""
+        """The values of a trial that samples nothing: defaults overridden by fixed entries, for the family they
+        fix (:func:`family_values`: other families' options and the shared fields it ignores left out)."""
+        return family_values(self.unsampled_values())
+
+    def unsampled_values(self) -> dict[str, Any]:
+        """Every hyperparameter's value when not sampled, every family's options included: defaults overridden
+        by fixed entries."""
         values = dict(HYPERPARAMETER_DEFAULTS)
         for name, p in self.search_space.items():
             if p.is_fixed:

@@ -151,7 +151,7 @@ def complete_values(cfg: Config, sampled: dict[str, Any]) -> dict[str, Any]:
     Engine-private keys (Keras Tuner's ``tuner/...``) are dropped, and so are the hyperparameters the trial's family
     does not read (other families' options, shared fields it ignores): a trial records only what made its model.
     """
-    values = cfg.fixed_values()
+    values = cfg.unsampled_values()
     for k, v in sampled.items():
         if k in HYPERPARAMETER_DEFAULTS:
             values[k] = _plain(v)

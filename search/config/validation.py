@@ -307,7 +307,7 @@ def _choices(cfg: Config, name: str) -> tuple[Any, ...]:
 def _family_error(cfg: Config, variant: str, options: dict[str, Any]) -> str | None:
     """None when a spec of ``variant`` with ``options`` (the others fixed, or at their defaults) validates at some
     depth and width the space allows (the other shared fields at their smallest); else the last reason it did not."""
-    fixed = {k: v for k, v in cfg.fixed_values().items() if option_family(k) == variant}
+    fixed = {k: v for k, v in cfg.unsampled_values().items() if option_family(k) == variant}
     opts = {k.split(".", 1)[1]: v for k, v in fixed.items()} | options
     shared = {k: min(_choices(cfg, k)) for k in ("base_kernels", "dilation", "dropout_rate")}
     low, high = (int(v) for v in (min(_choices(cfg, "num_layers")), max(_choices(cfg, "num_layers"))))

@@ -12,7 +12,7 @@ import pytest
 from fake_study import build_study
 
 from search.cli import main
-from search.config import family_values, load_config
+from search.config import load_config
 from search.results import StudyDir
 from search.tools.export import export_ini, export_json, export_yaml
 
@@ -51,7 +51,7 @@ def test_yaml_round_trips_through_load_config(tmp_path: Path) -> None:
     path.write_text(export_yaml(study))
     cfg = load_config(path)
     assert cfg.sampled_params() == {}
-    assert _same_values(family_values(cfg.fixed_values()), best.values)  # the family's values, others' options aside
+    assert _same_values(cfg.fixed_values(), best.values)
     assert cfg.study.name == "tiny-best" and cfg.study.max_trials == 1
     assert cfg.data.image_size == 32 and cfg.train.max_epochs == 3
 
