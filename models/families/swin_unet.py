@@ -39,9 +39,12 @@ def level_grids(spec: UNetSpec) -> tuple[int, ...]:
 
 
 def level_windows(spec: UNetSpec) -> tuple[int, ...]:
-    """Attention window side of each level: ``window_size`` at level 0, ``max(window_size // 2, 1)`` deeper."""
+    """Attention window side of each level: ``window_size`` at level 0, ``max(window_size // 2, 1)`` deeper, and
+    never more than the level's token grid (Swin's own rule: a grid no larger than the window is one window,
+    unshifted), so that deep levels of small images do not make a depth infeasible."""
     first = int(spec.option("window_size"))
-    return tuple(first if i == 0 else max(first // 2, 1) for i in range(spec.num_layers))
+    wanted = (first if i == 0 else max(first // 2, 1) for i in range(spec.num_layers))
+    return tuple(min(w, max(grid, 1)) for w, grid in zip(wanted, level_grids(spec), strict=True))
 
 
 def level_heads(spec: UNetSpec) -> tuple[int, ...]:

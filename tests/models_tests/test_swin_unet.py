@@ -71,7 +71,7 @@ def test_reference_parameter_count() -> None:
         ({"options": {"patch_size": 3}}, "patch_size"),
         ({"base_filters": 6, "options": {"patch_size": 4}}, "base_filters=6 with patch_size=4"),
         ({"options": {"window_size": 3}}, "window_size=3"),
-        ({"options": {"window_size": 16}}, "window_size=16"),
+        ({"options": {"window_size": 6}}, "window_size=6"),  # 6 does not divide the 16×16 grid
         ({"options": {"num_heads": 3}}, "num_heads=3"),
         ({"options": {"num_mlp": 0}}, "num_mlp=0"),
         ({"options": {"stack_num_up": 1.5}}, "stack_num_up=1.5"),
@@ -84,6 +84,17 @@ def test_validate_errors(overrides: dict[str, object], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern) as info:
         spec.validate()
     assert "Expected" in str(info.value)
+
+
+def test_windows_are_clipped_to_small_grids() -> None:
+    """Swin's rule: a level whose grid is no larger than its window is one unshifted window (B14 sampled depth-6
+    Swin-UNets at 128² whose 1×1 deepest grid had 2×2 windows: infeasible, until this)."""
+    from models.families.swin_unet import level_grids
+
+    spec = UNetSpec(image_size=128, channels=1, base_filters=8, num_layers=6, variant="swin_unet")
+    assert level_grids(spec) == (32, 16, 8, 4, 2, 1) and level_windows(spec) == (4, 2, 2, 2, 2, 1)
+    spec.validate()
+    assert estimate_cost(spec).params == build_model(spec).count_params()
 
 
 def test_structure() -> None:
