@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from fake_study import build_study, report_figures
 
 from models import estimate_cost
@@ -56,3 +57,19 @@ def test_a_one_family_study_says_so(tmp_path: Path) -> None:
     study = build_study(tmp_path)
     assert "families: " not in status_text(study)
     assert "One model family in this study (unet)" in build_report_html(study)
+
+
+def test_the_exported_config_fixes_the_best_familys_values(tmp_path: Path) -> None:
+    from search.config import load_config
+    from search.tools.export import export_yaml
+
+    study = _two_families(tmp_path)
+    best = study.best_trial()
+    assert best is not None and best.values["variant"] == "attention_unet"
+    path = tmp_path / "best.yaml"
+    path.write_text(export_yaml(study))
+    cfg = load_config(path)
+    fixed = cfg.fixed_values()
+    assert cfg.sampled_params() == {} and set(fixed) == set(best.values)  # the family's values, no other's
+    for name, value in best.values.items():  # the export writes 6 significant digits
+        assert fixed[name] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), name
