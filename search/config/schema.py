@@ -74,6 +74,11 @@ def option_family(name: str) -> str | None:
     return prefix if "." in name and prefix in FAMILIES else None
 
 
+def family_options(values: dict[str, Any], variant: str) -> dict[str, Any]:
+    """``variant``'s options among ``values``, by option name (``swin_unet.window_size`` → ``window_size``)."""
+    return {k.split(".", 1)[1]: v for k, v in values.items() if option_family(k) == variant}
+
+
 def is_active(name: str, variant: str) -> bool:
     """Whether hyperparameter ``name`` changes a model of family ``variant``: its own options and the shared fields
     it reads are; other families' options and the shared fields it ignores are not (so they are not sampled)."""

@@ -29,12 +29,12 @@ __all__ = [
     "baseline_deviations",
     "baseline_values",
     "complete_values",
+    "conditions",
     "describe",
     "family_openers",
     "suggest_optuna",
     "to_keras_tuner",
     "to_optuna",
-    "conditions",
 ]
 
 
@@ -43,8 +43,8 @@ def _reference_values() -> dict[str, Any]:
     reproduce it (UNetSpec, TrainSpec, AugmentSpec.reference()), so that there is no second copy."""
     model, train, augment = UNetSpec(), TrainSpec(), AugmentSpec.reference()
     values: dict[str, Any] = {
-        VARIANT: model.variant, "base_filters": model.base_filters, "base_kernels": model.base_kernels, "num_layers": model.num_layers,
-        "dilation": model.dilation, "dropout_rate": model.dropout_rate, "learning_rate": train.learning_rate,
+        VARIANT: model.variant, "base_filters": model.base_filters, "base_kernels": model.base_kernels,
+        "num_layers": model.num_layers, "dilation": model.dilation, "dropout_rate": model.dropout_rate, "learning_rate": train.learning_rate,
         "batch_norm": model.batch_norm, "standardize_input": model.standardize_input, "loss": train.loss,
     }
     # Each family's options at its reference setting (a baseline of another family, when the space excludes unet).
@@ -128,9 +128,9 @@ def suggest_optuna(trial: Any, cfg: Config) -> dict[str, Any]:
     """Ask an Optuna trial for every sampled hyperparameter its family uses (define-by-run: ``variant`` first, then
     the shared fields the chosen family reads and its own options; enqueued values are honoured)."""
     values: dict[str, Any] = {}
-    params = cfg.sampled_params()
+    params, unsampled = cfg.sampled_params(), cfg.unsampled_values()[VARIANT]
     for name, users in conditions(cfg).items():
-        variant = values.get(VARIANT, cfg.fixed_values()[VARIANT])
+        variant = values.get(VARIANT, unsampled)
         if users is not None and variant not in users:
             continue
         p = params[name]

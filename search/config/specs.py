@@ -15,7 +15,7 @@ import numpy as np
 
 from data import AugmentSpec
 from models import UNetSpec, estimate_training_memory_bytes
-from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, VARIANT, Config, option_family
+from search.config import AUGMENTATIONS, HYPERPARAMETER_DEFAULTS, VARIANT, Config, family_options
 from search.errors import TrialFailed
 
 __all__ = ["TrainSpec", "TrialSpecs", "check_memory", "derived_seed", "first_rung_size", "specs_from_values",
@@ -83,7 +83,7 @@ def specs_from_values(cfg: Config, values: dict[str, Any], *, seed: int, max_epo
         activation=t.activation,
         rescale_input=t.rescale_input,
         variant=variant,
-        options={k.split(".", 1)[1]: value for k, value in v.items() if option_family(k) == variant},
+        options=family_options(v, variant),
     )
     try:
         model.validate()

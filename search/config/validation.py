@@ -20,6 +20,7 @@ from search.config.schema import (
     VARIANT,
     Config,
     ParamDef,
+    family_options,
     option_family,
 )
 from search.errors import ConfigError
@@ -105,10 +106,10 @@ def _log_and_step(spec: dict[str, Any], lo: float, where: str) -> tuple[bool, An
 def _unknown_hyperparameter(name: str, where: str) -> str:
     """The message for a search-space key nobody understands: another option of a known family, an unknown family,
     or neither."""
-    prefix = name.split(".", 1)[0]
-    if "." in name and prefix in FAMILIES:
-        options = [f"{prefix}.{o}" for o in FAMILIES[prefix].options]
-        return f"{where}: unknown option of model family {prefix}; expected one of {options or 'none (it has none)'}"
+    prefix, owner = name.split(".", 1)[0], option_family(name)
+    if owner is not None:
+        options = [f"{owner}.{o}" for o in FAMILIES[owner].options]
+        return f"{where}: unknown option of model family {owner}; expected one of {options or 'none (it has none)'}"
     if "." in name and prefix != "augment":
         return f"{where}: unknown model family {prefix!r}; family options are <family>.<option>, families {list(FAMILIES)}"
     shared = sorted(k for k in HYPERPARAMETER_DEFAULTS if option_family(k) is None)
@@ -307,8 +308,7 @@ def _choices(cfg: Config, name: str) -> tuple[Any, ...]:
 def _family_error(cfg: Config, variant: str, options: dict[str, Any]) -> str | None:
     """None when a spec of ``variant`` with ``options`` (the others fixed, or at their defaults) validates at some
     depth and width the space allows (the other shared fields at their smallest); else the last reason it did not."""
-    fixed = {k: v for k, v in cfg.unsampled_values().items() if option_family(k) == variant}
-    opts = {k.split(".", 1)[1]: v for k, v in fixed.items()} | options
+    opts = family_options(cfg.unsampled_values(), variant) | options
     shared = {k: min(_choices(cfg, k)) for k in ("base_kernels", "dilation", "dropout_rate")}
     low, high = (int(v) for v in (min(_choices(cfg, "num_layers")), max(_choices(cfg, "num_layers"))))
     channels = cfg.data.channels if isinstance(cfg.data.channels, int) else 3
